@@ -1,0 +1,208 @@
+"""Model files: weights as safetensors + a JSON model card, checked by sha256 on load.
+
+A model directory holds ``<name>.json`` (the card), ``<name>.safetensors`` and optionally
+``<name>.onnx`` (and ``<name>.int8.onnx``). The card says what the model is, how to feed it, how to
+decide with it, what it was trained on and how well it did, and whether it is for clinical use.
+Nothing here unpickles anything: a model file must not be able to run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ModelCardError
+
+__all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "load_card", "save_card", "sha256_file",
+           "save_weights", "load_weights", "CARD_FORMAT"]
+
+CARD_FORMAT = "octscreen-model-card/1"
+DEMO_WARNING = "demonstration model \u2014 not for clinical use"
+
+
+@dataclass
+class Thresholds:
+    """Decision policy of ``core.aggregate`` (DESIGN.md, 'Aggregation')."""
+
+    urgent: dict[str, float] = field(default_factory=lambda: {"cnv": 0.5})    # class -> eye-score threshold
+    routine: dict[str, float] = field(default_factory=lambda: {"drusen": 0.5})
+    review_margin: float = 0.1          # |score - threshold| < margin -> "review"
+    top_k_fraction: float = 0.1         # k = max(1, ceil(fraction * n_gradable))
+    min_gradable: int = 5               # fewer gradable B-scans -> "rescan"
+    min_gradable_fraction: float = 0.5  # or fewer than this fraction of the volume
+
+
+@dataclass
+class ModelCard:
+    name: str
+    arch: str
+    classes: list[str]
+    input_size: tuple[int, int]          # (height, width) fed to the network
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    version: str = "0.0.0"
+    role: str = "student"                # student | teacher
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    weights_file: str = ""               # relative to the card's folder
+    weights_sha256: str = ""
+    onnx_file: str = ""
+    onnx_sha256: str = ""
+    onnx_int8_file: str = ""
+    onnx_int8_sha256: str = ""
+    cam_layer: str = "forward_features"  # where CAMs are taken (GAP + linear head: CAM == Grad-CAM)
+    training_data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    split_hash: str = ""
+    intended_use: str = ""
+    demo: bool = False                   # trained on synthetic data: show DEMO_WARNING everywhere
+    reproduce: str = ""                  # the command that rebuilds this model
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)  # where the card was loaded from
+
+    @property
+    def warning(self) -> str:
+        return DEMO_WARNING if self.demo else ""
+
+    @property
+    def folder(self) -> Path:
+        if self.path is None:
+            raise ModelCardError(None, f"model card '{self.name}' has not been saved or loaded from a file")
+        return self.path.parent
+
+    def file(self, which: str = "weights") -> Path:
+        """Absolute path of 'weights', 'onnx' or 'onnx_int8'."""
+        rel = {"weights": self.weights_file, "onnx": self.onnx_file, "onnx_int8": self.onnx_int8_file}[which]
+        if not rel:
+            raise ModelCardError(self.path, f"the model card names no {which} file")
+        return self.folder / rel
+
+    def verified_file(self, which: str = "weights") -> Path:
+        """The file, after checking that it exists and matches the card's sha256."""
+        p = self.file(which)
+        expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256,
+                    "onnx_int8": self.onnx_int8_sha256}[which]
+        if not p.is_file():
+            raise ModelCardError(p, f"{which} file named by model card {self.path} is missing")
+        if expected and sha256_file(p) != expected:
+            raise ModelCardError(p, f"{which} file does not match the sha256 in its model card "
+                                    "(damaged or replaced); refusing to load it")
+        return p
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        d["input_size"] = list(self.input_size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return {"format": CARD_FORMAT, **d}
+
+    def summary(self) -> str:
+        """A few lines for the report and the About dialog."""
+        lines = [f"{self.name} v{self.version} ({self.arch}, {self.role}), classes: {', '.join(self.classes)}",
+                 f"input {self.input_size[0]}x{self.input_size[1]}"]
+        if self.training_data.get("description"):
+            lines.append(f"trained on: {self.training_data['description']}")
+        acc = self.metrics.get("accuracy")
+        if isinstance(acc, (int, float)):
+            lines.append(f"test accuracy (per B-scan): {100 * acc:.1f} %")
+        if self.demo:
+            lines.append(DEMO_WARNING.upper())
+        return "\n".join(lines)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
+    if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
+        raise ModelCardError(path, f"not an OCT Screen model card (expected \"format\": \"{CARD_FORMAT}\")")
+    d = dict(d)
+    d.pop("format")
+    known = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
+    unknown = set(d) - known
+    if unknown:
+        raise ModelCardError(path, f"unknown model card fields: {', '.join(sorted(unknown))}")
+    for req in ("name", "arch", "classes", "input_size"):
+        if req not in d:
+            raise ModelCardError(path, f"model card lacks the required field '{req}'")
+    try:
+        d["thresholds"] = Thresholds(**d.get("thresholds", {}))
+        d["input_size"] = tuple(int(v) for v in d["input_size"])
+        d["mean"] = tuple(float(v) for v in d.get("mean", (0.485, 0.456, 0.406)))
+        d["std"] = tuple(float(v) for v in d.get("std", (0.229, 0.224, 0.225)))
+        d["classes"] = [str(c) for c in d["classes"]]
+        card = ModelCard(**d, path=path)
+    except (TypeError, ValueError) as e:
+        raise ModelCardError(path, f"malformed model card: {e}") from None
+    if len(card.input_size) != 2 or min(card.input_size) < 8:
+        raise ModelCardError(path, f"input_size must be [height, width], got {list(card.input_size)}")
+    if len(card.classes) < 2 or len(set(card.classes)) != len(card.classes):
+        raise ModelCardError(path, "classes must list at least two distinct names")
+    if len(card.mean) != 3 or len(card.std) != 3 or min(card.std) <= 0:
+        raise ModelCardError(path, "mean and std must have three values, std > 0")
+    return card
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read a model card (the .json file, or a folder holding exactly one card)."""
+    p = Path(path)
+    if p.is_dir():
+        cards = sorted(p.glob("*.json"))
+        if len(cards) != 1:
+            raise ModelCardError(p, f"expected one model card (*.json) in the folder, found {len(cards)}")
+        p = cards[0]
+    if not p.is_file():
+        raise ModelCardError(p, "model card not found")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelCardError(p, f"model card is not valid JSON ({e})") from None
+    return _from_json(d, p.resolve())
+
+
+def save_card(card: ModelCard, path: str | Path) -> Path:
+    """Write the card atomically (temp file + rename) and remember where it lives."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(card.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    card.path = p.resolve()
+    return p
+
+
+def save_weights(card: ModelCard, state_dict: dict, folder: str | Path) -> Path:
+    """Write ``<name>.safetensors`` into ``folder``, fill in the card's file and sha256, save the card."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wpath = folder / f"{card.name}.safetensors"
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    tmp = wpath.with_name(wpath.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "model_card": f"{card.name}.json"})
+    tmp.replace(wpath)
+    card.weights_file, card.weights_sha256 = wpath.name, sha256_file(wpath)
+    save_card(card, folder / f"{card.name}.json")
+    return wpath
+
+
+def load_weights(card: ModelCard) -> dict:
+    """The card's state dict, after the sha256 check (safetensors only; never a pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = card.verified_file("weights")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelCardError(p, f"weights file is not a readable safetensors file ({e})") from None

@@ -1,0 +1,107 @@
+"""What screening produces: per-B-scan arrays for one volume (``VolumeResult``) and the per-eye
+decision (``EyeResult``). Plain data: the GUI, the report and the CLI only read these."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.volume import EyeKey, OctVolume
+
+__all__ = ["VolumeResult", "EyeResult", "Urgency", "ProgressFn", "CancelFn"]
+
+# progress(done, total, message) and cancel() -> bool, passed down by the CLI and GUI workers.
+ProgressFn = "Callable[[int, int, str], None]"
+CancelFn = "Callable[[], bool]"
+
+
+class Urgency(str, enum.Enum):
+    """Referral urgency (De Fauw et al. 2018 categories used here)."""
+
+    URGENT = "urgent"        # CNV
+    ROUTINE = "routine"      # drusen
+    NONE = "none"            # observation only / no referral
+    RESCAN = "rescan"        # not enough gradable B-scans to decide
+
+    @property
+    def text(self) -> str:
+        return {"urgent": "Urgent referral", "routine": "Routine referral",
+                "none": "No referral (observation)", "rescan": "Rescan: image quality insufficient"}[self.value]
+
+
+@dataclass
+class VolumeResult:
+    """Per-B-scan model output for one volume.
+
+    probs: ``[n, C]`` float32 softmax probabilities; cams: ``[n, C, fh, fw]`` float32 class
+    activation maps at feature resolution (raw, not normalised), or None if the backend gave none;
+    gradable: ``[n]`` bool; quality_reasons: '' for gradable B-scans, else why not.
+    """
+
+    volume: OctVolume
+    classes: list[str]
+    probs: np.ndarray
+    cams: np.ndarray | None
+    gradable: np.ndarray
+    quality_reasons: list[str]
+    model_name: str = ""
+    model_version: str = ""
+    demo_model: bool = False
+    backend: str = ""
+    timings: dict[str, float] = field(default_factory=dict)   # seconds: read, preprocess, model, ...
+
+    @property
+    def n(self) -> int:
+        return int(self.probs.shape[0])
+
+    def predicted(self) -> np.ndarray:
+        """Index of the most probable class per B-scan."""
+        return self.probs.argmax(axis=1)
+
+    def cam(self, index: int, cls: int | str, size: tuple[int, int] | None = None) -> np.ndarray:
+        """CAM of B-scan ``index`` for class ``cls``, scaled to [0, 1] (ReLU then max), optionally
+        upsampled to ``size`` = (h, w) (bilinear). Zeros if no CAMs."""
+        import cv2
+
+        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
+        if self.cams is None:
+            h, w = size or self.volume.bscans.shape[1:]
+            return np.zeros((h, w), np.float32)
+        m = np.maximum(self.cams[index, c].astype(np.float32), 0.0)
+        top = float(m.max())
+        m = m / top if top > 0 else m
+        if size is not None:
+            m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return np.clip(m, 0.0, 1.0)
+
+
+@dataclass
+class EyeResult:
+    """The per-eye answer. ``label`` is a class name from the model card, or 'ungradable'."""
+
+    eye: EyeKey
+    label: str
+    urgency: Urgency
+    scores: dict[str, float]            # eye score per class (top-k mean of B-scan probabilities)
+    confidence: float                   # eye score of the decisive class
+    needs_review: bool                  # a score lies within the review margin of a threshold
+    evidence: list[int]                 # B-scan indices (0-based) that drove the decision, strongest first
+    n_bscans: int
+    n_gradable: int
+    ungradable: list[int]
+    reasons: list[str] = field(default_factory=list)   # human-readable why (thresholds crossed, rescan cause)
+    volume_result: VolumeResult | None = None
+
+    @property
+    def rescan(self) -> bool:
+        return self.urgency is Urgency.RESCAN
+
+    @property
+    def headline(self) -> str:
+        """'URGENT REFERRAL: CNV (review)' style one-liner for badges and reports."""
+        if self.rescan:
+            return "RESCAN: too few gradable B-scans"
+        txt = f"{self.urgency.text.upper()}: {self.label.upper()}"
+        return txt + (" (review advised)" if self.needs_review else "")
