@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.volume import EyeKey, OctVolume
+from core.volume import DeviceInfo, EyeKey, OctVolume, PatientInfo, StudyInfo  # noqa: F401
 
-__all__ = ["VolumeResult", "EyeResult", "Urgency", "ProgressFn", "CancelFn"]
+__all__ = ["VolumeResult", "EyeResult", "ExamResult", "Urgency", "ProgressFn", "CancelFn"]
 
 # progress(done, total, message) and cancel() -> bool, passed down by the CLI and GUI workers.
 ProgressFn = "Callable[[int, int, str], None]"
@@ -105,3 +105,19 @@ class EyeResult:
             return "RESCAN: too few gradable B-scans"
         txt = f"{self.urgency.text.upper()}: {self.label.upper()}"
         return txt + (" (review advised)" if self.needs_review else "")
+
+
+@dataclass
+class ExamResult:
+    """One patient exam (one study): both eyes' decisions, what one PDF report covers."""
+
+    patient: "PatientInfo"
+    study: "StudyInfo"
+    device: "DeviceInfo"
+    eyes: list[EyeResult]               # sorted OD, OS, unknown
+
+    @property
+    def worst(self) -> EyeResult | None:
+        """The eye with the most urgent decision (urgent > routine > rescan > none)."""
+        order = {Urgency.URGENT: 0, Urgency.ROUTINE: 1, Urgency.RESCAN: 2, Urgency.NONE: 3}
+        return min(self.eyes, key=lambda e: order[e.urgency]) if self.eyes else None
