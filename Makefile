@@ -1,0 +1,47 @@
+# OCT Screen: the two commands of the README.
+#   make run   set up (virtual environment + install) and screen the bundled demo exam
+#   make test  set up and run the whole test suite
+# Other targets: make setup, make gui, make screen-demo, make bench, make clean.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO   := resources/samples/demo-exam
+OUT    ?= demo-output
+
+.PHONY: setup sysdeps run gui screen-demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# dcmtk (dcmdump) and poppler-utils (pdftoppm, pdftotext) check our DICOM and PDF output in tests.
+sysdeps:
+	@if ! command -v dcmdump >/dev/null || ! command -v pdftotext >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk poppler-utils >/dev/null; \
+	  else echo "note: install dcmtk and poppler-utils to run the DICOM/PDF conformance tests"; fi; \
+	fi
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/octscreen screen $(DEMO) --out $(OUT) --overwrite
+
+gui: setup
+	$(BIN)/octscreen gui --demo
+
+screen-demo: run
+
+test: setup sysdeps
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_end_to_end.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

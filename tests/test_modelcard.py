@@ -1,0 +1,72 @@
+"""Model card + safetensors weights: round trip, sha256 verification, malformed cards."""
+
+import json
+
+import pytest
+import torch
+
+from core.errors import ModelCardError
+from core.modelcard import DEMO_WARNING, ModelCard, Thresholds, load_card, load_weights, save_card, save_weights
+
+
+def _card(**kw):
+    return ModelCard(name="m", arch="test_efficientnet", classes=["normal", "drusen", "cnv"], input_size=(64, 64), **kw)
+
+
+def test_round_trip_with_weights(tmp_path):
+    card = _card(demo=True, thresholds=Thresholds(urgent={"cnv": 0.4}))
+    sd = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    save_weights(card, sd, tmp_path)
+    loaded = load_card(tmp_path / "m.json")
+    assert loaded.thresholds.urgent == {"cnv": 0.4} and loaded.input_size == (64, 64) and loaded.demo
+    assert loaded.warning == DEMO_WARNING and DEMO_WARNING.upper() in loaded.summary()
+    torch.testing.assert_close(load_weights(loaded)["w"], sd["w"])
+    assert load_card(tmp_path).name == "m"                 # a folder with one card
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    card = _card()
+    save_weights(card, {"w": torch.zeros(3)}, tmp_path)
+    p = tmp_path / "m.safetensors"
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelCardError, match="sha256"):
+        load_weights(load_card(tmp_path / "m.json"))
+
+
+def test_pickle_disguised_as_safetensors_is_refused(tmp_path):
+    card = _card()
+    save_weights(card, {"w": torch.zeros(3)}, tmp_path)
+    torch.save({"w": torch.zeros(3)}, tmp_path / "m.safetensors")   # a pickle with the right name
+    c = load_card(tmp_path / "m.json")
+    c.weights_sha256 = ""                                          # even without a checksum...
+    with pytest.raises(ModelCardError, match="safetensors"):
+        load_weights(c)                                            # ...it is never unpickled
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("format"), "not an OCT Screen model card"),
+    (lambda d: d.pop("classes"), "required field 'classes'"),
+    (lambda d: d.update(classes=["a"]), "at least two"),
+    (lambda d: d.update(input_size=[64]), "input_size"),
+    (lambda d: d.update(bogus=1), "unknown model card fields: bogus"),
+    (lambda d: d.update(std=[0, 1, 1]), "std > 0"),
+    (lambda d: d.update(thresholds={"nope": 1}), "malformed"),
+])
+def test_malformed_cards_name_the_file(tmp_path, mutate, message):
+    save_card(_card(), tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    mutate(d)
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    with pytest.raises(ModelCardError, match=message) as e:
+        load_card(tmp_path / "c.json")
+    assert "c.json" in str(e.value)
+
+
+def test_not_json_and_missing(tmp_path):
+    (tmp_path / "x.json").write_bytes(b"\x00\xff garbage")
+    with pytest.raises(ModelCardError, match="not valid JSON"):
+        load_card(tmp_path / "x.json")
+    with pytest.raises(ModelCardError, match="not found"):
+        load_card(tmp_path / "missing.json")
