@@ -1,0 +1,443 @@
+"""DICOM readers: multi-frame Ophthalmic Tomography (OPT), single-frame OCT series, DICOMDIR.
+
+Headers are read first with large values deferred (pixel data stays on disk until a volume is
+assembled), so a folder scan can classify and group thousands of files without decoding them.
+Compressed pixel data (JPEG baseline/lossless, JPEG 2000, RLE) is decoded by pydicom's pixel
+handlers (pylibjpeg plug-ins). Every failure becomes an ``InputError`` subclass naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from natsort import natsorted
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
+
+from core.errors import (
+    CorruptFileError,
+    FileMissingError,
+    InconsistentVolumeError,
+    InputError,
+    NoPixelDataError,
+    NotOctError,
+    UnsupportedCompressionError,
+    UnsupportedFormatError,
+)
+from core.io.common import check_size, guarded, reason, to_grey, to_unsigned
+from core.io.writer import GROUND_TRUTH_MARKER, OPT_SOP_CLASS
+from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DicomFile", "read_header", "dicomdir_members", "volume_from_file", "volumes_from_series",
+           "read_dicom_files"]
+
+DICOMDIR_SOP_CLASS = UID("1.2.840.10008.1.3.10")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@dataclass
+class DicomFile:
+    """One DICOM file whose header has been read and checked (pixel data not decoded yet)."""
+
+    path: Path
+    ds: Dataset
+    is_dicomdir: bool = False
+
+    @property
+    def n_frames(self) -> int:
+        """NumberOfFrames (1 when absent or unreadable)."""
+        try:
+            return max(1, int(self.ds.get("NumberOfFrames", 1) or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def series_key(self) -> str:
+        """SeriesInstanceUID, or the folder for files without one (they group per folder)."""
+        return str(self.ds.get("SeriesInstanceUID", "") or f"no-series:{self.path.parent}")
+
+
+# ---------------------------------------------------------------------------------------- headers
+def read_header(path: Path, *, force: bool = False) -> DicomFile:
+    """Read and check a DICOM header: an OCT image with decodable pixel data, or a DICOMDIR.
+
+    Raises NotOctError, NoPixelDataError, UnsupportedCompressionError, ImageTooLargeError or
+    CorruptFileError (all naming ``path``).
+    """
+    try:
+        ds = pydicom.dcmread(path, defer_size="256 KB", force=force)
+    except InputError:
+        raise
+    except Exception as e:  # reader boundary: pydicom raises many kinds on damaged files
+        raise CorruptFileError(path, f"not a readable DICOM file ({reason(e, path)})") from None
+    meta = getattr(ds, "file_meta", None)
+    media_class = meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""
+    if force and "SOPClassUID" not in ds and not media_class:
+        raise CorruptFileError(path, "not a readable DICOM file (no DICOM header found)")
+    if media_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        return DicomFile(path, ds, is_dicomdir=True)
+    try:
+        _check_oct(path, ds, media_class)
+    except InputError:
+        raise
+    except Exception as e:  # a header element that cannot be parsed
+        raise CorruptFileError(path, f"damaged DICOM header ({reason(e, path)})") from None
+    return DicomFile(path, ds)
+
+
+def _check_oct(path: Path, ds: Dataset, media_class: str) -> None:
+    if len(ds) == 0:
+        raise CorruptFileError(path, "not a readable DICOM file (it ends inside the header: truncated)")
+    sop = UID(str(ds.get("SOPClassUID", "") or media_class or ""))
+    modality = str(ds.get("Modality", "") or "").upper()
+    if not sop and not modality:
+        raise CorruptFileError(path, "damaged DICOM header (no SOP Class UID and no Modality)")
+    if sop != OPT_SOP_CLASS and modality != "OPT":
+        what = sop.name if sop else "a DICOM object without SOP class"
+        raise NotOctError(path, f"this DICOM file is {what} (modality {modality or 'none'}), not an OCT "
+                                f"image (Ophthalmic Tomography, modality OPT)")
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise NoPixelDataError(path, "this OCT DICOM file has no pixel data (a header-only file, "
+                                     "or the file is truncated)")
+    if "PixelData" not in ds:
+        raise UnsupportedFormatError(path, "floating-point OCT pixel data is not supported")
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if ds.get(keyword) in (None, ""):
+            raise CorruptFileError(path, f"the DICOM header lacks {keyword} (0028,xxxx); cannot read the image")
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    check_size(path, n, int(ds.Rows), int(ds.Columns))
+    bits = int(ds.BitsAllocated)
+    if bits not in (1, 8, 16, 32):
+        raise UnsupportedFormatError(path, f"{bits}-bit pixels are not supported")
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(ds, "file_meta") else UID("")
+    if syntax and not syntax.is_transfer_syntax:
+        raise UnsupportedCompressionError(path, f"pixel data is encoded with an unknown transfer syntax ({syntax}) "
+                                                f"that no installed decoder can read")
+    if syntax and syntax.is_compressed:
+        try:
+            available = get_decoder(syntax).is_available
+        except (NotImplementedError, ValueError):
+            available = False
+        if not available:
+            raise UnsupportedCompressionError(path, f"pixel data is compressed with {syntax.name} ({syntax}), which "
+                                                    f"no installed decoder can read")
+
+
+# --------------------------------------------------------------------------------------- DICOMDIR
+def dicomdir_members(f: DicomFile) -> list[Path]:
+    """Files a DICOMDIR references (IMAGE and other records with a ReferencedFileID)."""
+    root = f.path.parent
+    found: list[Path] = []
+    for record in f.ds.get("DirectoryRecordSequence", []):
+        ref = record.get("ReferencedFileID")
+        if not ref:
+            continue
+        parts = [str(p) for p in ref] if isinstance(ref, MultiValue) else [str(ref)]
+        found.append(root.joinpath(*parts))
+    return found
+
+
+# ----------------------------------------------------------------------------------- pixel access
+def _decode(f: DicomFile) -> np.ndarray:
+    """Pixels as uint8/uint16 ``[n, h, w]`` (colour converted to grey, MONOCHROME1 inverted)."""
+    ds = f.ds
+    try:
+        arr = ds.pixel_array
+    except NotImplementedError as e:
+        raise UnsupportedCompressionError(f.path, f"pixel data cannot be decoded ({reason(e, f.path)})") from None
+    except Exception as e:  # truncated or damaged pixel data
+        raise CorruptFileError(f.path, f"pixel data is damaged or truncated ({reason(e, f.path)})") from None
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    n = f.n_frames
+    if samples > 1:
+        arr = to_grey(arr)
+    if n == 1 and arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] != n:
+        raise CorruptFileError(f.path, f"pixel data has shape {arr.shape}, expected {n} frames of "
+                                       f"{ds.Rows} x {ds.Columns}")
+    arr = to_unsigned(arr, f.path)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        top = min((1 << int(ds.get("BitsStored", 8 * arr.itemsize))) - 1, int(np.iinfo(arr.dtype).max))
+        arr = (top - np.minimum(arr, top)).astype(arr.dtype)  # MONOCHROME1: low values are bright
+    return arr
+
+
+# ------------------------------------------------------------------------------------ metadata
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _identity(ds: Dataset) -> tuple[PatientInfo, StudyInfo, DeviceInfo]:
+    patient = PatientInfo(patient_id=_text(ds, "PatientID"), name=_text(ds, "PatientName"),
+                          birth_date=_text(ds, "PatientBirthDate"), sex=_text(ds, "PatientSex"))
+    try:
+        series_number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None
+    except (TypeError, ValueError):
+        series_number = None
+    study = StudyInfo(study_uid=_text(ds, "StudyInstanceUID"), series_uid=_text(ds, "SeriesInstanceUID"),
+                      study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"),
+                      study_id=_text(ds, "StudyID"), accession_number=_text(ds, "AccessionNumber"),
+                      series_number=series_number, description=_text(ds, "SeriesDescription"))
+    device = DeviceInfo(manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"),
+                        software_version=_text(ds, "SoftwareVersions"))
+    return patient, study, device
+
+
+def _group_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The functional-group macro ``sequence`` for ``frame``: per-frame first, then shared."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > index:
+            value = items[index].get(sequence)
+            if value:
+                return value[0]
+    return None
+
+
+def _float(item: Dataset | None, keyword: str) -> float | None:
+    if item is None or item.get(keyword) in (None, ""):
+        return None
+    try:
+        value = float(item.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def _laterality(ds: Dataset) -> Laterality:
+    candidates = [ds.get("Laterality"), ds.get("ImageLaterality")]
+    anatomy = _group_item(ds, 0, "FrameAnatomySequence")
+    if anatomy is not None:
+        candidates.append(anatomy.get("FrameLaterality"))
+    for value in candidates:
+        side = Laterality.parse(value)
+        if side is not Laterality.UNKNOWN:
+            return side
+    return Laterality.UNKNOWN
+
+
+def _in_plane_spacing(ds: Dataset, frame: int = 0) -> tuple[float | None, float | None]:
+    measures = _group_item(ds, frame, "PixelMeasuresSequence")
+    spacing = (measures.get("PixelSpacing") if measures is not None else None) or ds.get("PixelSpacing")
+    if spacing is None or len(spacing) < 2:
+        return None, None
+    try:
+        row, col = float(spacing[0]), float(spacing[1])
+    except (TypeError, ValueError):
+        return None, None
+    return (row if row > 0 else None), (col if col > 0 else None)
+
+
+def _declared_slice_spacing(ds: Dataset) -> tuple[float | None, float | None]:
+    """(SpacingBetweenSlices, SliceThickness) from the functional groups or the top level."""
+    measures = _group_item(ds, 0, "PixelMeasuresSequence")
+    between = _float(measures, "SpacingBetweenSlices") or _float(ds, "SpacingBetweenSlices")
+    thickness = _float(measures, "SliceThickness") or _float(ds, "SliceThickness")
+    return between, thickness
+
+
+def _position_keys(positions: list[object], orientation: object | None) -> np.ndarray | None:
+    """Signed distance of each position along the slice normal (or the main axis of the positions)."""
+    try:
+        p = np.array([[float(x) for x in pos] for pos in positions], dtype=np.float64)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if p.ndim != 2 or p.shape[1] != 3:
+        return None
+    normal = None
+    if orientation is not None and len(orientation) == 6:  # type: ignore[arg-type]
+        o = np.array([float(x) for x in orientation], dtype=np.float64)  # type: ignore[union-attr]
+        normal = np.cross(o[:3], o[3:])
+        if not np.linalg.norm(normal) > 0:
+            normal = None
+    if normal is None:
+        if len(p) < 2:
+            return None
+        d = p - p[0]
+        normal = d[np.argmax(np.linalg.norm(d, axis=1))]
+        if not np.linalg.norm(normal) > 0:
+            return None
+        normal = normal / np.linalg.norm(normal)
+    return p @ normal
+
+
+def _order_and_spacing(keys: np.ndarray | None, fallback: list[int]) -> tuple[list[int], float | None]:
+    """Frame order from position keys when they are all distinct, else ``fallback``; plus median step."""
+    if keys is None or len(np.unique(np.round(keys, 6))) != len(keys):
+        return fallback, None
+    order = [int(i) for i in np.argsort(keys, kind="stable")]
+    if len(keys) < 2:
+        return order, None
+    step = float(np.median(np.diff(np.sort(keys))))
+    return order, (step if step > 0 else None)
+
+
+def _ground_truth(text: object) -> str | None:
+    value = str(text or "")
+    return value[len(GROUND_TRUTH_MARKER):] if value.startswith(GROUND_TRUTH_MARKER) else None
+
+
+# ------------------------------------------------------------------------------- multi-frame files
+def volume_from_file(f: DicomFile) -> OctVolume:
+    """The volume in one OPT file (multi-frame, or a single frame as a one-B-scan volume)."""
+    ds = f.ds
+    n = f.n_frames
+    pixels = _decode(f)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    order = list(range(n))
+    position_step = None
+    if len(per_frame) == n:
+        stack = [((item.get("FrameContentSequence") or [Dataset()])[0]).get("InStackPositionNumber")
+                 for item in per_frame]
+        stack_known = all(s not in (None, "") for s in stack) and len({int(s) for s in stack}) == n
+        positions = [(_group_item(ds, i, "PlanePositionSequence") or Dataset()).get("ImagePositionPatient")
+                     for i in range(n)]
+        keys = None
+        if all(p is not None for p in positions):
+            orient_item = _group_item(ds, 0, "PlaneOrientationSequence")
+            keys = _position_keys(positions, orient_item.get("ImageOrientationPatient") if orient_item else None)
+        by_position, position_step = _order_and_spacing(keys, order)
+        order = sorted(order, key=lambda i: int(stack[i])) if stack_known else by_position
+    if order != list(range(n)):
+        pixels = pixels[order]
+    row, col = _in_plane_spacing(ds)
+    between, thickness = _declared_slice_spacing(ds)
+    frame_labels = None
+    if len(per_frame) == n:
+        labels = [_ground_truth((item.get("FrameContentSequence") or [Dataset()])[0].get("FrameComments"))
+                  for item in per_frame]
+        if all(label is not None for label in labels):
+            frame_labels = tuple(labels[i] for i in order)  # type: ignore[misc]
+    patient, study, device = _identity(ds)
+    return OctVolume(
+        bscans=pixels, laterality=_laterality(ds), patient=patient, study=study, device=device,
+        spacing=PixelSpacing(slice=between or position_step or thickness, row=row, column=col),
+        source=f.path, source_files=(f.path,), label=_ground_truth(ds.get("ImageComments")),
+        frame_labels=frame_labels, extra=_extra(f))
+
+
+def _extra(f: DicomFile) -> dict:
+    ds = f.ds
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(ds, "file_meta") else UID("")
+    return {"format": "dicom", "transfer_syntax": str(syntax), "transfer_syntax_name": syntax.name,
+            "sop_class": str(ds.get("SOPClassUID", "")), "modality": str(ds.get("Modality", "")),
+            "bits_stored": int(ds.get("BitsStored", ds.BitsAllocated)),
+            "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", ""))}
+
+
+# ---------------------------------------------------------------------------- single-frame series
+def volumes_from_series(files: list[DicomFile], errors: list[InputError]) -> list[OctVolume]:
+    """Group single-frame OCT files by SeriesInstanceUID into volumes (bad files go to ``errors``)."""
+    groups: dict[str, list[DicomFile]] = defaultdict(list)
+    for f in files:
+        groups[f.series_key].append(f)
+    volumes = []
+    for members in groups.values():
+        if len(members) == 1:  # a lone file keeps everything its own header says
+            volume = guarded(members[0].path, errors, lambda f=members[0]: volume_from_file(f))
+        else:
+            volume = guarded(members[0].path, errors, lambda m=members: _series_volume(m, errors))
+        if volume is not None:
+            volumes.append(volume)
+    return volumes
+
+
+def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVolume:
+    unique: dict[str, DicomFile] = {}
+    for f in natsorted(members, key=lambda m: str(m.path)):
+        unique.setdefault(str(f.ds.get("SOPInstanceUID", "") or f.path), f)
+    members = list(unique.values())
+    shapes = Counter((int(f.ds.Rows), int(f.ds.Columns), int(f.ds.BitsAllocated)) for f in members)
+    common = shapes.most_common(1)[0][0]
+    for f in members:
+        shape = (int(f.ds.Rows), int(f.ds.Columns), int(f.ds.BitsAllocated))
+        if shape != common:
+            raise InconsistentVolumeError(
+                f.path, f"this B-scan is {shape[1]} x {shape[0]} pixels, {shape[2]} bit, while the other "
+                        f"{shapes[common]} B-scans of its series are {common[1]} x {common[0]}, {common[2]} bit")
+    check_size(members[0].path, len(members), common[0], common[1])
+    # order: by position along the slice normal, else InstanceNumber, else file name
+    instance = [f.ds.get("InstanceNumber") for f in members]
+    fallback = list(range(len(members)))
+    if all(i not in (None, "") for i in instance) and len(set(int(i) for i in instance)) == len(members):
+        fallback = sorted(fallback, key=lambda k: int(instance[k]))
+    positions = [f.ds.get("ImagePositionPatient") for f in members]
+    keys = None
+    if all(p is not None for p in positions):
+        keys = _position_keys(positions, members[0].ds.get("ImageOrientationPatient"))
+    order, position_step = _order_and_spacing(keys, fallback)
+    ordered = [members[i] for i in order]
+    frames, kept = [], []
+    for f in ordered:
+        pixels = guarded(f.path, errors, lambda f=f: _decode(f))
+        if pixels is not None:
+            frames.append(pixels[0])
+            kept.append(f)
+    if not frames:
+        raise CorruptFileError(members[0].path, "no B-scan of this DICOM series could be decoded")
+    first = kept[0].ds
+    row, col = _in_plane_spacing(first)
+    between, thickness = _declared_slice_spacing(first)
+    patient, study, device = _identity(first)
+    extra = _extra(kept[0])
+    if len(kept) < len(members):
+        extra["missing_bscans"] = len(members) - len(kept)
+    sides = {_laterality(f.ds) for f in kept} - {Laterality.UNKNOWN}
+    return OctVolume(
+        bscans=np.stack(frames), laterality=sides.pop() if len(sides) == 1 else Laterality.UNKNOWN,
+        patient=patient, study=study, device=device,
+        spacing=PixelSpacing(slice=between or position_step or thickness, row=row, column=col),
+        source=kept[0].path.parent if len(kept) > 1 else kept[0].path,
+        source_files=tuple(f.path for f in kept), extra=extra)
+
+
+# -------------------------------------------------------------------------------------- frontend
+def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool = False) -> list[OctVolume]:
+    """Read DICOM files (and the files DICOMDIRs among them reference) into volumes.
+
+    Multi-frame files give one volume each; single-frame files are grouped per series. Bad files
+    are appended to ``errors`` and skipped.
+    """
+    seen: set[Path] = set()
+    queue = list(paths)
+    multi: list[DicomFile] = []
+    single: list[DicomFile] = []
+    while queue:
+        path = queue.pop(0)
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        f = guarded(path, errors, lambda p=path: _read_member(p, force))
+        if f is None:
+            continue
+        if f.is_dicomdir:
+            queue.extend(dicomdir_members(f))
+        elif f.n_frames > 1:
+            multi.append(f)
+        else:
+            single.append(f)
+    volumes = [v for f in multi if (v := guarded(f.path, errors, lambda f=f: volume_from_file(f))) is not None]
+    volumes.extend(volumes_from_series(single, errors))
+    return volumes
+
+
+def _read_member(path: Path, force: bool) -> DicomFile:
+    if not path.is_file():
+        raise FileMissingError(path, "referenced file does not exist")
+    return read_header(path, force=force)

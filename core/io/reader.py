@@ -1,0 +1,114 @@
+"""``open_path``: every OCT volume a file or folder holds.
+
+Formats are recognised by content (``common.sniff``), then each family's reader takes over:
+DICOM (``dicom.py``), images (``images.py``), vendor exports (``vendor.py``).
+
+Error policy
+------------
+- A single file that is bad raises its ``InputError`` subclass (the message names the file).
+- A folder (or a DICOMDIR) is scanned fully: bad files are skipped, and if ``errors`` is a list, an
+  ``InputError`` for each of them is appended to it, so one damaged file never hides the good
+  volumes beside it. ``open_path`` raises only when nothing at all could be read: then an
+  ``EmptyInputError`` naming the folder (the per-file errors are still appended to ``errors``).
+- A path that does not exist raises ``FileMissingError``.
+Nothing but ``InputError`` subclasses leaves this module for problems with the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from natsort import natsorted
+
+from core.errors import EmptyInputError, FileMissingError, InputError, UnsupportedFormatError
+from core.io.common import Kind, guarded, is_ignorable, sniff
+from core.io.dicom import read_dicom_files
+from core.io.images import read_image_files
+from core.io.vendor import read_vendor
+from core.volume import OctVolume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["open_path"]
+
+_UNKNOWN_FORMAT = ("not a format OCT Screen reads (expected DICOM, PNG, JPEG, TIFF or BMP B-scans, or a "
+                   "Heidelberg/Topcon/Zeiss export)")
+
+
+def open_path(path: str | os.PathLike[str], errors: list[InputError] | None = None) -> list[OctVolume]:
+    """Return every OCT volume in ``path`` (a file, a DICOMDIR, or a folder scanned recursively).
+
+    Volumes are grouped per series/eye (see core/io/images.py for image stacks) and returned in
+    natural order of their source. ``errors``: optional list that collects an ``InputError`` for each
+    bad file met while scanning a folder or a DICOMDIR (see the module docstring for the policy).
+    """
+    root = Path(path)
+    collected: list[InputError] = []
+    try:
+        if not os.path.lexists(root):
+            raise FileMissingError(root, "does not exist")
+        if root.is_dir():
+            files = _walk(root)
+            if not files:
+                raise EmptyInputError(root, "the folder holds no files")
+            volumes = _read_files(files, collected, in_folder=True)
+        elif root.is_file():
+            volumes = _read_files([root], collected, in_folder=False)  # a DICOMDIR may give both
+        elif root.is_symlink():
+            raise FileMissingError(root, "is a link to something that does not exist")
+        else:
+            raise FileMissingError(root, "is neither a file nor a folder")
+    finally:
+        if errors is not None:
+            errors.extend(collected)
+    if not volumes:
+        if len(collected) == 1:  # one bad file (or one bad group): its own error says most
+            raise collected[0]
+        if root.is_dir():
+            first = f"; first problem: {collected[0]}" if collected else ""
+            raise EmptyInputError(root, f"no readable OCT data in this folder ({len(files)} files){first}")
+        raise collected[0] if collected else EmptyInputError(root, "holds no OCT volume")
+    return natsorted(volumes, key=lambda v: str(v.source_files[0] if v.source_files else v.source or ""))
+
+
+def _walk(root: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files.extend(Path(dirpath) / name for name in filenames)
+    return natsorted(files, key=str)
+
+
+def _read_files(files: list[Path], errors: list[InputError], *, in_folder: bool) -> list[OctVolume]:
+    """Dispatch files by content to the family readers; bad files go to ``errors``."""
+    dicom: list[Path] = []
+    raw_dicom: list[Path] = []
+    images: list[tuple[Path, Kind]] = []
+    vendor: list[Path] = []
+    for path in files:
+        try:
+            kind = sniff(path)
+        except InputError as e:
+            if not (in_folder and is_ignorable(path)):
+                errors.append(e)
+            continue
+        if kind is Kind.DICOM:
+            dicom.append(path)
+        elif kind.is_image:
+            images.append((path, kind))
+        elif kind is Kind.VENDOR:
+            vendor.append(path)
+        elif path.suffix.lower() == ".dcm" or path.name.upper() == "DICOMDIR":
+            raw_dicom.append(path)  # DICOM without the 128-byte preamble (older exports)
+        elif in_folder and is_ignorable(path):
+            log.debug("skipping %s", path)
+        else:
+            errors.append(UnsupportedFormatError(path, _UNKNOWN_FORMAT))
+    volumes = read_dicom_files(dicom, errors)
+    volumes += read_dicom_files(raw_dicom, errors, force=True)
+    volumes += read_image_files(images, errors)
+    for path in vendor:
+        volumes += guarded(path, errors, lambda p=path: read_vendor(p)) or []
+    return volumes
