@@ -1,0 +1,289 @@
+"""``octscreen screen PATH... --out DIR``: screen exams headless.
+
+Reads every OCT volume found under the paths, screens each eye with the model card's student,
+and writes into DIR one PDF report per exam (patient + study; with ``--dicom`` also the report as a
+DICOM Encapsulated PDF), plus ``results.csv`` and ``results.json`` with one row per eye.
+
+Safety: all output names are worked out and checked before any screening starts; an existing file
+is never replaced without ``--overwrite``. Every file is written to a temp name and renamed.
+A bad input file is reported and skipped. Exit code: 0 all screened, 1 some input or output
+failed, 2 nothing could be screened (or refused before starting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import InputError
+from core.volume import OctVolume
+
+__all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "CSV_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["patient_id", "eye", "study_date", "label", "urgency", "needs_review", "confidence",
+               "n_bscans", "n_gradable", "evidence_bscans", "model_name", "model_version", "demo_model",
+               "backend", "source_file", "report_file", "dicom_file"]
+
+
+@dataclass
+class ExamJob:
+    """One exam to screen: its volumes, the names it will be written under, and its pseudonym."""
+
+    key: tuple[str, str]
+    volumes: list[OctVolume]
+    pdf: Path
+    dcm: Path | None
+    pseudo_id: str = ""
+    report_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10].upper())
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``screen`` subcommand."""
+    p = subparsers.add_parser(
+        "screen", help="screen OCT exams headless: PDF reports, results.csv / results.json",
+        description="Screen every OCT volume found under PATH... and write one PDF report per exam, "
+                    "results.csv and results.json (one row per eye) into --out.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file, DICOMDIR, image stack or folder")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--model", type=Path, metavar="CARD", help="model card JSON (default: the bundled demo model)")
+    p.add_argument("--dicom", action="store_true", help="also write each report as a DICOM Encapsulated PDF")
+    p.add_argument("--deidentify", action="store_true",
+                   help="pseudonymise patients in reports and results; omit names, dates, UIDs and paths")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="inference backend")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
+    p.add_argument("--institution", default="", metavar="NAME", help="institution name in the report header")
+    p.set_defaults(func=run)
+
+
+def _safe(text: str, fallback: str) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, '-', '_', '.')."""
+    t = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.")
+    return t[:40] or fallback
+
+
+def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: bool) -> list[ExamJob]:
+    """Group volumes into exams (patient id, study UID; first appearance order) and name their outputs.
+
+    Identified: ``<patient>_<study date>_<n>.pdf``; de-identified: ``exam-<n>.pdf`` (no identity in
+    file names). One pseudonym per patient id in a run, random (never derived from the id).
+    """
+    from core.report import pseudonym_for
+    from core.screening import exam_key
+
+    groups: dict[tuple[str, str], list[OctVolume]] = {}
+    for v in volumes:
+        groups.setdefault(exam_key(v), []).append(v)
+    pseudonyms: dict[str, str] = {}
+    jobs, used = [], set()
+    for i, (key, vols) in enumerate(groups.items(), start=1):
+        if deidentify:
+            stem = f"exam-{i:03d}"
+        else:
+            base = f"{_safe(key[0], 'unknown')}_{_safe(vols[0].study.study_date, 'nodate')}"
+            n, stem = 1, base
+            while stem in used:
+                n += 1
+                stem = f"{base}_{n}"
+        used.add(stem)
+        job = ExamJob(key, vols, out / f"{stem}.pdf", (out / f"{stem}.dcm") if dicom else None)
+        if deidentify:
+            job.pseudo_id = pseudonyms.setdefault(key[0], pseudonym_for(job.report_id))
+        jobs.append(job)
+    return jobs
+
+
+def eye_rows(exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_file: str) -> list[dict]:
+    """One results row per eye of a screened exam (JSON form; the CSV flattens lists and dicts)."""
+    rows = []
+    for e in exam.eyes:
+        vr = e.volume_result
+        vol = vr.volume if vr is not None else None
+        rows.append({
+            "patient_id": job.pseudo_id if deidentify else e.eye.patient_id,
+            "eye": e.eye.laterality.value,
+            "study_date": "" if deidentify or vol is None else vol.study.study_date,
+            "label": e.label,
+            "urgency": e.urgency.value,
+            "needs_review": bool(e.needs_review),
+            "confidence": round(float(e.confidence), 4),
+            "scores": {c: round(float(s), 4) for c, s in e.scores.items()},
+            "n_bscans": e.n_bscans,
+            "n_gradable": e.n_gradable,
+            "evidence_bscans": [i + 1 for i in e.evidence],
+            "model_name": vr.model_name if vr else "",
+            "model_version": vr.model_version if vr else "",
+            "demo_model": bool(vr.demo_model) if vr else False,
+            "backend": vr.backend if vr else "",
+            "source_file": "" if deidentify or vol is None or vol.source is None else str(vol.source),
+            "report_file": report_file,
+            "dicom_file": dicom_file,
+            "reasons": list(e.reasons),
+        })
+    return rows
+
+
+def _csv_text(rows: list[dict], classes: list[str]) -> str:
+    buf = io.StringIO()
+    cols = CSV_COLUMNS[:6] + [f"score_{c}" for c in classes] + CSV_COLUMNS[6:]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        flat = dict(r)
+        flat.update({f"score_{c}": r["scores"].get(c, "") for c in classes})
+        flat["evidence_bscans"] = " ".join(str(i) for i in r["evidence_bscans"])
+        w.writerow(flat)
+    return buf.getvalue()
+
+
+def _write_text(path: Path, text: str, overwrite: bool) -> None:
+    from core.report import atomic_output
+
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _inside(path: Path | None, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (both resolved)."""
+    if path is None:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Screen, write reports and results; see the module docstring for exit codes."""
+    from tqdm import tqdm
+
+    from core.errors import ModelCardError
+    from core.inference import Screener, default_card_path
+    from core.modelcard import DEMO_WARNING, load_card
+    from core.report import ReportOptions, write_report
+    from core.screening import open_volumes, screen_volumes
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        _err(f"{out}: --out must be a folder")
+        return 2
+    csv_path, json_path = out / "results.csv", out / "results.json"
+    existing = [p for p in (csv_path, json_path) if p.exists()]
+    if existing and not args.overwrite:
+        _err(f"{', '.join(map(str, existing))} already exist(s); use --overwrite to replace, or another --out")
+        return 2
+    card_path = args.model or default_card_path()
+    try:
+        card = load_card(card_path)
+    except ModelCardError as e:
+        hint = "" if args.model else " (the bundled demo model is missing; pass --model CARD)"
+        _err(f"{e}{hint}")
+        return 2
+    if args.dicom:
+        try:
+            from core.dicom_export import pdf_to_dicom
+        except ImportError as e:
+            _err(f"--dicom is not available ({e})")
+            return 2
+
+    # 1. Read everything (bad files are collected), plan the outputs, refuse before any work.
+    errors: list[InputError] = []
+    volumes = open_volumes(args.paths, errors)
+    errors = [e for e in errors if not _inside(e.path, out)]   # our own earlier reports, when --out is inside
+    jobs = plan_jobs(volumes, out, deidentify=args.deidentify, dicom=args.dicom)
+    clash = [p for j in jobs for p in (j.pdf, j.dcm) if p is not None and p.exists()]
+    if clash and not args.overwrite:
+        shown = ", ".join(str(p) for p in clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
+        _err(f"output files already exist: {shown}; use --overwrite to replace them, or another --out")
+        return 2
+    for e in errors:
+        _err(str(e))
+    if not jobs:
+        _err("nothing to screen: no readable OCT volume found")
+        return 2
+
+    # 2. Screen, exam by exam, and write its report(s).
+    try:
+        screener = Screener(card, backend=args.backend, threads=args.threads)
+    except (ModelCardError, ValueError) as e:
+        _err(str(e))
+        return 2
+    if card.demo:
+        print(f"WARNING: {DEMO_WARNING}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    total = sum(v.n_bscans for j in jobs for v in j.volumes)
+    rows: list[dict] = []
+    failures: list[str] = []
+    n_exams = 0
+    with tqdm(total=total, unit="B-scan", desc="screening", disable=None, file=sys.stderr) as bar:
+        for job in jobs:
+            start = bar.n
+            try:
+                exam, = screen_volumes(job.volumes, screener,
+                                       progress=lambda d, t, m, s=start: bar.update(s + d - bar.n))
+            except Exception as e:  # one exam's failure must not stop the others
+                log.debug("screening failed", exc_info=True)
+                failures.append(f"{job.volumes[0].source or job.key[0]}: screening failed ({e})")
+                bar.update(start + sum(v.n_bscans for v in job.volumes) - bar.n)
+                continue
+            n_exams += 1
+            report_file = dicom_file = ""
+            try:
+                opts = ReportOptions(institution=args.institution, deidentify=args.deidentify,
+                                     report_id=job.report_id, pseudo_id=job.pseudo_id or None)
+                write_report(job.pdf, exam, card, opts, overwrite=args.overwrite)
+                report_file = job.pdf.name
+                if job.dcm is not None:
+                    pdf_to_dicom(job.pdf, exam, job.dcm, deidentify=args.deidentify, overwrite=args.overwrite,
+                                 pseudo_id=job.pseudo_id or None)
+                    dicom_file = job.dcm.name
+            except Exception as e:  # a report problem is reported; the results rows are still written
+                log.debug("report failed", exc_info=True)
+                failures.append(f"{job.pdf}: report not written ({e})")
+            rows.extend(eye_rows(exam, job, deidentify=args.deidentify, report_file=report_file,
+                                 dicom_file=dicom_file))
+
+    # 3. Results tables (always, even when some exams failed).
+    meta = {"generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "model": {"name": card.name, "version": card.version, "arch": card.arch, "demo": card.demo,
+                      "warning": card.warning, "card": "" if args.deidentify else str(card.path)},
+            "classes": list(card.classes), "deidentified": bool(args.deidentify), "eyes": rows,
+            "errors": [str(e) for e in errors] + failures}
+    try:
+        _write_text(csv_path, _csv_text(rows, list(card.classes)), args.overwrite)
+        _write_text(json_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n", args.overwrite)
+    except OSError as e:
+        _err(f"results not written ({e})")
+        return 2
+
+    # 4. Summary.
+    for f in failures:
+        _err(f)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["urgency"]] = counts.get(r["urgency"], 0) + 1
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    print(f"screened {n_exams} exam(s), {len(rows)} eye(s) ({summary or 'none'}) -> {out}")
+    if card.demo:
+        print(f"model: {card.name} v{card.version} ({DEMO_WARNING})")
+    n_bad = len(errors) + len(failures)
+    if n_bad:
+        print(f"{n_bad} problem(s): {len(errors)} unreadable input(s), {len(failures)} failed exam(s)/report(s)")
+    if not rows:
+        return 2
+    return 1 if n_bad else 0

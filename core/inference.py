@@ -1,0 +1,227 @@
+"""The screening engine: a model card + a backend that turns B-scans into class probabilities and
+class activation maps, batch by batch.
+
+``Screener(card)`` runs the card's ONNX student with ONNX Runtime (CPU; CUDA when the provider is
+installed) and falls back to PyTorch (safetensors weights + ``core.models.build``) when the card has
+no ONNX file or ONNX Runtime is missing. ``screen(volume)`` does quality -> preprocess -> model for
+one volume and returns a ``VolumeResult``; the per-eye decision is ``core.aggregate.decide``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import Cancelled, ModelCardError
+from core.modelcard import ModelCard, load_card
+from core.preprocess import preprocess_bscans
+from core.results import VolumeResult
+from core.volume import OctVolume
+
+__all__ = ["Screener", "default_card_path", "softmax", "BACKENDS"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def default_card_path() -> Path:
+    """The bundled demonstration model card: ``resources/models/octscreen-demo.json`` in the repo."""
+    return Path(__file__).resolve().parents[1] / "resources" / "models" / "octscreen-demo.json"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 (numerically stable)."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
+class _OnnxBackend:
+    """ONNX Runtime session over the card's (int8) ONNX file; outputs 'logits' and 'cams'."""
+
+    def __init__(self, card: ModelCard, threads: int | None, int8: bool):
+        ort = _onnxruntime()
+        if ort is None:
+            raise ModelCardError(card.path, "onnxruntime is not installed; use the torch backend")
+        path = card.verified_file("onnx_int8" if int8 else "onnx")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad graphs
+            raise ModelCardError(path, f"ONNX Runtime cannot load the model ({e})") from None
+        outs = [o.name for o in self.session.get_outputs()]
+        if "logits" not in outs:
+            raise ModelCardError(path, f"ONNX model has no 'logits' output (outputs: {outs})")
+        self.output_names = ["logits"] + (["cams"] if "cams" in outs else [])
+        self.input_name = self.session.get_inputs()[0].name
+        used = self.session.get_providers()[0]
+        self.name = "onnx-" + ("cuda" if used.startswith("CUDA") else "cpu") + ("-int8" if int8 else "")
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.session.run(self.output_names, {self.input_name: x})
+        return out[0], (out[1] if len(out) > 1 else None)
+
+
+class _TorchBackend:
+    """PyTorch model rebuilt from the card's safetensors; CAMs through ``core.cam.CamNet`` when the
+    head allows it (GAP + linear), otherwise logits only."""
+
+    def __init__(self, card: ModelCard, threads: int | None):
+        import torch
+
+        from core.cam import CamHeadError, CamNet
+        from core.modelcard import load_weights
+        from core.models import build
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        state = load_weights(card)
+        model, _ = build(card.arch, len(card.classes))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ModelCardError(card.file("weights"), f"weights do not fit architecture '{card.arch}' "
+                                 f"with {len(card.classes)} classes ({str(e).splitlines()[0]})") from None
+        model.eval()
+        try:
+            self.net, self.has_cams = CamNet(model).eval(), True
+        except CamHeadError as e:
+            log.warning("no CAMs for this model: %s", e)
+            self.net, self.has_cams = model, False
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.net.to(self.device)
+        self.name = f"torch-{self.device.type}"
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.net(torch.from_numpy(x).to(self.device))
+        if self.has_cams:
+            logits, cams = out
+            return logits.float().cpu().numpy(), cams.float().cpu().numpy()
+        return out.float().cpu().numpy(), None
+
+
+class Screener:
+    """Runs a model card on B-scans.
+
+    card: a ``ModelCard`` (saved, so its files can be found) or the path of its JSON.
+    backend: 'auto' (ONNX Runtime if the card has an ONNX file and onnxruntime is installed, else
+    PyTorch), 'onnx' or 'torch'. threads: CPU threads for the backend (None: the library default).
+    batch_size: B-scans per forward pass. int8: use the card's int8 ONNX file.
+    """
+
+    def __init__(self, card: ModelCard | str | Path, backend: str = "auto", threads: int | None = None,
+                 batch_size: int = 16, *, int8: bool = False):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.card = card if isinstance(card, ModelCard) else load_card(card)
+        self.batch_size = int(batch_size)
+        self.threads = threads
+        want_onnx = backend == "onnx" or int8 or (
+            backend == "auto" and bool(self.card.onnx_file) and _onnxruntime() is not None)
+        if backend == "torch" and int8:
+            raise ValueError("int8 models run only with the onnx backend")
+        if want_onnx:
+            if not (self.card.onnx_int8_file if int8 else self.card.onnx_file):
+                raise ModelCardError(self.card.path, "the model card names no "
+                                     f"{'int8 ' if int8 else ''}ONNX file; use --backend torch")
+            self._run = _OnnxBackend(self.card, threads, int8)
+        else:
+            self._run = _TorchBackend(self.card, threads)
+        self.backend: str = self._run.name
+        log.info("model %s v%s on %s", self.card.name, self.card.version, self.backend)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card.classes)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Preprocessed batch float32 ``[n, 3, H, W]`` -> (probs ``[n, C]``, cams ``[n, C, fh, fw]`` or
+        None when the model gives none), in chunks of ``batch_size``."""
+        x = np.asarray(x, dtype=np.float32)
+        h, w = self.card.input_size
+        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
+            raise ValueError(f"expected float32 [n, 3, {h}, {w}], got {list(x.shape)}")
+        probs, cams = [], []
+        for start in range(0, x.shape[0], self.batch_size):
+            p, c = self._forward(x[start:start + self.batch_size])
+            probs.append(p)
+            cams.append(c)
+        return self._stack(probs, cams, len(self.card.classes))
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, cams = self._run(np.ascontiguousarray(x, dtype=np.float32))
+        return softmax(logits), (None if cams is None else cams.astype(np.float32, copy=False))
+
+    @staticmethod
+    def _stack(probs: list[np.ndarray], cams: list[np.ndarray | None], n_classes: int):
+        if not probs:
+            return np.zeros((0, n_classes), np.float32), None
+        p = np.concatenate(probs)
+        c = None if any(v is None for v in cams) else np.concatenate(cams)
+        return p, c
+
+    def screen(self, volume: OctVolume, progress: Callable[[int, int, str], None] | None = None,
+               cancel: Callable[[], bool] | None = None) -> VolumeResult:
+        """Quality, preprocessing and the model on every B-scan of ``volume``.
+
+        progress(done, total, message) is called after each batch; ``cancel()`` is polled between
+        batches and raises ``core.errors.Cancelled`` when it returns True. Ungradable B-scans are
+        run too (their probabilities and CAMs are shown, but ``core.aggregate`` ignores them).
+        """
+        from core.quality import assess
+
+        timings = {"quality": 0.0, "preprocess": 0.0, "model": 0.0}
+        n = volume.n_bscans
+        if cancel is not None and cancel():
+            raise Cancelled("screening cancelled")
+        t = time.perf_counter()
+        gradable, reasons = assess(volume)
+        timings["quality"] = time.perf_counter() - t
+        card = self.card
+        probs, cams = [], []
+        for start in range(0, n, self.batch_size):
+            if cancel is not None and cancel():
+                raise Cancelled("screening cancelled")
+            stop = min(n, start + self.batch_size)
+            t = time.perf_counter()
+            x = preprocess_bscans(volume.bscans[start:stop], card.input_size, card.mean, card.std)
+            timings["preprocess"] += time.perf_counter() - t
+            t = time.perf_counter()
+            p, c = self._forward(x)
+            timings["model"] += time.perf_counter() - t
+            probs.append(p)
+            cams.append(c)
+            if progress is not None:
+                progress(stop, n, f"{volume.describe()}: B-scan {stop}/{n}")
+        p, c = self._stack(probs, cams, len(card.classes))
+        return VolumeResult(volume=volume, classes=list(card.classes), probs=p, cams=c,
+                            gradable=np.asarray(gradable, bool), quality_reasons=list(reasons),
+                            model_name=card.name, model_version=card.version, demo_model=bool(card.demo),
+                            backend=self.backend, timings=timings)

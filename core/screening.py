@@ -1,0 +1,104 @@
+"""The main job, as a library call: volumes (or paths) in, one ``ExamResult`` per patient exam out.
+
+``screen_volumes`` runs the screener on each volume, decides each eye (``core.aggregate.decide``
+with the model card's thresholds) and groups the eyes by (patient id, study UID) into exams;
+``screen_paths`` first opens each path with ``core.io.open_path`` and keeps going past bad files,
+collecting their ``InputError``s.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from core.aggregate import decide
+from core.errors import InputError
+from core.modelcard import Thresholds
+from core.results import EyeResult, ExamResult
+from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, StudyInfo
+
+__all__ = ["screen_volumes", "screen_paths", "open_volumes", "group_exams", "exam_key"]
+
+log = logging.getLogger(__name__)
+
+_EYE_ORDER = {Laterality.OD: 0, Laterality.OS: 1, Laterality.UNKNOWN: 2}
+
+
+def exam_key(volume: OctVolume) -> tuple[str, str]:
+    """What makes one exam (one report): (patient id, study UID)."""
+    return volume.patient.patient_id, volume.study.study_uid
+
+
+def group_exams(eyes: Iterable[EyeResult]) -> list[ExamResult]:
+    """Group eye results by (patient id, study UID), in order of first appearance; eyes within an
+    exam sorted OD, OS, unknown (stable otherwise)."""
+    groups: dict[tuple[str, str], list[EyeResult]] = {}
+    for e in eyes:
+        groups.setdefault((e.eye.patient_id, e.eye.study_uid), []).append(e)
+    exams = []
+    for members in groups.values():
+        members = sorted(members, key=lambda e: _EYE_ORDER[e.eye.laterality])
+        vol = members[0].volume_result.volume if members[0].volume_result is not None else None
+        if vol is not None:
+            exams.append(ExamResult(patient=vol.patient, study=vol.study, device=vol.device, eyes=members))
+        else:
+            e = members[0].eye
+            exams.append(ExamResult(patient=PatientInfo(patient_id=e.patient_id),
+                                    study=StudyInfo(study_uid=e.study_uid), device=DeviceInfo(), eyes=members))
+    return exams
+
+
+def screen_volumes(volumes: Sequence[OctVolume], screener, *, thresholds: Thresholds | None = None,
+                   progress: Callable[[int, int, str], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> list[ExamResult]:
+    """Screen every volume and group the eye decisions into exams.
+
+    screener: a ``core.inference.Screener`` (anything with ``.screen(volume, progress, cancel)`` and
+    ``.card``). thresholds: default the screener's model card thresholds. progress(done, total, msg)
+    counts B-scans over all volumes. ``cancel()`` is passed down; ``core.errors.Cancelled`` propagates.
+    """
+    th = thresholds if thresholds is not None else screener.card.thresholds
+    total = sum(v.n_bscans for v in volumes)
+    done_before = 0
+    eyes: list[EyeResult] = []
+    for vol in volumes:
+        def vol_progress(done: int, _n: int, msg: str, _base: int = done_before) -> None:
+            if progress is not None:
+                progress(_base + done, total, msg)
+
+        vr = screener.screen(vol, progress=vol_progress, cancel=cancel)
+        eyes.append(decide(vr, th))
+        done_before += vol.n_bscans
+    return group_exams(eyes)
+
+
+def open_volumes(paths: Iterable[str | Path], errors: list | None = None) -> list[OctVolume]:
+    """Every volume ``core.io.open_path`` finds under ``paths``, in order. Bad files are collected
+    in ``errors`` (``InputError``s) and skipped; without ``errors`` the first bad path raises."""
+    from core.io import open_path
+
+    volumes: list[OctVolume] = []
+    for p in paths:
+        try:
+            volumes.extend(open_path(p, errors=errors))
+        except InputError as e:
+            if errors is None:
+                raise
+            log.warning("%s", e)
+            if not any(e is x for x in errors):   # open_path may have collected it already
+                errors.append(e)
+    return volumes
+
+
+def screen_paths(paths: Iterable[str | Path], screener, *, errors: list | None = None,
+                 thresholds: Thresholds | None = None, progress: Callable[[int, int, str], None] | None = None,
+                 cancel: Callable[[], bool] | None = None) -> list[ExamResult]:
+    """Open each path (file or folder) with ``core.io.open_path`` and screen what it holds.
+
+    Bad files are collected in ``errors`` (``InputError``s, in order) and skipped; without
+    ``errors`` the first bad path raises. Volumes of the same exam found under different paths
+    end up in one ``ExamResult``.
+    """
+    volumes = open_volumes(paths, errors)
+    return screen_volumes(volumes, screener, thresholds=thresholds, progress=progress, cancel=cancel)

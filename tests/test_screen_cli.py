@@ -1,0 +1,190 @@
+"""``octscreen screen``: reports, results.csv / results.json, bad files, overwrite refusal,
+de-identification; and core.screening (grouping into exams, progress, errors)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from core.errors import Cancelled, InputError
+from core.inference import Screener
+from core.io import write_opt
+from core.results import Urgency
+from core.screening import group_exams, screen_paths, screen_volumes
+from core.volume import StudyInfo
+
+
+@pytest.fixture(scope="module")
+def screener(tiny_card_path):
+    return Screener(tiny_card_path)
+
+
+@pytest.fixture
+def exam_files(tmp_path, make_volume) -> dict[str, Path]:
+    """Patient P001 OD + OS (one study, two files), patient P002 OS, and one bad file."""
+    d = tmp_path / "in"
+    files = {
+        "od": write_opt(make_volume(n=6, h=96, w=128, seed=1, laterality="OD", patient_id="P001",
+                                    study_uid="1.2.3.1"), d / "p1_od.dcm"),
+        "os": write_opt(make_volume(n=6, h=96, w=128, seed=2, laterality="OS", patient_id="P001",
+                                    study_uid="1.2.3.1"), d / "p1_os.dcm"),
+        "p2": write_opt(make_volume(n=6, h=96, w=128, seed=3, laterality="OS", patient_id="P002",
+                                    study_uid="1.2.3.2"), d / "p2.dcm"),
+    }
+    bad = d / "broken.dcm"
+    bad.write_bytes(b"DICM but not really" * 10)
+    files["bad"] = bad
+    return files
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_screen_volumes_groups_eyes_into_exams(screener, make_volume):
+    vols = [make_volume(n=6, laterality="OS", patient_id="A", study_uid="s1", seed=1),
+            make_volume(n=6, laterality="OD", patient_id="B", study_uid="s2", seed=2),
+            make_volume(n=6, laterality="OD", patient_id="A", study_uid="s1", seed=3),
+            make_volume(n=6, laterality="OD", patient_id="A", study_uid="s9", seed=4)]
+    seen = []
+    exams = screen_volumes(vols, screener, progress=lambda d, t, m: seen.append((d, t)))
+    assert [(x.patient.patient_id, x.study.study_uid) for x in exams] == [("A", "s1"), ("B", "s2"), ("A", "s9")]
+    assert [e.eye.laterality.value for e in exams[0].eyes] == ["OD", "OS"]   # sorted OD, OS
+    assert exams[0].eyes[0].volume_result.volume is vols[2]
+    assert seen[-1] == (24, 24) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    # thresholds: a policy that refers everything
+    from core.modelcard import Thresholds
+
+    everything = Thresholds(urgent={"cnv": 0.0}, routine={})
+    assert all(e.urgency is Urgency.URGENT for x in screen_volumes(vols[:1], screener, thresholds=everything)
+               for e in x.eyes)
+    with pytest.raises(Cancelled):
+        screen_volumes(vols, screener, cancel=lambda: True)
+
+
+def test_group_exams_unknown_laterality_last(screener, make_volume):
+    from core.aggregate import decide
+
+    vols = [make_volume(n=5, laterality=lat, seed=i) for i, lat in enumerate(["unknown", "OS", "OD"])]
+    eyes = [decide(screener.screen(v)) for v in vols]
+    (exam,) = group_exams(eyes)
+    assert [e.eye.laterality.value for e in exam.eyes] == ["OD", "OS", "unknown"]
+
+
+def test_screen_paths_collects_bad_files(screener, exam_files):
+    errors: list = []
+    exams = screen_paths([exam_files["od"], exam_files["os"], exam_files["bad"], exam_files["p2"],
+                          exam_files["od"].parent / "missing.dcm"], screener, errors=errors)
+    assert [len(x.eyes) for x in exams] == [2, 1]
+    assert len(errors) == 2 and all(isinstance(e, InputError) for e in errors)
+    assert "broken.dcm" in str(errors[0]) and "missing.dcm" in str(errors[1])
+    with pytest.raises(InputError):
+        screen_paths([exam_files["bad"]], screener)
+
+
+def test_cli_writes_reports_and_results(tiny_card_path, exam_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    folder = exam_files["od"].parent
+    rc = main(["screen", str(folder), "--out", str(out), "--model", str(tiny_card_path), "--institution", "Eye Clinic"])
+    cap = capsys.readouterr()
+    assert rc == 1                                          # the broken file is a problem, the rest screened
+    assert "broken.dcm" in cap.err and "screened 2 exam(s), 3 eye(s)" in cap.out
+    assert "not for clinical use" in cap.err                # the tiny card is a demo model
+    pdfs = sorted(p.name for p in out.glob("*.pdf"))
+    assert pdfs == ["P001_20260131.pdf", "P002_20260131.pdf"]
+    assert all((out / p).read_bytes().startswith(b"%PDF") for p in pdfs)
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    rows = _rows(out)
+    assert [(r["patient_id"], r["eye"]) for r in rows] == [("P001", "OD"), ("P001", "OS"), ("P002", "OS")]
+    r = rows[0]
+    assert r["report_file"] == "P001_20260131.pdf" and r["model_name"] == "tiny" and r["demo_model"] == "True"
+    assert r["n_bscans"] == "6" and r["source_file"].endswith("p1_od.dcm")
+    assert abs(sum(float(r[f"score_{c}"]) for c in ("normal", "drusen", "cnv")) - 1) < 0.5   # top-k means
+    assert r["evidence_bscans"] and all(1 <= int(i) <= 6 for i in r["evidence_bscans"].split())
+    data = json.loads((out / "results.json").read_text())
+    assert data["model"]["demo"] is True and "not for clinical use" in data["model"]["warning"]
+    assert len(data["eyes"]) == 3 and "broken.dcm" in data["errors"][0]
+    assert data["eyes"][0]["evidence_bscans"] == [int(i) for i in r["evidence_bscans"].split()]
+    assert set(data["eyes"][0]["scores"]) == {"normal", "drusen", "cnv"}
+
+
+def test_cli_refuses_to_overwrite_before_any_work(tiny_card_path, exam_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["screen", str(exam_files["p2"]), "--out", str(out), "--model", str(tiny_card_path)]
+    assert main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "results.csv").unlink()
+    (out / "results.json").unlink()                         # only the PDF is left: still refused
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exist" in err and "P002_20260131.pdf" in err
+    assert sorted(p.name for p in out.iterdir()) == ["P002_20260131.pdf"]
+    assert (out / "P002_20260131.pdf").stat().st_mtime_ns == before["P002_20260131.pdf"]
+    assert main(args + ["--overwrite"]) == 0
+    assert (out / "results.csv").exists()
+    assert main(args) == 2                                  # results.csv exists now: refused first thing
+
+
+def test_cli_deidentify_and_dicom(tiny_card_path, exam_files, tmp_path):
+    import pydicom
+
+    out = tmp_path / "out"
+    rc = main(["screen", str(exam_files["od"]), str(exam_files["os"]), "--out", str(out), "--model",
+               str(tiny_card_path), "--deidentify", "--dicom"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["exam-001.dcm", "exam-001.pdf", "results.csv", "results.json"]
+    rows = _rows(out)
+    assert len(rows) == 2 and rows[0]["patient_id"] == rows[1]["patient_id"] != "P001"
+    assert rows[0]["patient_id"].startswith("ANON-")
+    assert rows[0]["source_file"] == "" and rows[0]["study_date"] == ""
+    text = (out / "results.csv").read_text() + (out / "results.json").read_text()
+    assert "P001" not in text and "Test^Patient" not in text and "p1_od" not in text
+    ds = pydicom.dcmread(out / "exam-001.dcm")
+    assert ds.PatientID == rows[0]["patient_id"] and ds.Modality == "DOC"
+
+
+def test_cli_nothing_readable_and_missing_model(tiny_card_path, exam_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["screen", str(exam_files["bad"]), "--out", str(out), "--model", str(tiny_card_path)]) == 2
+    assert "broken.dcm" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["screen", str(exam_files["p2"]), "--out", str(out), "--model", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
+def test_cli_torch_backend_gives_the_same_rows(tiny_card_path, exam_files, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, backend in ((a, "onnx"), (b, "torch")):
+        assert main(["screen", str(exam_files["p2"]), "--out", str(out), "--model", str(tiny_card_path),
+                     "--backend", backend, "--threads", "1"]) == 0
+    ra, rb = _rows(a)[0], _rows(b)[0]
+    assert ra["backend"] == "onnx-cpu" and rb["backend"] == "torch-cpu"
+    for c in ("normal", "drusen", "cnv"):
+        assert abs(float(ra[f"score_{c}"]) - float(rb[f"score_{c}"])) < 1e-3
+    assert ra["label"] == rb["label"]
+
+
+def test_study_info_is_kept_in_exam(screener, make_volume):
+    v = make_volume(n=5, study_uid="9.9", patient_id="Z")
+    v.study = StudyInfo(study_uid="9.9", study_date="20250101", description="macula cube")
+    (exam,) = screen_volumes([v], screener)
+    assert exam.study.description == "macula cube" and exam.patient.patient_id == "Z"
+    assert np.isclose(sum(exam.eyes[0].scores.values()), sum(exam.eyes[0].scores.values()))
+
+
+def test_cli_out_folder_inside_the_input_folder(tiny_card_path, exam_files, tmp_path, capsys):
+    """Screening a folder twice with --out inside it: our own reports are not 'bad input files'."""
+    folder = exam_files["od"].parent
+    exam_files["bad"].unlink()
+    args = ["screen", str(folder), "--out", str(folder / "reports"), "--model", str(tiny_card_path), "--dicom"]
+    assert main(args) == 0
+    assert (folder / "reports" / "P001_20260131.dcm").exists()
+    capsys.readouterr()
+    assert main(args + ["--overwrite"]) == 0, capsys.readouterr().err
