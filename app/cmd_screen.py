@@ -148,7 +148,7 @@ def _csv_text(rows: list[dict], classes: list[str]) -> str:
 
 
 def _write_text(path: Path, text: str, overwrite: bool) -> None:
-    from core.report import atomic_output
+    from core.fileio import atomic_output
 
     with atomic_output(path, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")

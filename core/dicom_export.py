@@ -29,7 +29,8 @@ import core
 from core.cam import overlay
 from core.errors import EmptyInputError, FileMissingError, UnsupportedFormatError
 from core.modelcard import DEMO_WARNING
-from core.report import DEIDENTIFIED_MARKER, PSEUDONYM_KEYWORD, atomic_output, new_report_id, pseudonym_for
+from core.fileio import atomic_output
+from core.report import DEIDENTIFIED_MARKER, PSEUDONYM_KEYWORD, new_report_id, pseudonym_for
 from core.results import EyeResult, ExamResult
 from core.volume import PatientInfo, StudyInfo
 

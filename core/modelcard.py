@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ModelCardError
+from core.fileio import atomic_output, write_text_atomic
 
 __all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "load_card", "save_card", "sha256_file",
            "save_weights", "load_weights", "CARD_FORMAT"]
@@ -172,10 +173,7 @@ def load_card(path: str | Path) -> ModelCard:
 def save_card(card: ModelCard, path: str | Path) -> Path:
     """Write the card atomically (temp file + rename) and remember where it lives."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(card.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    write_text_atomic(p, json.dumps(card.to_json(), indent=2, ensure_ascii=False) + "\n", overwrite=True)
     card.path = p.resolve()
     return p
 
@@ -188,9 +186,8 @@ def save_weights(card: ModelCard, state_dict: dict, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / f"{card.name}.safetensors"
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    tmp = wpath.with_name(wpath.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "model_card": f"{card.name}.json"})
-    tmp.replace(wpath)
+    with atomic_output(wpath, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "model_card": f"{card.name}.json"})
     card.weights_file, card.weights_sha256 = wpath.name, sha256_file(wpath)
     save_card(card, folder / f"{card.name}.json")
     return wpath

@@ -9,15 +9,13 @@ name in the target folder and renamed into place, so a crash never leaves half a
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from core.fileio import atomic_output
 from core.modelcard import ModelCard, save_card, save_weights, sha256_file
 from core.preprocess import normalise
 
@@ -28,21 +26,6 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "cams")
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _export_to(cam_net, dummy, tmp: Path, opset: int) -> None:
@@ -90,7 +73,7 @@ def export_onnx(model, card: ModelCard, path: str | Path, *, opset: int = 18) ->
         h, w = card.input_size
         param = next(model.parameters())
         dummy = torch.zeros(2, 3, int(h), int(w), dtype=torch.float32, device=param.device)
-        with _atomic_target(path) as tmp:
+        with atomic_output(path, overwrite=True) as tmp:
             _export_to(net, dummy, tmp, opset)
             onnx.checker.check_model(str(tmp))
             m = onnx.load(str(tmp), load_external_data=False)
@@ -148,7 +131,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
         except Exception as e:  # pre-processing is an optimisation, not a requirement
             log.warning("ONNX quantization pre-processing skipped (%s)", e)
             pre = src
-        with _atomic_target(dst) as tmp:
+        with atomic_output(dst, overwrite=True) as tmp:
             if method == "dynamic":
                 quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8)
             elif method == "static":

@@ -17,7 +17,6 @@ never replaced unless asked.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import io
 import logging
@@ -27,13 +26,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 import core
 from core.cam import overlay
+from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard, Thresholds
 from core.results import EyeResult, ExamResult, Urgency, VolumeResult
 from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo
@@ -85,37 +85,6 @@ class ReportOptions:
 # ----------------------------------------------------------------------------------------------
 # small helpers shared with core.dicom_export
 # ----------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp path in ``path``'s folder; on success move it to ``path``, on error delete it.
-
-    Refuses (``FileExistsError``) to replace an existing ``path`` unless ``overwrite``; without
-    overwrite the final move is a hard link, so a file that appears meanwhile is not clobbered either.
-    """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: file exists; not overwriting it (ask for overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    tmp.touch(mode=0o666, exist_ok=False)     # reserved; permissions follow the umask (mkstemp's are 0600)
-    try:
-        yield tmp
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise FileExistsError(f"{target}: file exists; not overwriting it "
-                                      "(ask for overwrite to replace it)") from None
-            except OSError:          # file system without hard links: check, then rename
-                if target.exists():
-                    raise FileExistsError(f"{target}: file exists; not overwriting it") from None
-                os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def pseudonym_for(report_id: str) -> str:
     """The default patient pseudonym of a de-identified report: 'ANON-<report id>'.

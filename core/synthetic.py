@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from core.fileio import write_bytes_atomic
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
 __all__ = ["CLASSES", "MANIFEST_COLUMNS", "LESION_FLOOR_UM", "LESION_MIN_UM", "DEVICE", "SimulatedBScan",
@@ -645,13 +646,6 @@ def _encode_png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _remove_previous_dataset(out: Path) -> None:
     """Remove the files an earlier ``write_dataset`` listed in ``out/manifest.csv``, then empty folders.
 
@@ -719,7 +713,7 @@ def write_dataset(out_dir: str | Path, *, patients: int, fmt: str, seed: int, n_
                     paths = [Path(vol.label.upper(), pid, eye, f"{i + 1:03d}_{lab.upper()}.png")
                              for i, lab in enumerate(vol.frame_labels)]
                     for rel, img in zip(paths, vol.bscans):
-                        _write_bytes_atomic(tmp / rel, _encode_png(img))
+                        write_bytes_atomic(tmp / rel, _encode_png(img), overwrite=True)
                 else:
                     paths = [Path(pid, f"{volume_id}.dcm")] * vol.n_bscans
                     write_opt(vol, tmp / paths[0])

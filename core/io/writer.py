@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from core.fileio import atomic_output
 from core.volume import OctVolume
 
 log = logging.getLogger(__name__)
@@ -249,34 +249,13 @@ def write_opt(volume: OctVolume, path: str | Path, *, transfer_syntax: str | Non
     ds = build_opt_dataset(volume)
     if syntax != ExplicitVRLittleEndian:
         ds.compress(syntax, generate_instance_uid=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_output(path, overwrite) as tmp:
+        with open(tmp, "wb") as fh:
             ds.save_as(fh, enforce_file_format=True)
             fh.flush()
             os.fsync(fh.fileno())
-        _move_into_place(tmp, path, overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("wrote %s (%d frames, %s)", path, volume.n_bscans, syntax.name)
     return path
-
-
-def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``path``; without ``overwrite`` an existing target is never replaced."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # atomic and fails if path exists
-    except FileExistsError:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)") from None
-    except OSError:  # file systems without hard links
-        if path.exists():
-            raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)") from None
-        os.replace(tmp, path)
 
 
 def write_dicomdir(files: list[str | Path], folder: str | Path, *, overwrite: bool = False) -> Path:

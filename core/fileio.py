@@ -1,0 +1,61 @@
+"""Safe file output, shared by every writer (DICOM, PDF, model files, datasets, CSV/JSON):
+write to a temporary file beside the target, then move it into place; on any error the temporary
+file is removed, so a crash never leaves a half-written file; an existing target is never replaced
+unless ``overwrite`` is asked for."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic"]
+
+
+def _exists_message(target: Path) -> str:
+    return f"{target}: file exists; not overwriting it (ask for overwrite to replace it)"
+
+
+@contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp path in ``path``'s folder; on success move it to ``path``, on error delete it.
+
+    Refuses (``FileExistsError``) to replace an existing ``path`` unless ``overwrite``; without
+    overwrite the final move is a hard link, so a file that appears meanwhile is not clobbered either.
+    The temp file's permissions follow the umask (``tempfile.mkstemp`` would make it 0600).
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(_exists_message(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp.touch(mode=0o666, exist_ok=False)
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise FileExistsError(_exists_message(target)) from None
+            except OSError:          # file system without hard links: check, then rename
+                if target.exists():
+                    raise FileExistsError(_exists_message(target)) from None
+                os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
