@@ -1,0 +1,583 @@
+"""The main window: exam browser (left), B-scan viewer and strip chart (centre), eye summary
+(right); menus, toolbar, status bar with progress and Cancel; background open/screen/export jobs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QToolBar,
+    QWidget,
+)
+
+from app.dialogs import Dialogs, SettingsValues
+from app.settings import AppSettings
+from app.widgets.bscan_viewer import ViewerPanel
+from app.widgets.exam_browser import ExamBrowser
+from app.widgets.state import ViewerState
+from app.widgets.strip_chart import StripChart
+from app.widgets.summary_panel import SummaryPanel
+from app.workers import ExportRequest, Job, LoadOutcome, export_report, load_and_screen
+from core.errors import InputError, ModelCardError
+from core.modelcard import DEMO_WARNING, ModelCard, load_card
+
+__all__ = ["MainWindow", "default_screener_factory", "demo_exam_path", "install_excepthook"]
+
+log = logging.getLogger(__name__)
+
+ScreenerFactory = Callable[[Path, "int | None"], Any]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_exam_path() -> Path:
+    """The bundled demo exam (synthetic patient, both eyes, DICOM OPT)."""
+    return REPO_ROOT / "resources" / "samples" / "demo-exam"
+
+
+def default_card_path() -> Path:
+    """The bundled demo model card (from ``core.inference``)."""
+    from core.inference import default_card_path as engine_default
+
+    return Path(engine_default())
+
+
+def default_screener_factory(card_path: Path, threads: int | None) -> Any:
+    """``core.inference.Screener`` on the card, ONNX Runtime when available."""
+    from core.inference import Screener
+
+    return Screener(card_path, backend="auto", threads=threads)
+
+
+class MainWindow(QMainWindow):
+    """The OCT Screen desktop window.
+
+    ``settings``, ``dialogs`` and ``screener_factory`` are injectable so tests can run it with a
+    private settings file, scripted dialog answers and a tiny model.
+    """
+
+    def __init__(self, settings: AppSettings | None = None, dialogs: Dialogs | None = None,
+                 screener_factory: ScreenerFactory | None = None, pool: QThreadPool | None = None) -> None:
+        super().__init__()
+        self.settings = settings or AppSettings()
+        self.dialogs = dialogs or Dialogs()
+        self.screener_factory = screener_factory or default_screener_factory
+        self.pool = pool or QThreadPool.globalInstance()
+        self.state = ViewerState()
+        self.job: Job | None = None
+        self._job_started = 0.0
+        self._screener: Any = None
+        self._screener_key: tuple[str, int] | None = None
+        self._screener_lock = threading.Lock()
+        self.model_override = ""           # a card for this session only (octscreen gui --model)
+
+        self.setWindowTitle("OCT Screen")
+        self.setAcceptDrops(True)
+        self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowNestedDocks)
+
+        # centre: viewer over strip chart
+        self.viewer = ViewerPanel(self.state)
+        self.chart = StripChart(self.state)
+        centre = QSplitter(Qt.Orientation.Vertical)
+        centre.setObjectName("centreSplitter")
+        centre.addWidget(self.viewer)
+        centre.addWidget(self.chart)
+        centre.setStretchFactor(0, 5)
+        centre.setStretchFactor(1, 1)
+        centre.setChildrenCollapsible(False)
+        self.setCentralWidget(centre)
+
+        # docks
+        self.browser = ExamBrowser(self.state)
+        self.summary = SummaryPanel(self.state)
+        self.browser_dock = self._dock("Exams", "examsDock", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.summary_dock = self._dock("Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        self._build_actions()
+        self._build_menus()
+        self._build_status()
+        self.state.eye_changed.connect(self._update_actions)
+        self.state.exams_changed.connect(self._update_actions)
+        self._update_actions()
+
+        self.resize(1440, 900)
+        self.resizeDocks([self.browser_dock, self.summary_dock], [330, 350], Qt.Orientation.Horizontal)
+        geometry, state = self.settings.window_geometry(), self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+
+    # -- construction ------------------------------------------------------------------------
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | str | None = None,
+                tip: str = "", icon: QStyle.StandardPixmap | None = None, checkable: bool = False) -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        if icon is not None:
+            act.setIcon(self.style().standardIcon(icon))
+        tip = tip or text.replace("&", "").rstrip("\u2026")
+        keys = act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+        act.setToolTip(f"{tip} ({keys})" if keys else tip)
+        act.setStatusTip(tip)
+        act.setCheckable(checkable)
+        if checkable:
+            act.toggled.connect(slot)
+        else:
+            act.triggered.connect(lambda _=False: slot())
+        self.addAction(act)        # shortcuts work even when the menu bar is hidden
+        return act
+
+    def _build_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.act_open_file = self._action("&Open file\u2026", self.open_file_dialog, QKeySequence.StandardKey.Open,
+                                          "Open an OCT file (DICOM, image, TIFF stack)", sp.SP_DialogOpenButton)
+        self.act_open_folder = self._action("Open &folder\u2026", self.open_folder_dialog, "Ctrl+Shift+O",
+                                            "Open every OCT file in a folder", sp.SP_DirOpenIcon)
+        self.act_demo = self._action("Open &demo exam", self.open_demo, "Ctrl+D",
+                                     "Open the bundled synthetic demo exam", sp.SP_FileDialogInfoView)
+        self.act_export = self._action("&Export report\u2026", self.export_dialog, "Ctrl+E",
+                                       "Export the selected exam's screening report (PDF, optionally DICOM)",
+                                       sp.SP_DialogSaveButton)
+        self.act_close = self._action("&Close exam", self.close_exam, QKeySequence.StandardKey.Close,
+                                      "Close the selected exam")
+        self.act_close_all = self._action("Close &all exams", self.state.clear, None, "Close every exam")
+        self.act_settings = self._action("&Settings\u2026", self.settings_dialog, "Ctrl+,",
+                                         "Model, report institution and logo, export folder, threads")
+        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_cancel = self._action("Cancel job", self.cancel_job, "Esc", "Cancel the running job",
+                                       sp.SP_BrowserStop)
+        self.act_overlay = self._action("&Heatmap overlay", self.state.set_overlay, "H",
+                                        "Show where the model looked (class activation map)", checkable=True)
+        self.act_class = self._action("Next heatmap &class", self.viewer.cycle_class, "C")
+        self.act_opacity_down = self._action("Heatmap less opaque", lambda: self.state.set_opacity(
+            self.state.opacity - 0.1), "[")
+        self.act_opacity_up = self._action("Heatmap more opaque", lambda: self.state.set_opacity(
+            self.state.opacity + 0.1), "]")
+        self.act_fit = self._action("&Fit B-scan to window", self.viewer.view.fit, "F")
+        self.act_zoom_in = self._action("Zoom &in", lambda: self.viewer.view.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
+        self.act_zoom_out = self._action("Zoom &out", lambda: self.viewer.view.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
+        self.act_reset = self._action("&Reset contrast and brightness", self.state.reset_display, "R")
+        self.act_next_eye = self._action("Next eye", lambda: self.step_eye(1), "Ctrl+Down")
+        self.act_prev_eye = self._action("Previous eye", lambda: self.step_eye(-1), "Ctrl+Up")
+        self.act_shortcuts = self._action("&Keyboard shortcuts", lambda: self.dialogs.shortcuts(self),
+                                          QKeySequence.StandardKey.HelpContents)
+        self.act_about = self._action("&About OCT Screen", self.about_dialog)
+        self.state.display_changed.connect(lambda: self.act_overlay.setChecked(self.state.overlay_on))
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        m.addActions([self.act_open_file, self.act_open_folder, self.act_demo])
+        self.recent_menu = m.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        m.addSeparator()
+        m.addAction(self.act_export)
+        m.addSeparator()
+        m.addActions([self.act_close, self.act_close_all])
+        m.addSeparator()
+        m.addAction(self.act_settings)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        v = mb.addMenu("&View")
+        v.addActions([self.act_overlay, self.act_class, self.act_opacity_down, self.act_opacity_up])
+        v.addSeparator()
+        v.addActions([self.act_zoom_in, self.act_zoom_out, self.act_fit, self.act_reset])
+        v.addSeparator()
+        v.addActions([self.act_next_eye, self.act_prev_eye])
+        v.addSeparator()
+        v.addActions([self.browser_dock.toggleViewAction(), self.summary_dock.toggleViewAction()])
+        h = mb.addMenu("&Help")
+        h.addActions([self.act_shortcuts, self.act_about])
+
+        tb = QToolBar("Main toolbar")
+        tb.setObjectName("mainToolbar")
+        tb.setIconSize(QSize(20, 20))
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        tb.addActions([self.act_open_file, self.act_open_folder, self.act_demo])
+        tb.addSeparator()
+        tb.addAction(self.act_export)
+        tb.addSeparator()
+        tb.addAction(self.act_overlay)
+        self.addToolBar(tb)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.status_text = QLabel("Ready")
+        self.model_label = QLabel("")
+        self.model_label.setObjectName("muted")
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(240)
+        self.progress.setTextVisible(True)
+        self.progress.setAccessibleName("Job progress")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Cancel the running job (Esc)")
+        self.cancel_button.clicked.connect(self.cancel_job)
+        sb.addWidget(self.status_text, 1)
+        sb.addPermanentWidget(self.model_label)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+        self._set_busy(False)
+
+    def _update_actions(self) -> None:
+        has_exam = self.state.current_exam is not None
+        busy = self.job is not None
+        self.act_export.setEnabled(has_exam and not busy)
+        self.act_close.setEnabled(has_exam)
+        self.act_close_all.setEnabled(bool(self.state.exams))
+        self.act_overlay.setEnabled(self.state.volume_result is not None)
+        for act in (self.act_open_file, self.act_open_folder, self.act_demo, self.act_settings):
+            act.setEnabled(not busy)
+        loaded = self.state.current_loaded
+        if loaded is not None:
+            card = loaded.card
+            self.model_label.setText(f"Model: {card.name} v{card.version}" + (f" \u2014 {DEMO_WARNING}" if card.demo else ""))
+            self.setWindowTitle("OCT Screen" + (f" \u2014 {DEMO_WARNING}" if card.demo else ""))
+        else:
+            self.model_label.setText("")
+
+    # -- opening -----------------------------------------------------------------------------
+    def open_file_dialog(self) -> None:
+        """File > Open file."""
+        path = self.dialogs.open_file(self, self._start_dir())
+        if path:
+            self.open_paths([path])
+
+    def open_folder_dialog(self) -> None:
+        """File > Open folder."""
+        path = self.dialogs.open_folder(self, self._start_dir())
+        if path:
+            self.open_paths([path])
+
+    def open_demo(self) -> None:
+        """File > Open demo exam."""
+        path = demo_exam_path()
+        if not path.exists():
+            self.dialogs.error(self, "Demo exam missing", f"{path}: the bundled demo exam is not installed.")
+            return
+        self.open_paths([path], remember=False)
+
+    def _start_dir(self) -> str:
+        recent = self.settings.recent
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent:
+            act = self.recent_menu.addAction(path)
+            act.triggered.connect(lambda _=False, p=path: self.open_paths([p]))
+        if not self.settings.recent:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", self.settings.clear_recent)
+
+    def card_path(self) -> Path:
+        """The session's model card, else the one the settings name, else the bundled demo model."""
+        if self.model_override:
+            return Path(self.model_override)
+        return Path(self.settings.model_card) if self.settings.model_card else default_card_path()
+
+    def _get_screener(self, key: tuple[str, int]) -> Any:
+        """The cached screener for (card path, threads); built in the worker thread when needed."""
+        with self._screener_lock:
+            if self._screener is None or self._screener_key != key:
+                self._screener = self.screener_factory(Path(key[0]), key[1] or None)
+                self._screener_key = key
+            return self._screener
+
+    def open_paths(self, paths: Sequence[str | Path], remember: bool = True) -> bool:
+        """Read and screen files/folders in the background; False if another job is running."""
+        if self.job is not None:
+            self.dialogs.info(self, "Busy", "Another job is still running. Wait for it or cancel it (Esc).")
+            return False
+        paths = [Path(p) for p in paths]
+        try:
+            key = (str(self.card_path()), self.settings.threads)
+        except Exception as e:  # noqa: BLE001 - no engine / no card: tell the user, don't crash
+            self.dialogs.error(self, "No model", f"Cannot find a model to screen with: {e}")
+            return False
+        if remember:
+            for p in paths:
+                self.settings.add_recent(p)
+
+        def work(progress, cancel) -> LoadOutcome:
+            return load_and_screen(paths, lambda: self._get_screener(key), progress, cancel)
+
+        names = ", ".join(p.name for p in paths[:3]) + (" \u2026" if len(paths) > 3 else "")
+        self._run_job(Job(work, f"open {names}"), f"Opening {names}", self._load_finished)
+        return True
+
+    def _load_finished(self, outcome: LoadOutcome) -> None:
+        if outcome.exams and outcome.card is not None:
+            self.state.add_exams(outcome.exams, outcome.card)
+            self.viewer.view.setFocus()
+        seconds = time.monotonic() - self._job_started
+        n_eyes = sum(len(e.eyes) for e in outcome.exams)
+        bad = f"{_plural(len(outcome.errors), 'file')} could not be read"
+        if outcome.n_volumes:
+            self.status_text.setText(f"Screened {_plural(outcome.n_volumes, 'volume')} "
+                                     f"({_plural(n_eyes, 'eye')}) in {seconds:.1f} s" + (f"; {bad}" if outcome.errors else ""))
+        else:
+            self.status_text.setText(f"Nothing opened: {bad}" if outcome.errors else "Nothing opened")
+        if outcome.errors:
+            shown = "\n".join(_error_line(e) for e in outcome.errors[:8])
+            more = f"\n\u2026 and {len(outcome.errors) - 8} more (Show Details)" if len(outcome.errors) > 8 else ""
+            ok = (f"\n\nThe other files were opened ({_plural(outcome.n_volumes, 'volume')})."
+                  if outcome.n_volumes else "")
+            self.dialogs.error(self, "Some files could not be read", f"{bad[0].upper()}{bad[1:]}:\n\n{shown}{more}{ok}",
+                               "\n".join(str(e) for e in outcome.errors))
+        elif not outcome.exams:
+            self.dialogs.info(self, "Nothing found", "No OCT volume was found there.")
+
+    # -- export ------------------------------------------------------------------------------
+    def default_report_path(self, deidentified: bool = False) -> Path:
+        """'<export folder>/<patient id>_<study date>_oct-report.pdf' (no patient id when de-identified)."""
+        exam = self.state.current_exam
+        folder = Path(self.settings.export_dir) if self.settings.export_dir else Path.home()
+        parts = [] if exam is None else [exam.study.study_date] if deidentified else [
+            exam.patient.patient_id, exam.study.study_date]
+        stem = "_".join(p for p in parts if p)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "exam"
+        return folder / f"{safe}_oct-report.pdf"
+
+    def export_dialog(self) -> None:
+        """File > Export report: ask, confirm overwrite, write in the background, offer to open."""
+        loaded = self.state.current_loaded
+        if loaded is None:
+            self.dialogs.info(self, "Export report", "Open and select an exam first.")
+            return
+        if self.job is not None:
+            self.dialogs.info(self, "Busy", "Another job is still running. Wait for it or cancel it (Esc).")
+            return
+        request = self.dialogs.export_request(self, self.default_report_path(), self.settings.deidentify,
+                                              self.settings.dicom, self.default_report_path(deidentified=True))
+        if request is None:
+            return
+        self.settings.deidentify, self.settings.dicom = request.deidentify, request.dicom
+        existing = [p for p in request.targets if p.exists()]
+        if existing:
+            names = "\n".join(str(p) for p in existing)
+            if not self.dialogs.confirm(self, "Replace existing file?",
+                                        f"These files already exist:\n\n{names}\n\nReplace them?"):
+                self.status_text.setText("Export cancelled: nothing was written")
+                return
+        self.export(request, overwrite=bool(existing))
+
+    def export(self, request: ExportRequest, overwrite: bool = False) -> bool:
+        """Write the selected exam's report as ``request`` says (no questions asked)."""
+        loaded = self.state.current_loaded
+        if loaded is None or self.job is not None:
+            return False
+        exam, card = loaded.exam, loaded.card
+        institution, logo = self.settings.institution, self.settings.logo
+
+        def work(progress, cancel) -> list[Path]:
+            return export_report(request, exam, card, institution=institution, logo=logo or None,
+                                 overwrite=overwrite, progress=progress, cancel=cancel)
+
+        self._run_job(Job(work, "export report"), f"Exporting {request.pdf_path.name}", self._export_finished)
+        return True
+
+    def _export_finished(self, written: list[Path]) -> None:
+        self.status_text.setText("Report written: " + ", ".join(str(p) for p in written))
+        if written and self.dialogs.confirm(self, "Report written",
+                                            "Written:\n\n" + "\n".join(str(p) for p in written)
+                                            + "\n\nOpen the PDF now?"):
+            self.dialogs.open_externally(written[0])
+
+    # -- jobs --------------------------------------------------------------------------------
+    def _run_job(self, job: Job, text: str, on_finished: Callable[[Any], None]) -> None:
+        self.job = job
+        self._job_started = time.monotonic()
+        job.signals.progress.connect(self._on_progress)
+        job.signals.finished.connect(lambda result: self._job_ended(job, on_finished, result))
+        job.signals.failed.connect(lambda exc, tb: self._job_ended(job, self._job_failed, (exc, tb)))
+        job.signals.cancelled.connect(lambda: self._job_ended(job, self._job_cancelled, None))
+        self.status_text.setText(text + "\u2026")
+        self._set_busy(True)
+        job.start(self.pool)
+
+    def _job_ended(self, job: Job, handler: Callable[[Any], None], payload: Any) -> None:
+        if job is not self.job:
+            return
+        self.job = None
+        self._set_busy(False)
+        try:
+            handler(payload)
+        finally:
+            self._update_actions()
+
+    def _job_failed(self, payload: tuple[BaseException, str]) -> None:
+        exc, tb = payload
+        self.status_text.setText("Failed: " + str(exc).splitlines()[0] if str(exc) else "Failed")
+        if isinstance(exc, ModelCardError):
+            self.dialogs.error(self, "Cannot load the model", f"{exc}\n\nChoose a model card in Settings (Ctrl+,).", tb)
+        elif isinstance(exc, InputError):
+            self.dialogs.error(self, "Cannot read the file", str(exc), tb)
+        else:
+            self.dialogs.error(self, "Something went wrong", f"{type(exc).__name__}: {exc}\n\n"
+                               "The app keeps running; the details below help the developers.", tb)
+
+    def _job_cancelled(self, _payload: None) -> None:
+        self.status_text.setText("Cancelled: nothing was changed")
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        if self.job is None:
+            return
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(done, max(total, 1)))
+        if message:
+            self.status_text.setText(message)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        self.cancel_button.setEnabled(busy)
+        self.act_cancel.setEnabled(busy)
+        if busy:
+            self.progress.setRange(0, 0)   # busy indicator until the first progress report
+        self._update_actions()
+
+    def cancel_job(self) -> None:
+        """Ask the running job to stop (the status bar says when it did)."""
+        if self.job is not None:
+            self.job.cancel()
+            self.cancel_button.setEnabled(False)
+            self.status_text.setText("Cancelling\u2026")
+
+    # -- other commands ----------------------------------------------------------------------
+    def close_exam(self) -> None:
+        """Close the selected exam."""
+        if self.state.current_exam is not None:
+            self.state.remove_exam(self.state.exam_index)
+
+    def step_eye(self, delta: int) -> None:
+        """Select the next (delta=1) or previous eye across all exams."""
+        eyes = [(ei, yi) for ei, le in enumerate(self.state.exams) for yi in range(len(le.exam.eyes))]
+        if not eyes:
+            return
+        cur = (self.state.exam_index, self.state.eye_index)
+        i = eyes.index(cur) if cur in eyes else -1
+        self.state.select(*eyes[(i + delta) % len(eyes)])
+
+    def settings_dialog(self) -> None:
+        """Edit and persist the settings; a new model card or thread count reloads the model."""
+        s = self.settings
+        values = self.dialogs.settings(self, SettingsValues(s.model_card, s.institution, s.logo, s.export_dir, s.threads))
+        if values is None:
+            return
+        if values.model_card:
+            try:
+                load_card(values.model_card)
+            except ModelCardError as e:
+                self.dialogs.error(self, "Not a usable model card", str(e))
+                return
+        if values.logo and not Path(values.logo).is_file():
+            self.dialogs.error(self, "Logo not found", f"{values.logo}: no such image file; settings not saved.")
+            return
+        s.model_card, s.institution, s.logo = values.model_card, values.institution, values.logo
+        s.export_dir, s.threads = values.export_dir, values.threads
+        s.sync()
+        self.status_text.setText("Settings saved")
+
+    def current_card(self) -> tuple[ModelCard | None, str]:
+        """The card of the selected exam, else the configured one (and why it could not be read)."""
+        if self.state.current_loaded is not None:
+            return self.state.current_loaded.card, ""
+        try:
+            return load_card(self.card_path()), ""
+        except Exception as e:  # noqa: BLE001 - shown in the About box
+            return None, str(e)
+
+    def about_dialog(self) -> None:
+        """Help > About: version and the model card summary."""
+        card, problem = self.current_card()
+        self.dialogs.about(self, card, problem)
+
+    # -- Qt events ---------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt API)
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt API)
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            QTimer.singleShot(0, lambda: self.open_paths(paths))
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        self.settings.save_window(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        if self.job is not None:
+            self.job.cancel()
+            self.job.done.wait(5.0)
+        super().closeEvent(event)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _error_line(e: InputError) -> str:
+    """'• name.dcm: what is wrong' plus the folder on its own line (messages name the file)."""
+    if e.path is None:
+        return f"\u2022 {e}"
+    return f"\u2022 {e.path.name}: {e.problem}\n    in {e.path.parent}"
+
+
+def install_excepthook(dialogs: Dialogs, parent: Callable[[], QWidget | None]) -> Callable[..., None]:
+    """Route uncaught exceptions on the GUI thread to the log and an error dialog (never a crash)."""
+    showing = threading.Event()
+
+    def hook(exc_type, exc, tb) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        log.error("uncaught exception:\n%s", text)
+        if showing.is_set():
+            return
+        showing.set()
+        try:
+            dialogs.error(parent(), "Unexpected error", f"{exc_type.__name__}: {exc}\n\nThe app keeps running; "
+                          "the details below help the developers.", text)
+        except Exception:  # noqa: BLE001 - the dialog itself failed: the log has it
+            log.exception("could not show the error dialog")
+        finally:
+            showing.clear()
+
+    sys.excepthook = hook
+    return hook

@@ -1,0 +1,284 @@
+"""The viewer's state: which exams are loaded, which eye and B-scan are shown, and how.
+
+napari / glue style: this object is plain Python (no Qt), holds the data and the display settings,
+and announces changes through tiny :class:`Event` objects. Widgets observe it and command it; they
+hold no state of their own that matters. Everything here is testable without a screen, including
+:meth:`ViewerState.render`, which produces the exact RGB pixels the B-scan viewer shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from core.cam import overlay
+from core.modelcard import ModelCard
+from core.preprocess import to_uint8
+from core.results import ExamResult, EyeResult, VolumeResult
+from core.volume import OctVolume
+
+__all__ = ["Event", "LoadedExam", "ViewerState", "thumbnail", "window_level"]
+
+log = logging.getLogger(__name__)
+
+
+class Event:
+    """A minimal observer list: ``connect(fn)``, ``disconnect(fn)``, ``emit(*args)``."""
+
+    def __init__(self) -> None:
+        self._slots: list[Callable[..., Any]] = []
+
+    def connect(self, fn: Callable[..., Any]) -> None:
+        """Call ``fn`` on every later :meth:`emit`."""
+        if fn not in self._slots:
+            self._slots.append(fn)
+
+    def disconnect(self, fn: Callable[..., Any]) -> None:
+        """Stop calling ``fn``; silently ignores unknown callbacks."""
+        if fn in self._slots:
+            self._slots.remove(fn)
+
+    def emit(self, *args: Any) -> None:
+        """Call every connected callback in connection order."""
+        for fn in list(self._slots):
+            fn(*args)
+
+
+@dataclass
+class LoadedExam:
+    """One screened exam and the model card that screened it (the report needs both)."""
+
+    exam: ExamResult
+    card: ModelCard
+
+
+def window_level(bscan: np.ndarray, window: float = 1.0, level: float = 0.5) -> np.ndarray:
+    """A B-scan as display uint8 after window/level (both in units of the full intensity range).
+
+    ``window`` is the width of the displayed intensity range (0 < window <= 1), ``level`` its centre.
+    The identity is ``window=1, level=0.5``. 16-bit B-scans are first scaled like the model sees them.
+    """
+    grey = to_uint8(bscan)
+    if abs(window - 1.0) < 1e-6 and abs(level - 0.5) < 1e-6:
+        return grey
+    w = max(float(window), 1e-3)
+    lo = float(level) - w / 2
+    lut = np.clip((np.arange(256, dtype=np.float32) / 255.0 - lo) / w, 0.0, 1.0)
+    return np.round(lut * 255.0).astype(np.uint8)[grey]
+
+
+def thumbnail(vr: VolumeResult, index: int, cls: str | int, width: int = 168, alpha: float = 0.5) -> np.ndarray:
+    """A small RGB picture of B-scan ``index`` with the CAM of class ``cls`` (evidence thumbnails)."""
+    raw = vr.volume.bscans[index]
+    h, w = raw.shape
+    size = (max(1, round(h * width / w)), width)
+    small = to_uint8(cv2.resize(raw, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+    return overlay(small, vr.cam(index, cls, size=size), alpha=alpha)
+
+
+class ViewerState:
+    """Loaded exams, the current selection and the display settings; the model of the GUI.
+
+    Events (each emitted after the change):
+      ``exams_changed()``: the list of exams changed;
+      ``eye_changed()``: another eye (or none) is current;
+      ``slice_changed(int)``: another B-scan is current;
+      ``display_changed()``: overlay, opacity, CAM class or window/level changed.
+    """
+
+    def __init__(self) -> None:
+        self.exams: list[LoadedExam] = []
+        self.exam_index: int = -1
+        self.eye_index: int = -1
+        self.slice_index: int = 0
+        self.overlay_on: bool = False
+        self.opacity: float = 0.5
+        self.cam_class: str | None = None      # None: the predicted class of the current B-scan
+        self.window: float = 1.0
+        self.level: float = 0.5
+        self.exams_changed = Event()
+        self.eye_changed = Event()
+        self.slice_changed = Event()
+        self.display_changed = Event()
+
+    # -- data --------------------------------------------------------------------------------
+    def add_exams(self, exams: list[ExamResult], card: ModelCard, *, select: bool = True) -> None:
+        """Append screened exams (with the card that screened them); select the first new eye."""
+        first_new = len(self.exams)
+        self.exams.extend(LoadedExam(e, card) for e in exams)
+        self.exams_changed.emit()
+        if select and len(self.exams) > first_new and self.exams[first_new].exam.eyes:
+            self.select(first_new, 0)
+
+    def remove_exam(self, exam_index: int) -> None:
+        """Close one exam; the selection moves to a neighbour (or to nothing)."""
+        if not 0 <= exam_index < len(self.exams):
+            return
+        del self.exams[exam_index]
+        self.exams_changed.emit()
+        if not self.exams:
+            self.select(-1, -1)
+        else:
+            self.select(min(exam_index, len(self.exams) - 1), 0)
+
+    def clear(self) -> None:
+        """Close every exam."""
+        self.exams.clear()
+        self.exams_changed.emit()
+        self.select(-1, -1)
+
+    # -- selection ---------------------------------------------------------------------------
+    @property
+    def current_loaded(self) -> LoadedExam | None:
+        """The selected exam with its model card, or None."""
+        return self.exams[self.exam_index] if 0 <= self.exam_index < len(self.exams) else None
+
+    @property
+    def current_exam(self) -> ExamResult | None:
+        """The selected exam (both eyes of one study), or None."""
+        loaded = self.current_loaded
+        return loaded.exam if loaded else None
+
+    @property
+    def current_eye(self) -> EyeResult | None:
+        """The selected eye's decision, or None."""
+        exam = self.current_exam
+        return exam.eyes[self.eye_index] if exam and 0 <= self.eye_index < len(exam.eyes) else None
+
+    @property
+    def volume_result(self) -> VolumeResult | None:
+        """Per-B-scan results of the selected eye, or None."""
+        eye = self.current_eye
+        return eye.volume_result if eye else None
+
+    @property
+    def volume(self) -> OctVolume | None:
+        """The selected eye's volume, or None."""
+        vr = self.volume_result
+        return vr.volume if vr else None
+
+    @property
+    def n_slices(self) -> int:
+        """Number of B-scans in the current volume (0 if none)."""
+        vol = self.volume
+        return vol.n_bscans if vol is not None else 0
+
+    def select(self, exam_index: int, eye_index: int) -> None:
+        """Make an eye current; the B-scan jumps to its strongest evidence (else the middle)."""
+        if (exam_index, eye_index) == (self.exam_index, self.eye_index):
+            return
+        self.exam_index, self.eye_index = exam_index, eye_index
+        eye = self.current_eye
+        if eye is not None and eye.evidence:
+            self.slice_index = int(eye.evidence[0])
+        else:
+            self.slice_index = max(0, self.n_slices // 2)
+        self.cam_class = None
+        self.eye_changed.emit()
+        self.slice_changed.emit(self.slice_index)
+
+    def set_slice(self, index: int) -> None:
+        """Show B-scan ``index`` (clamped to the volume)."""
+        n = self.n_slices
+        index = int(min(max(index, 0), max(n - 1, 0)))
+        if index != self.slice_index:
+            self.slice_index = index
+            self.slice_changed.emit(index)
+
+    def step(self, delta: int) -> None:
+        """Move ``delta`` B-scans forward (negative: back)."""
+        self.set_slice(self.slice_index + delta)
+
+    # -- display -----------------------------------------------------------------------------
+    def set_overlay(self, on: bool) -> None:
+        """Show or hide the heatmap overlay."""
+        if bool(on) != self.overlay_on:
+            self.overlay_on = bool(on)
+            self.display_changed.emit()
+
+    def toggle_overlay(self) -> None:
+        """Flip the heatmap overlay (key H)."""
+        self.set_overlay(not self.overlay_on)
+
+    def set_opacity(self, opacity: float) -> None:
+        """Heatmap opacity in [0, 1]."""
+        opacity = float(min(max(opacity, 0.0), 1.0))
+        if abs(opacity - self.opacity) > 1e-9:
+            self.opacity = opacity
+            self.display_changed.emit()
+
+    def set_cam_class(self, name: str | None) -> None:
+        """Heatmap class by name; None follows the predicted class of each B-scan."""
+        if name != self.cam_class:
+            self.cam_class = name
+            self.display_changed.emit()
+
+    def set_window_level(self, window: float, level: float) -> None:
+        """Contrast (window width) and brightness (level), both in [0, 1] of the intensity range."""
+        window = float(min(max(window, 0.02), 1.0))
+        level = float(min(max(level, 0.0), 1.0))
+        if (window, level) != (self.window, self.level):
+            self.window, self.level = window, level
+            self.display_changed.emit()
+
+    def reset_display(self) -> None:
+        """Full intensity range, heatmap off."""
+        self.set_window_level(1.0, 0.5)
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names of the current result (model-card order)."""
+        vr = self.volume_result
+        return list(vr.classes) if vr else []
+
+    def predicted_class(self, index: int | None = None) -> str | None:
+        """The most probable class of a B-scan (default: the current one)."""
+        vr = self.volume_result
+        if vr is None or vr.n == 0:
+            return None
+        i = self.slice_index if index is None else index
+        return vr.classes[int(vr.probs[i].argmax())]
+
+    def shown_class(self) -> str | None:
+        """The class whose heatmap is shown: the chosen one, else the B-scan's predicted class."""
+        return self.cam_class or self.predicted_class()
+
+    def render(self) -> np.ndarray | None:
+        """The current B-scan as the viewer shows it: RGB uint8 ``[h, w, 3]`` (None if nothing)."""
+        vol = self.volume
+        if vol is None:
+            return None
+        grey = window_level(vol.bscans[self.slice_index], self.window, self.level)
+        vr = self.volume_result
+        cls = self.shown_class()
+        if self.overlay_on and vr is not None and vr.cams is not None and cls is not None:
+            return overlay(grey, vr.cam(self.slice_index, cls, size=grey.shape), alpha=self.opacity)
+        return np.repeat(grey[..., None], 3, axis=2)
+
+    def slice_text(self) -> str:
+        """'B-scan 13 of 25 · 2.88 mm' (position from the first B-scan when spacing is known)."""
+        vol = self.volume
+        if vol is None:
+            return "No B-scan"
+        text = f"B-scan {self.slice_index + 1} of {vol.n_bscans}"
+        if vol.spacing.slice:
+            text += f" \u00b7 {self.slice_index * vol.spacing.slice:.2f} mm"
+        vr = self.volume_result
+        if vr is not None and not bool(vr.gradable[self.slice_index]):
+            reason = vr.quality_reasons[self.slice_index] if self.slice_index < len(vr.quality_reasons) else ""
+            text += " \u00b7 ungradable" + (f" ({reason})" if reason else "")
+        return text
+
+    def probabilities_text(self) -> str:
+        """'normal 0.05 · drusen 0.10 · cnv 0.85' for the current B-scan."""
+        vr = self.volume_result
+        if vr is None:
+            return ""
+        p = vr.probs[self.slice_index]
+        return " \u00b7 ".join(f"{c} {p[i]:.2f}" for i, c in enumerate(vr.classes))

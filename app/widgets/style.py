@@ -1,0 +1,115 @@
+"""The app's calm palette, decision colours and helpers shared by the widgets.
+
+Decisions are always shown as colour AND text (never colour alone): urgent red, routine amber,
+no referral green, rescan grey, the same colours the PDF report uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QColor, QFont, QImage, QPalette, QPixmap
+from PySide6.QtWidgets import QApplication
+
+from core.results import EyeResult, Urgency
+
+__all__ = [
+    "CLASS_COLOURS",
+    "STYLESHEET",
+    "URGENCY_COLOURS",
+    "apply_theme",
+    "badge_colours",
+    "badge_text",
+    "class_colour",
+    "rgb_to_pixmap",
+    "rgb_to_qimage",
+    "short_badge",
+]
+
+# background, text
+URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {
+    Urgency.URGENT: ("#c62828", "#ffffff"),
+    Urgency.ROUTINE: ("#f2a900", "#1f1f1f"),
+    Urgency.NONE: ("#2e7d32", "#ffffff"),
+    Urgency.RESCAN: ("#6b7280", "#ffffff"),
+}
+CLASS_COLOURS: dict[str, str] = {"normal": "#2e7d32", "drusen": "#d08c00", "cnv": "#c62828", "dme": "#6a1b9a"}
+_FALLBACK = ["#1565c0", "#00838f", "#6d4c41", "#ad1457", "#558b2f"]
+
+
+def class_colour(name: str, index: int = 0) -> QColor:
+    """The line colour of a class in charts (stable per class name)."""
+    return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
+
+
+def badge_colours(eye: EyeResult) -> tuple[str, str]:
+    """(background, text) colours of an eye's decision badge."""
+    return URGENCY_COLOURS.get(eye.urgency, ("#6b7280", "#ffffff"))
+
+
+def badge_text(eye: EyeResult) -> str:
+    """The decision in words, e.g. 'URGENT REFERRAL: CNV (review advised)'."""
+    return eye.headline
+
+
+def short_badge(eye: EyeResult) -> str:
+    """A compact badge for lists: 'URGENT · CNV', 'ROUTINE · DRUSEN', 'NO REFERRAL', 'RESCAN'."""
+    if eye.rescan:
+        return "RESCAN"
+    text = {Urgency.URGENT: "URGENT", Urgency.ROUTINE: "ROUTINE", Urgency.NONE: "NO REFERRAL"}[eye.urgency]
+    if eye.urgency is not Urgency.NONE or eye.label.lower() != "normal":
+        text += f" \u00b7 {eye.label.upper()}"
+    return text + (" \u00b7 REVIEW" if eye.needs_review else "")
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """An RGB uint8 ``[h, w, 3]`` array (or grey ``[h, w]``) as a QImage that owns its pixels."""
+    a = np.ascontiguousarray(rgb)
+    if a.ndim == 2:
+        h, w = a.shape
+        return QImage(a.data, w, h, a.strides[0], QImage.Format.Format_Grayscale8).copy()
+    h, w, _ = a.shape
+    return QImage(a.data, w, h, a.strides[0], QImage.Format.Format_RGB888).copy()
+
+
+def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
+    """An RGB uint8 array as a QPixmap."""
+    return QPixmap.fromImage(rgb_to_qimage(rgb))
+
+
+STYLESHEET = """
+QMainWindow, QDialog { background: #f4f6f8; }
+QDockWidget::title { background: #e6eaef; padding: 6px 8px; font-weight: 600; color: #2b3440; }
+QTreeWidget { background: #ffffff; border: 1px solid #d5dbe3; }
+QTreeWidget::item { padding: 4px 2px; }
+QTreeWidget::item:selected { background: #dbe7f5; color: #1b2430; }
+QGroupBox { border: 1px solid #d5dbe3; border-radius: 6px; margin-top: 14px; background: #ffffff; }
+QGroupBox::title { subcontrol-origin: margin; left: 10px; padding: 0 4px; color: #4a5563; font-weight: 600; }
+QLabel#demoBanner { background: #b71c1c; color: #ffffff; font-weight: 700; padding: 6px; border-radius: 4px; }
+QLabel#decisionBadge { border-radius: 6px; padding: 10px; font-size: 13pt; font-weight: 700; }
+QLabel#muted { color: #5b6673; }
+QToolBar { background: #e9edf2; border: none; spacing: 4px; padding: 3px; }
+QStatusBar { background: #e9edf2; }
+QGraphicsView { background: #111418; border: none; }
+"""
+
+
+def apply_theme(app: QApplication) -> None:
+    """Fusion style, a light calm palette, a readable default font and the stylesheet."""
+    app.setStyle("Fusion")
+    pal = app.palette()
+    pal.setColor(QPalette.ColorRole.Window, QColor("#f4f6f8"))
+    pal.setColor(QPalette.ColorRole.Base, QColor("#ffffff"))
+    pal.setColor(QPalette.ColorRole.AlternateBase, QColor("#f0f3f6"))
+    pal.setColor(QPalette.ColorRole.Button, QColor("#e9edf2"))
+    pal.setColor(QPalette.ColorRole.Highlight, QColor("#2f6db5"))
+    pal.setColor(QPalette.ColorRole.HighlightedText, QColor("#ffffff"))
+    pal.setColor(QPalette.ColorRole.WindowText, QColor("#1b2430"))
+    pal.setColor(QPalette.ColorRole.Text, QColor("#1b2430"))
+    pal.setColor(QPalette.ColorRole.ToolTipBase, QColor("#ffffe8"))
+    app.setPalette(pal)
+    font = app.font()
+    if font.pointSizeF() < 10:
+        font.setPointSizeF(10)
+    font.setStyleHint(QFont.StyleHint.SansSerif)
+    app.setFont(font)
+    app.setStyleSheet(STYLESHEET)

@@ -1,0 +1,180 @@
+"""Background work: reading + screening exams and writing reports, off the GUI thread.
+
+A :class:`Job` is a QRunnable that runs a plain function ``fn(progress, cancel)`` on the global
+QThreadPool and reports back through Qt signals (delivered on the GUI thread). The functions
+themselves (:func:`load_and_screen`, :func:`export_report`) know nothing about Qt and are tested
+directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from core.errors import Cancelled, InputError
+from core.modelcard import ModelCard
+from core.results import ExamResult
+
+__all__ = [
+    "CancelFn",
+    "ExportRequest",
+    "Job",
+    "JobSignals",
+    "LoadOutcome",
+    "ProgressFn",
+    "export_report",
+    "load_and_screen",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+
+
+class JobSignals(QObject):
+    """Signals of a :class:`Job` (a QRunnable cannot have signals itself)."""
+
+    progress = Signal(int, int, str)       # done, total, message
+    finished = Signal(object)              # the function's result
+    failed = Signal(object, str)           # the exception, its formatted traceback
+    cancelled = Signal()
+
+
+class Job(QRunnable):
+    """Run ``fn(progress, cancel)`` in the thread pool; ``cancel()`` asks it to stop early."""
+
+    def __init__(self, fn: Callable[[ProgressFn, CancelFn], Any], name: str = "job") -> None:
+        super().__init__()
+        self.setAutoDelete(False)          # the window keeps a reference until the job ends
+        self.fn = fn
+        self.name = name
+        self.signals = JobSignals()
+        self._cancel = threading.Event()
+        self.done = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next check (it emits ``cancelled`` when it does)."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancel.is_set()
+
+    def run(self) -> None:  # noqa: D102 (QRunnable API)
+        try:
+            result = self.fn(self.signals.progress.emit, self._cancel.is_set)
+        except Cancelled:
+            log.info("%s cancelled", self.name)
+            self.signals.cancelled.emit()
+        except InputError as e:         # a bad file or model card: the user's problem, said in words
+            log.warning("%s failed: %s", self.name, e)
+            self.signals.failed.emit(e, traceback.format_exc())
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the GUI, nothing is lost
+            log.exception("%s failed", self.name)
+            self.signals.failed.emit(e, traceback.format_exc())
+        else:
+            self.signals.finished.emit(result)
+        finally:
+            self.done.set()
+
+    def start(self, pool: QThreadPool | None = None) -> None:
+        """Queue the job on ``pool`` (default: the global thread pool)."""
+        (pool or QThreadPool.globalInstance()).start(self)
+
+
+@dataclass
+class LoadOutcome:
+    """What one open-and-screen job produced: exams, the card used, and the files that failed."""
+
+    exams: list[ExamResult]
+    card: ModelCard | None
+    errors: list[InputError] = field(default_factory=list)
+    n_volumes: int = 0
+
+
+def load_and_screen(paths: Sequence[str | Path], get_screener: Callable[[], Any], progress: ProgressFn,
+                    cancel: CancelFn) -> LoadOutcome:
+    """Read every path (collecting bad files instead of stopping), then screen all volumes.
+
+    ``get_screener()`` returns a ``core.inference.Screener`` (or anything with ``.card`` and
+    ``.screen``); it is called only if something could be read. Raises ``Cancelled`` when
+    ``cancel()`` turns True.
+    """
+    from core.io import open_path
+    from core.screening import screen_volumes
+
+    errors: list[InputError] = []
+    volumes = []
+    paths = [Path(p) for p in paths]
+    for i, path in enumerate(paths):
+        if cancel():
+            raise Cancelled()
+        progress(i, len(paths), f"Reading {path.name}\u2026")
+        try:
+            volumes.extend(open_path(path, errors=errors))
+        except InputError as e:
+            if not any(e is seen or str(e) == str(seen) for seen in errors):   # open_path may have listed it
+                errors.append(e)
+    if not volumes:
+        return LoadOutcome([], None, errors, 0)
+    if cancel():
+        raise Cancelled()
+    progress(0, len(volumes), "Loading the model\u2026")
+    screener = get_screener()
+
+    def screening_progress(done: int, total: int, message: str) -> None:
+        progress(done, total, message or f"Screening B-scan {done} of {total}\u2026")
+
+    exams = screen_volumes(volumes, screener, progress=screening_progress, cancel=cancel)
+    return LoadOutcome(list(exams), screener.card, errors, len(volumes))
+
+
+@dataclass
+class ExportRequest:
+    """What the export dialog asked for."""
+
+    pdf_path: Path
+    deidentify: bool = False
+    dicom: bool = False
+
+    @property
+    def dicom_path(self) -> Path:
+        """Where the DICOM Encapsulated PDF goes: beside the PDF, same name, .dcm."""
+        return self.pdf_path.with_suffix(".dcm")
+
+    @property
+    def targets(self) -> list[Path]:
+        """Every file the export will write."""
+        return [self.pdf_path] + ([self.dicom_path] if self.dicom else [])
+
+
+def export_report(request: ExportRequest, exam: ExamResult, card: ModelCard, *, institution: str = "",
+                  logo: str | Path | None = None, overwrite: bool = False,
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list[Path]:
+    """Write the PDF report (and optionally its DICOM Encapsulated PDF); returns the files written."""
+    from core.dicom_export import pdf_to_dicom
+    from core.report import ReportOptions, write_report
+
+    progress = progress or (lambda *_: None)
+    steps = len(request.targets)
+    progress(0, steps, f"Writing {request.pdf_path.name}\u2026")
+    options = ReportOptions(institution=institution, logo=Path(logo) if logo else None,
+                            deidentify=request.deidentify)
+    written = [Path(write_report(request.pdf_path, exam, card, options, overwrite=overwrite))]
+    if request.dicom:
+        if cancel is not None and cancel():
+            raise Cancelled()
+        progress(1, steps, f"Writing {request.dicom_path.name}\u2026")
+        written.append(Path(pdf_to_dicom(written[0], exam, request.dicom_path,
+                                         deidentify=request.deidentify, overwrite=overwrite)))
+    progress(steps, steps, "Report written")
+    return written

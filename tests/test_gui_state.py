@@ -1,0 +1,160 @@
+"""The GUI's Qt-free state object (app.widgets.state): selection, navigation, display, rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.widgets.state import Event, ViewerState, thumbnail, window_level
+from core.aggregate import decide
+from core.modelcard import ModelCard
+from core.results import VolumeResult
+from core.screening import group_exams
+from core.volume import PixelSpacing
+
+CLASSES = ["normal", "drusen", "cnv"]
+
+
+def fake_result(volume, cnv_slices=(4, 5, 6), ungradable=(0,), fh=4, fw=5) -> VolumeResult:
+    """A VolumeResult built with numpy: CNV on ``cnv_slices``, normal elsewhere; CAMs hot on the right."""
+    n = volume.n_bscans
+    probs = np.tile(np.array([0.9, 0.06, 0.04], np.float32), (n, 1))
+    for i in cnv_slices:
+        probs[i] = [0.05, 0.05, 0.9]
+    cams = np.zeros((n, 3, fh, fw), np.float32)
+    cams[:, :, :, -2:] = 1.0          # every class 'looks' at the right edge
+    cams[:, 0, 0, 0] = 0.5            # normal also at the top left
+    gradable = np.ones(n, bool)
+    reasons = [""] * n
+    for i in ungradable:
+        gradable[i], reasons[i] = False, "low signal"
+    return VolumeResult(volume=volume, classes=list(CLASSES), probs=probs, cams=cams, gradable=gradable,
+                        quality_reasons=reasons, model_name="fake", model_version="1", demo_model=True)
+
+
+@pytest.fixture
+def card() -> ModelCard:
+    return ModelCard(name="fake", arch="test_efficientnet", classes=list(CLASSES), input_size=(64, 64), demo=True)
+
+
+@pytest.fixture
+def state(make_volume, card) -> ViewerState:
+    od = make_volume(n=12, laterality="OD", spacing=PixelSpacing(slice=0.25, row=0.004, column=0.012))
+    os_ = make_volume(n=12, laterality="OS", seed=1)
+    eyes = [decide(fake_result(od)), decide(fake_result(os_, cnv_slices=()))]
+    s = ViewerState()
+    s.add_exams(group_exams(eyes), card)
+    return s
+
+
+def test_event_calls_connected_callbacks_in_order_and_disconnects():
+    ev, calls = Event(), []
+    a, b = (lambda x: calls.append(("a", x))), (lambda x: calls.append(("b", x)))
+    ev.connect(a)
+    ev.connect(b)
+    ev.connect(a)                       # no duplicate
+    ev.emit(1)
+    ev.disconnect(a)
+    ev.emit(2)
+    assert calls == [("a", 1), ("b", 1), ("b", 2)]
+
+
+def test_adding_exams_selects_first_eye_at_strongest_evidence(state):
+    eye = state.current_eye
+    assert (state.exam_index, state.eye_index) == (0, 0)
+    assert eye.eye.laterality.value == "OD" and eye.label == "cnv"
+    assert state.slice_index == eye.evidence[0]
+    assert state.slice_index in (4, 5, 6)
+
+
+def test_select_normal_eye_and_events(state):
+    seen = []
+    state.eye_changed.connect(lambda: seen.append("eye"))
+    state.slice_changed.connect(lambda i: seen.append(i))
+    state.select(0, 1)
+    assert state.current_eye.eye.laterality.value == "OS"
+    assert state.current_eye.label == "normal"
+    assert seen[0] == "eye" and seen[1] == state.slice_index
+    state.select(0, 1)                  # no change: no events
+    assert len(seen) == 2
+
+
+def test_slice_navigation_is_clamped(state):
+    state.set_slice(100)
+    assert state.slice_index == 11
+    state.step(-3)
+    assert state.slice_index == 8
+    state.set_slice(-5)
+    assert state.slice_index == 0
+    assert state.slice_text().startswith("B-scan 1 of 12")
+    assert "ungradable (low signal)" in state.slice_text()
+    state.set_slice(4)
+    assert state.slice_text() == "B-scan 5 of 12 \u00b7 1.00 mm"
+
+
+def test_render_shows_the_current_bscan_in_grey(state):
+    rgb = state.render()
+    grey = state.volume.bscans[state.slice_index]
+    assert rgb.shape == grey.shape + (3,) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], grey) and np.array_equal(rgb[..., 2], grey)
+    state.step(1)
+    assert not np.array_equal(state.render(), rgb)
+
+
+def test_overlay_changes_only_where_the_cam_is_hot(state):
+    plain = state.render()
+    state.toggle_overlay()
+    hot = state.render()
+    w = plain.shape[1]
+    diff = np.abs(hot.astype(int) - plain.astype(int)).sum(axis=2)
+    assert diff[:, int(0.95 * w):].mean() > 20          # the hot right edge is coloured
+    assert diff[:, : int(0.3 * w)].mean() < diff[:, int(0.95 * w):].mean() / 5
+    state.set_opacity(0.0)
+    assert np.array_equal(state.render(), plain)        # opacity 0: the B-scan untouched
+
+
+def test_cam_class_defaults_to_predicted_and_can_be_chosen(state):
+    state.set_slice(5)
+    assert state.shown_class() == "cnv"
+    state.set_slice(9)
+    assert state.shown_class() == "normal"
+    state.set_overlay(True)
+    auto = state.render()
+    state.set_cam_class("cnv")
+    assert state.shown_class() == "cnv"
+    assert not np.array_equal(state.render(), auto)     # normal CAM has the extra top-left blob
+
+
+def test_window_level():
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(window_level(img), img)
+    narrow = window_level(img, window=0.5, level=0.5)
+    assert narrow[0, 0] == 0 and narrow[-1, -1] == 255
+    assert narrow.flat[63] == 0 and narrow.flat[192] == 255 and 120 < narrow.flat[128] < 136
+    dark = window_level(img, window=1.0, level=0.8)
+    assert dark.flat[128] < 100
+    sixteen = (np.arange(256, dtype=np.uint16) * 16).reshape(16, 16)
+    assert window_level(sixteen).dtype == np.uint8
+
+
+def test_window_level_in_state_is_clamped_and_rendered(state):
+    plain = state.render()
+    state.set_window_level(0.3, 0.2)
+    brighter = state.render()
+    assert brighter.astype(int).mean() > plain.astype(int).mean()
+    state.set_window_level(0.0, 2.0)
+    assert (state.window, state.level) == (0.02, 1.0)
+    state.reset_display()
+    assert np.array_equal(state.render(), plain)
+
+
+def test_thumbnail_is_small_rgb(state):
+    vr = state.volume_result
+    t = thumbnail(vr, 5, "cnv", width=80)
+    assert t.shape == (64, 80, 3) and t.dtype == np.uint8
+
+
+def test_remove_and_clear(state):
+    state.remove_exam(0)
+    assert state.current_eye is None and state.render() is None and state.n_slices == 0
+    assert state.slice_text() == "No B-scan"

@@ -1,0 +1,198 @@
+"""GUI widgets on hand-built results (no model): badges, summary, strip chart, dialogs, settings."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QLabel  # noqa: E402
+
+from app.dialogs import (  # noqa: E402
+    AboutDialog,
+    Dialogs,
+    ExportDialog,
+    SettingsDialog,
+    SettingsValues,
+)
+from app.settings import MAX_RECENT, AppSettings  # noqa: E402
+from app.widgets.bscan_viewer import ViewerPanel, nice_length  # noqa: E402
+from app.widgets.exam_browser import ExamBrowser  # noqa: E402
+from app.widgets.state import ViewerState  # noqa: E402
+from app.widgets.strip_chart import StripChart  # noqa: E402
+from app.widgets.style import URGENCY_COLOURS  # noqa: E402
+from app.widgets.summary_panel import SummaryPanel  # noqa: E402
+from core.aggregate import decide  # noqa: E402
+from core.modelcard import DEMO_WARNING, ModelCard  # noqa: E402
+from core.results import Urgency  # noqa: E402
+from core.screening import group_exams  # noqa: E402
+from tests.test_gui_state import CLASSES, fake_result  # noqa: E402
+
+
+@pytest.fixture
+def state(make_volume) -> ViewerState:
+    """Patient A: OD urgent CNV, OS rescan (most B-scans ungradable); patient B: OD borderline (review)."""
+    od = decide(fake_result(make_volume(n=12, laterality="OD")))
+    rescan = decide(fake_result(make_volume(n=12, laterality="OS"), ungradable=range(10)))
+    vr = fake_result(make_volume(n=12, laterality="OD", patient_id="P002", study_uid="1.2.3"), cnv_slices=())
+    vr.probs[3:6] = [0.42, 0.03, 0.55]                       # cnv eye score near its 0.5 threshold
+    review = decide(vr)
+    s = ViewerState()
+    card = ModelCard(name="fake", arch="test_efficientnet", classes=list(CLASSES), input_size=(64, 64), demo=True)
+    s.add_exams(group_exams([od, rescan, review]), card)
+    return s
+
+
+def test_browser_badges_have_text_and_colour(qtbot, state):
+    browser = ExamBrowser(state)
+    qtbot.addWidget(browser)
+    browser.rebuild()
+    items = browser.eye_items()
+    assert [i.text(1) for i in items] == ["URGENT \u00b7 CNV", "RESCAN", "URGENT \u00b7 CNV \u00b7 REVIEW"]
+    assert items[0].background(1).color().name() == URGENCY_COLOURS[Urgency.URGENT][0]
+    assert items[1].background(1).color().name() == URGENCY_COLOURS[Urgency.RESCAN][0]
+    assert browser.topLevelItemCount() == 2 and "Test Patient (ID P001)" in browser.topLevelItem(0).text(0)
+    browser.setCurrentItem(items[2])
+    assert (state.exam_index, state.eye_index) == (1, 0)
+    state.select(0, 1)                                        # the state drives the tree too
+    assert browser.currentItem() is items[1]
+
+
+def test_summary_shows_decision_review_rescan_and_demo(qtbot, state):
+    panel = SummaryPanel(state)
+    qtbot.addWidget(panel)
+    assert panel.badge.text() == "URGENT REFERRAL: CNV"
+    assert panel.demo_banner.text() == DEMO_WARNING.upper() and not panel.demo_banner.isHidden()
+    assert len(panel.evidence_buttons) == len(state.current_eye.evidence) > 0
+    assert "Gradable B-scans:</b> 11 of 12" in panel.gradable.text()
+    assert "Model: fake v1" == panel.model.text()
+    state.select(0, 1)
+    assert panel.badge.text().startswith("RESCAN") and panel.evidence_buttons == []
+    state.select(1, 0)
+    assert "review advised" in panel.badge.text() and "Review advised" in panel.urgency.text()
+    state.clear()
+    assert panel.eye_title.text() == "No eye selected" and panel.demo_banner.isHidden()
+
+
+def test_summary_without_demo_model_has_no_banner(qtbot, make_volume):
+    s = ViewerState()
+    vr = fake_result(make_volume(n=8))
+    vr.demo_model = False
+    s.add_exams(group_exams([decide(vr)]), ModelCard(name="real", arch="x", classes=list(CLASSES), input_size=(64, 64)))
+    panel = SummaryPanel(s)
+    qtbot.addWidget(panel)
+    assert panel.demo_banner.isHidden()
+
+
+def test_strip_chart_maps_clicks_to_bscans(qtbot, state):
+    chart = StripChart(state)
+    qtbot.addWidget(chart)
+    chart.resize(640, 160)
+    r = chart.plot_rect()
+    assert chart.index_at(r.left() + 1) == 0 and chart.index_at(r.right() - 1) == 11
+    for i in range(12):
+        assert chart.index_at(chart.x_of(i)) == i
+    assert chart.index_at(-50) == 0 and chart.index_at(10_000) == 11
+    image = chart.grab().toImage()                            # painting works and draws the curves
+    assert image.width() == 640
+    pixels = np.array([[image.pixelColor(x, y).red() for x in range(0, 640, 8)] for y in range(0, 160, 4)])
+    assert (pixels < 250).mean() > 0.05
+
+
+def test_viewer_panel_controls_follow_state(qtbot, state):
+    panel = ViewerPanel(state)
+    qtbot.addWidget(panel)
+    state.set_slice(7)
+    assert panel.slider.value() == 8 and panel.position.text().startswith("B-scan 8 of 12")
+    assert [panel.cam_class.itemText(i) for i in range(4)][1:] == CLASSES
+    panel.cycle_class()
+    assert state.cam_class == "normal"
+    panel.contrast.setValue(50)
+    assert state.window == pytest.approx(0.5)
+    panel.brightness.setValue(80)
+    assert state.level == pytest.approx(0.2)
+    state.reset_display()
+    assert panel.contrast.value() == 100 and panel.brightness.value() == 50
+
+
+@pytest.mark.parametrize("value, expected", [(1.7, 1.0), (0.26, 0.2), (0.6, 0.5), (9.9, 5.0), (0.012, 0.01)])
+def test_scale_bar_lengths(value, expected):
+    assert nice_length(value) == pytest.approx(expected)
+
+
+def test_export_dialog_swaps_to_anonymous_name_and_appends_pdf(qtbot, tmp_path):
+    named, anonymous = tmp_path / "P001_20260131_oct-report.pdf", tmp_path / "20260131_oct-report.pdf"
+    dlg = ExportDialog(named, False, True, None, anonymous)
+    qtbot.addWidget(dlg)
+    assert dlg.path.text() == str(named)
+    dlg.deid.setChecked(True)
+    assert dlg.path.text() == str(anonymous)
+    req = dlg.request()
+    assert req.pdf_path == anonymous and req.deidentify and req.dicom
+    assert req.targets == [anonymous, anonymous.with_suffix(".dcm")]
+    dlg.path.setText(str(tmp_path / "custom"))
+    dlg.deid.setChecked(False)                                 # a typed name is kept
+    assert dlg.request().pdf_path == tmp_path / "custom.pdf"
+
+
+def test_settings_dialog_round_trip(qtbot):
+    values = SettingsValues("/m/card.json", "Clinic", "/l.png", "/exports", 3)
+    dlg = SettingsDialog(values)
+    qtbot.addWidget(dlg)
+    assert dlg.values() == values
+    dlg.threads.setValue(0)
+    assert dlg.threads.text() == "automatic" and dlg.values().threads == 0
+
+
+def test_settings_recent_list(tmp_path):
+    s = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    assert s.recent == [] and s.threads == 0 and not s.deidentify
+    for i in range(MAX_RECENT + 3):
+        s.add_recent(tmp_path / f"f{i}")
+    s.add_recent(tmp_path / "f5")
+    recent = s.recent
+    assert len(recent) == MAX_RECENT and recent[0] == str((tmp_path / "f5").resolve())
+    assert recent.count(str((tmp_path / "f5").resolve())) == 1
+    s.deidentify = True
+    s.sync()
+    again = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    assert again.deidentify and again.recent == recent
+    s.clear_recent()
+    assert s.recent == []
+    assert Path(recent[-1]).name == "f3"          # f0..f2 fell off; moving f5 up drops nothing
+
+
+def test_error_box_is_plain_text_with_details(qtbot):
+    box = Dialogs.error_box(None, "Some files could not be read", "a<b>.dcm: damaged", "full list")
+    qtbot.addWidget(box)
+    assert box.textFormat() == Qt.TextFormat.PlainText and box.text() == "a<b>.dcm: damaged"
+    assert box.detailedText() == "full list" and box.windowTitle() == "Some files could not be read"
+
+
+def test_about_dialog_shows_card_and_demo_banner(qtbot):
+    card = ModelCard(name="octscreen-demo", arch="efficientnet_b2", classes=list(CLASSES), input_size=(224, 224),
+                     demo=True)
+    dlg = AboutDialog(card)
+    qtbot.addWidget(dlg)
+    texts = [w.text() for w in dlg.findChildren(QLabel)]
+    assert any("octscreen-demo" in t and "efficientnet_b2" in t for t in texts)
+    assert DEMO_WARNING.upper() in texts
+    none = AboutDialog(None, "model card not found")
+    qtbot.addWidget(none)
+    assert any("model card not found" in w.text() for w in none.findChildren(QLabel))
+
+
+def test_browser_names_several_volumes_of_one_eye(qtbot, make_volume, tmp_path):
+    vols = [make_volume(n=6, laterality="unknown", source=tmp_path / f"CNV-1-{i}.jpeg") for i in (1, 2)]
+    s = ViewerState()
+    s.add_exams(group_exams([decide(fake_result(v, cnv_slices=(), ungradable=())) for v in vols]),
+                ModelCard(name="m", arch="x", classes=list(CLASSES), input_size=(64, 64)))
+    browser = ExamBrowser(s)
+    qtbot.addWidget(browser)
+    browser.rebuild()
+    assert [i.text(0) for i in browser.eye_items()] == ["Eye unknown \u00b7 CNV-1-1.jpeg", "Eye unknown \u00b7 CNV-1-2.jpeg"]
