@@ -1,0 +1,251 @@
+"""Training data: sample lists from the dataset layouts we know, and a torch ``Dataset`` over them.
+
+A dataset is a list of :class:`Sample` (one B-scan image file each). Every sample carries the
+*group* it belongs to (the patient, as a key that is unique across the whole dataset) so that
+splits can be made per patient, and the eye / volume it comes from so that metrics can be
+aggregated per eye.
+
+Readers (each returns ``list[Sample]``):
+
+- :func:`read_oct2017` -- ``ROOT/{train,test}/CLASS/CLASS-PATIENT-N.jpeg`` (UCSD / Kermany 2018).
+- :func:`read_neh` -- ``ROOT/CLASS/<case>/[OD|OS/]NNN_<Label>.ext`` (NEH 2021); patient ids restart in
+  each class folder, so the group key is ``CLASS/<case>``.
+- :func:`read_manifest` -- a CSV with ``path,label,patient_id`` and optional ``eye,volume_id``
+  (paths relative to the CSV's folder).
+- :func:`synthetic_dataset` -- ``core.synthetic.write_dataset`` once per seed into a cache folder,
+  then :func:`read_manifest`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
+
+__all__ = ["Sample", "IMAGE_SUFFIXES", "read_oct2017", "read_neh", "read_manifest", "write_manifest",
+           "synthetic_dataset", "load_samples", "BScanDataset", "read_grey", "class_counts"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One B-scan image file and what is known about it."""
+
+    path: Path
+    label: str            # class name of this B-scan (lower case)
+    group: str            # patient key, unique across the dataset (used for patient-level splits)
+    eye: str = ""         # e.g. "OD" / "OS" / ""
+    volume: str = ""      # volume / eye key, unique across the dataset (per-eye metrics)
+    eye_label: str = ""   # the class of the whole eye / patient folder, when known
+
+    @property
+    def eye_key(self) -> str:
+        """A key of the eye this B-scan belongs to (falls back to the patient)."""
+        return self.volume or (f"{self.group}/{self.eye}" if self.eye else self.group)
+
+
+def _norm(label: str) -> str:
+    return label.strip().lower()
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _keep(samples: list[Sample], classes: Sequence[str] | None, where: Path) -> list[Sample]:
+    if classes is not None:
+        wanted = {_norm(c) for c in classes}
+        samples = [s for s in samples if s.label in wanted]
+    if not samples:
+        raise EmptyInputError(where, "no B-scan images with a label among the requested classes "
+                                     f"({', '.join(classes) if classes else 'any'})")
+    return samples
+
+
+def read_oct2017(root: str | Path, split: str = "train", classes: Sequence[str] | None = None) -> list[Sample]:
+    """The UCSD OCT2017 layout: ``root/<split>/<CLASS>/<CLASS>-<PATIENT>-<N>.jpeg``.
+
+    The group key is the patient id (shared across class folders: one patient can have B-scans in
+    several classes, and they must stay on one side of a split).
+    """
+    base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+    if not base.is_dir():
+        raise FileMissingError(base, "OCT2017 folder not found")
+    out: list[Sample] = []
+    pat = re.compile(r"^(?P<cls>[A-Za-z]+)-(?P<pid>\d+)-(?P<n>\d+)$")
+    for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        for img in _images(cls_dir):
+            m = pat.match(img.stem)
+            pid = m.group("pid") if m else img.stem
+            out.append(Sample(img, _norm(cls_dir.name), f"oct2017/{pid}", "", f"oct2017/{pid}",
+                              _norm(cls_dir.name)))
+    return _keep(out, classes, base)
+
+
+def read_neh(root: str | Path, classes: Sequence[str] | None = None, label_mode: str = "bscan") -> list[Sample]:
+    """The NEH layout: ``root/<CLASS>/<case>/[OD|OS/]NNN_<Label>.ext``.
+
+    ``label_mode="bscan"`` uses each B-scan's own label (from its file name); ``"patient"`` gives
+    every B-scan its class folder's label. Rows whose label is not one of ``classes`` are dropped.
+    The group key is ``<CLASS>/<case>`` because case ids restart in each class folder.
+    """
+    if label_mode not in ("bscan", "patient"):
+        raise ValueError(f"label_mode must be 'bscan' or 'patient', not {label_mode!r}")
+    base = Path(root)
+    if not base.is_dir():
+        raise FileMissingError(base, "NEH folder not found")
+    out: list[Sample] = []
+    for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        cls = _norm(cls_dir.name)
+        for case in sorted(p for p in cls_dir.iterdir() if p.is_dir()):
+            group = f"{cls_dir.name}/{case.name}"
+            for img in _images(case):
+                rel = img.relative_to(case).parts
+                eye = rel[0].upper() if len(rel) > 1 and rel[0].upper() in ("OD", "OS") else ""
+                _, _, tail = img.stem.partition("_")
+                label = _norm(tail) if (label_mode == "bscan" and tail) else cls
+                out.append(Sample(img, label, group, eye, f"{group}/{eye}" if eye else group, cls))
+    return _keep(out, classes, base)
+
+
+def read_manifest(csv_path: str | Path, classes: Sequence[str] | None = None,
+                  label_column: str = "label") -> list[Sample]:
+    """A CSV manifest: columns ``path,label,patient_id`` and optionally ``eye,volume_id,eye_label``.
+
+    Paths are relative to the CSV's folder (or absolute). ``label_column`` picks the label (for
+    example ``eye_label`` to train on the patient / eye class).
+    """
+    p = Path(csv_path)
+    if not p.is_file():
+        raise FileMissingError(p, "manifest not found")
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CorruptFileError(p, f"manifest is not a readable CSV file ({e})") from None
+    needed = {"path", label_column, "patient_id"}
+    if not rows or not needed <= set(rows[0]):
+        raise InputError(p, f"manifest needs the columns {', '.join(sorted(needed))}")
+    out = []
+    for i, r in enumerate(rows, start=2):
+        if not r["path"] or not r[label_column] or not r["patient_id"]:
+            raise InputError(p, f"line {i}: empty path, label or patient_id")
+        img = Path(r["path"])
+        img = img if img.is_absolute() else p.parent / img
+        eye = (r.get("eye") or "").strip()
+        volume = (r.get("volume_id") or "").strip()
+        out.append(Sample(img, _norm(r[label_column]), r["patient_id"].strip(), eye, volume,
+                          _norm(r.get("eye_label") or "")))
+    return _keep(out, classes, p)
+
+
+def write_manifest(samples: Iterable[Sample], csv_path: str | Path) -> Path:
+    """Write samples as a CSV manifest (absolute paths), atomically."""
+    p = Path(csv_path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "patient_id", "eye", "volume_id", "eye_label"])
+        for s in samples:
+            w.writerow([str(Path(s.path).resolve()), s.label, s.group, s.eye, s.volume, s.eye_label])
+    tmp.replace(p)
+    return p
+
+
+def synthetic_dataset(cache_dir: str | Path, *, patients: int, seed: int, n_bscans: int = 25,
+                      classes: Sequence[str] | None = None, height: int = 496, width: int = 512) -> list[Sample]:
+    """Synthetic B-scans from ``core.synthetic.write_dataset``, generated once per (seed, size).
+
+    The data lands in ``cache_dir/synthetic-s<seed>-p<patients>-b<n_bscans>-<height>x<width>``; a later
+    call with the same arguments reuses it, so runs are repeatable.
+    """
+    from core import synthetic  # written by the synthetic helper
+
+    out = Path(cache_dir) / f"synthetic-s{seed}-p{patients}-b{n_bscans}-{height}x{width}"
+    manifest = out / "manifest.csv"
+    if not manifest.is_file():  # write_dataset writes to a temp folder and renames: no half dataset
+        log.info("generating synthetic data into %s (seed %d, %d patients)", out, seed, patients)
+        synthetic.write_dataset(out, patients=patients, fmt="png", seed=seed, n_bscans=n_bscans,
+                                height=height, width=width, overwrite=True)
+    return read_manifest(manifest, classes)
+
+
+def load_samples(source: str, root: str | Path | None = None, *, classes: Sequence[str] | None = None,
+                 split: str = "train", label_mode: str = "bscan", cache_dir: str | Path = "runs/cache",
+                 patients: int = 30, seed: int = 0, n_bscans: int = 25, height: int = 496,
+                 width: int = 512) -> list[Sample]:
+    """Dispatch to a reader by name: ``oct2017 | neh | manifest | synthetic``."""
+    if source == "synthetic":
+        return synthetic_dataset(cache_dir, patients=patients, seed=seed, n_bscans=n_bscans, classes=classes,
+                                 height=height, width=width)
+    if root is None:
+        raise ValueError(f"data source {source!r} needs data.root")
+    if source == "oct2017":
+        return read_oct2017(root, split, classes)
+    if source == "neh":
+        return read_neh(root, classes, label_mode)
+    if source == "manifest":
+        return read_manifest(root, classes, "label" if label_mode == "bscan" else "eye_label")
+    raise ValueError(f"unknown data source {source!r} (oct2017, neh, manifest, synthetic)")
+
+
+def class_counts(samples: Sequence[Sample], classes: Sequence[str]) -> np.ndarray:
+    """How many samples of each class, in ``classes`` order."""
+    c = Counter(s.label for s in samples)
+    return np.array([c.get(k, 0) for k in classes], dtype=np.int64)
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """An image file as a 2-D uint8 grey array (8-bit conversion of 16-bit images)."""
+    from core.preprocess import to_uint8
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = to_uint8(np.asarray(im).astype(np.uint16))
+            else:
+                a = np.asarray(im.convert("L"))
+    except FileNotFoundError:
+        raise FileMissingError(path, "image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise CorruptFileError(path, f"cannot decode the image ({e})") from None
+    return np.ascontiguousarray(a)
+
+
+class BScanDataset(torch.utils.data.Dataset):
+    """Samples -> ``(tensor [3, H, W], class index)`` through ``transform(uint8 [h, w]) -> tensor``."""
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[str],
+                 transform: Callable[[np.ndarray], torch.Tensor]):
+        self.samples = list(samples)
+        self.classes = [_norm(c) for c in classes]
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        unknown = {s.label for s in self.samples} - set(self.index)
+        if unknown:
+            raise ValueError(f"samples carry labels outside the classes {self.classes}: {sorted(unknown)}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.array([self.index[s.label] for s in self.samples], dtype=np.int64)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        s = self.samples[i]
+        return self.transform(read_grey(s.path)), self.index[s.label]

@@ -1,0 +1,105 @@
+"""`octscreen train ...` end to end with tiny models on synthetic data: crossval, split-hash refusal, export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from core.modelcard import DEMO_WARNING, load_card
+from training.config import config_dir, load_config, train_config
+
+TINY = ["--set", "data.patients=6", "--set", "data.n_bscans=3", "--set", "data.height=64", "--set", "data.width=64",
+        "--set", "teacher.arch=test_convnext", "--set", "student.arch=test_efficientnet",
+        "--set", "teacher.input_size=64", "--set", "student.input_size=48", "--set", "teacher.epochs=1",
+        "--set", "student.epochs=1", "--set", "teacher.batch_size=8", "--set", "student.batch_size=8",
+        "--set", "teacher.pretrained=false", "--set", "student.pretrained=false", "--set", "runtime.progress=false",
+        "--set", "split.folds=2", "--set", "split.val_fraction=0.34"]
+
+
+@pytest.fixture(scope="module")
+def crossval_run(tmp_path_factory):
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("cv")
+    args = ["train", "crossval", "--config", "synthetic-cpu", "--out", str(root / "run"),
+            "--set", f"data.cache_dir={root / 'cache'}", *TINY]
+    return root, main(args)
+
+
+def test_bundled_configs_are_valid():
+    names = sorted(p.stem for p in config_dir().glob("*.json"))
+    assert {"synthetic-cpu", "demo-student", "neh-teacher", "neh-student", "oct2017-teacher", "oct2017-student"} <= set(names)
+    for n in names:
+        cfg = load_config(n)
+        for role in ("teacher", "student"):
+            if cfg[role]:
+                train_config(cfg, role)
+    neh = load_config("neh-student")
+    t, s = train_config(neh, "teacher"), train_config(neh, "student")
+    assert (t.arch, t.size, t.loss, t.lr, t.lr_backbone, t.weight_decay, t.swa) == \
+        ("convnextv2_large", (384, 384), "focal", 1e-4, 2e-5, 0.05, True)
+    assert (s.arch, s.lr, s.weight_decay, s.distill_alpha, s.distill_temperature) == ("efficientnet_b2", 1e-3, 0.01, 0.3, 4.0)
+    assert load_config("neh-teacher", ["teacher.epochs=2", "data.root=/x"])["teacher"]["epochs"] == 2
+
+
+def test_crossval_end_to_end(crossval_run, capsys):
+    root, rc = crossval_run
+    assert rc == 0
+    run = root / "run"
+    res = json.loads((run / "crossval.json").read_text())
+    assert set(res["per_fold"]) == {"teacher", "student (distilled)", "student (control)"}
+    assert all(len(v) == 2 for v in res["per_fold"].values()) and res["demo"] is True
+    s = res["summary"]["student (distilled)"]["accuracy"]
+    accs = [m["accuracy"] for m in res["per_fold"]["student (distilled)"]]
+    assert s["mean"] == pytest.approx(np.mean(accs)) and s["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert res["per_fold"]["teacher"][0]["per_eye"]["n"] > 0
+    assert "mean" in (run / "crossval.txt").read_text() and (run / "crossval.csv").is_file()
+    for fold in (0, 1):
+        for m in ("teacher", "student", "control"):
+            card = load_card(run / f"fold{fold}" / m / f"{m}.json")
+            assert card.split_hash == res["split_hash"] and card.demo and card.extra["fold"] == fold
+    assert load_card(run / "fold0" / "student" / "student.json").extra["distilled"] is True
+
+
+def test_distill_refuses_a_teacher_from_another_split(crossval_run, tmp_path, capsys):
+    root, _ = crossval_run
+    other = tmp_path / "other"
+    rc = main(["train", "distill", "--config", "synthetic-cpu", "--out", str(other), "--set", "split.seed=7",
+               "--set", f"data.cache_dir={root / 'cache'}", "--teacher", str(root / "run" / "fold0" / "teacher"), *TINY])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "split" in err and "teacher" in err
+    assert not (other / "fold0" / "student" / "student.json").exists()
+
+
+def test_export_writes_card_weights_and_onnx(crossval_run, tmp_path):
+    import onnxruntime as ort
+
+    root, _ = crossval_run
+    folder = tmp_path / "models"
+    args = ["train", "export", "--config", "synthetic-cpu", "--out", str(root / "run"), "--folder", str(folder),
+            "--name", "demo-x"]
+    assert main(args) == 0
+    card = load_card(folder / "demo-x.json")
+    assert card.demo and card.warning == DEMO_WARNING and card.intended_use == DEMO_WARNING
+    assert card.role == "student" and card.input_size == (48, 48) and card.split_hash
+    assert "test" in card.metrics and card.metrics["accuracy"] == card.metrics["test"]["accuracy"]
+    assert card.reproduce.startswith("octscreen train distill")
+    card.verified_file("weights"), card.verified_file("onnx")
+    sess = ort.InferenceSession(str(card.file("onnx")))
+    x = np.random.default_rng(0).standard_normal((2, 3, 48, 48)).astype(np.float32)
+    logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    from core.train.loop import load_model_from_card
+    ref = load_model_from_card(card)(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(logits, ref, atol=1e-4)
+    # never overwrite without being asked
+    assert main(args) == 2
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_existing_split_plan_with_other_settings_is_refused(crossval_run, capsys):
+    root, _ = crossval_run
+    rc = main(["train", "teacher", "--config", "synthetic-cpu", "--out", str(root / "run"), "--set", "split.seed=7",
+               "--set", f"data.cache_dir={root / 'cache'}", *TINY])
+    assert rc == 2 and "other split settings" in capsys.readouterr().err

@@ -1,0 +1,120 @@
+"""``octscreen train teacher|student|distill|crossval|export|demo --config FILE [--set key=value ...]``.
+
+Examples::
+
+    octscreen train crossval --config training/configs/synthetic-cpu.json --out runs/synthetic-cpu
+    octscreen train demo --config training/configs/demo-student.json
+    octscreen train teacher --config training/configs/neh-teacher.json --set data.root=/data/NEH --fold 0
+    torchrun --nproc-per-node 4 -m app.cli train teacher --config ...   # DistributedDataParallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("teacher", "student", "distill", "crossval", "export", "demo")
+
+
+def register(subparsers) -> None:
+    """Add ``train`` and its actions to the ``octscreen`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", required=True, help="recipe JSON (a path, or a name in training/configs)")
+    common.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set teacher.epochs=2 (repeatable)")
+    common.add_argument("--out", help="output folder (default runs/<config name>)")
+    common.add_argument("--splits", help="use this splits file instead of OUT/splits.json")
+    common.add_argument("--fold", type=int, default=0, help="fold to train (teacher/student/distill; default 0)")
+    common.add_argument("--resume", action="store_true", help="continue from the checkpoints in the output folder")
+    common.add_argument("--pretrained-file", help="safetensors weights of the timm model to start from")
+    common.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p = subparsers.add_parser("train", help="train, cross-validate and export models (teacher, distilled student)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    acts.add_parser("teacher", parents=[common], help="train the teacher of one fold")
+    acts.add_parser("student", parents=[common], help="train the student of one fold without a teacher (control)")
+    d = acts.add_parser("distill", parents=[common], help="distil the fold's teacher into the student")
+    d.add_argument("--teacher", help="teacher model card or folder (default OUT/fold<i>/teacher)")
+    acts.add_parser("crossval", parents=[common], help="teacher -> distilled student (+ control) on every fold")
+    e = acts.add_parser("export", parents=[common], help="export a student: safetensors + model card + ONNX")
+    e.add_argument("--model", help="student card or folder (default OUT/fold<i>/student)")
+    for sp in (e, acts.add_parser("demo", parents=[common], help="train the bundled demo student and export it")):
+        sp.add_argument("--folder", help="export folder (default: the config's export.folder)")
+        sp.add_argument("--name", help="exported model name (default: the config's export.name)")
+        sp.add_argument("--int8", action="store_true", help="also write an int8 ONNX model")
+        sp.add_argument("--overwrite", action="store_true", help="replace an exported model of the same name")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``train`` action; returns the exit code."""
+    import torch
+
+    from core.errors import InputError, ModelCardError
+    from core.train import ddp
+    from core.train.splits import SplitMismatchError
+    from training import recipes
+    from training.config import load_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("core.train").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    logging.getLogger("training").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    try:
+        sets = list(args.sets)  # command-line options become overrides, so `reproduce` repeats them
+        role = "teacher" if args.action == "teacher" else "student"
+        if args.pretrained_file:
+            sets.append(f"{role}.pretrained_file={args.pretrained_file}")
+        if args.action in ("export", "demo"):
+            sets += [f"export.{key}={getattr(args, key)}" for key in ("folder", "name") if getattr(args, key)]
+            if args.int8:
+                sets.append("export.int8=true")
+        cfg = load_config(args.config, sets)
+        cfg["_sets"] = sets
+        out = Path(args.out or Path("runs") / cfg["name"])
+        if args.action == "export":
+            ex = cfg["export"]
+            model = args.model or (out / f"fold{args.fold}" / "student")
+            path = recipes.export_student(model, ex["folder"], ex["name"], int8=bool(ex["int8"]),
+                                          version=str(ex.get("version", "0.1.0")), overwrite=args.overwrite)
+            print(f"exported {path}")
+            return 0
+        ws = recipes.prepare(cfg, out, args.splits)
+        if args.action == "teacher":
+            r = recipes.train_teacher(ws, args.fold, resume=args.resume)
+        elif args.action == "student":
+            r = recipes.train_student(ws, args.fold, resume=args.resume)
+        elif args.action == "distill":
+            teacher = Path(args.teacher) if args.teacher else ws.fold_dir(args.fold, "teacher")
+            r = recipes.train_student(ws, args.fold, teacher=teacher, resume=args.resume)
+        elif args.action == "crossval":
+            results, table = recipes.crossval(ws, resume=args.resume)
+            if ddp.is_main():
+                print(table)
+                if results.get("demo"):
+                    print("(trained on synthetic data: demonstration models, not for clinical use)")
+                print(f"results: {ws.out / 'crossval.json'}")
+            return 0
+        else:  # demo
+            path = recipes.demo(ws, resume=args.resume, overwrite=args.overwrite)
+            if ddp.is_main():
+                print(f"exported {path}")
+            return 0
+        if ddp.is_main():
+            vm = r.val_metrics
+            acc = vm.get("accuracy")
+            print(f"{args.action} fold {args.fold}: kept the {r.chosen} model"
+                  + (f", validation accuracy {100 * acc:.2f} %" if isinstance(acc, float) else "")
+                  + f" -> {r.out_dir}")
+        return 0
+    except (InputError, ModelCardError, SplitMismatchError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"octscreen train {args.action}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        ddp.teardown()

@@ -1,0 +1,109 @@
+"""Recipe configs: JSON files with sections, plus ``--set key=value`` overrides (dotted keys).
+
+Sections: ``data`` (source, root, classes, ...), ``split`` (folds, val_fraction, seed),
+``runtime`` (training options shared by teacher and student: device, amp, workers, seed, ...),
+``teacher`` and ``student`` (:class:`core.train.loop.TrainConfig` fields), ``test_data`` (a
+separate test set when ``split.folds == 1``), ``export`` (folder, name, int8, version).
+A recipe may start with ``"base": "<other recipe>"`` and override only what differs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from core.train.loop import TrainConfig
+
+__all__ = ["load_config", "apply_overrides", "train_config", "DEFAULTS", "config_dir"]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "description": "",
+    "data": {"source": "synthetic", "root": None, "classes": ["normal", "drusen", "cnv"], "label_mode": "bscan",
+             "split": "train", "cache_dir": "runs/cache", "patients": 30, "seed": 0, "n_bscans": 25,
+             "height": 496, "width": 512},
+    "test_data": None,
+    "split": {"folds": 5, "val_fraction": 0.15, "seed": 0},
+    "runtime": {},
+    "teacher": {},
+    "student": {},
+    "crossval": {"control": True},
+    "export": {"folder": "resources/models", "name": "octscreen-student", "int8": False, "version": "0.1.0"},
+}
+
+
+def config_dir() -> Path:
+    """The folder of the bundled recipes (training/configs)."""
+    return Path(__file__).resolve().parent / "configs"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: dict, sets: Sequence[str]) -> dict:
+    """Apply ``section.key=value`` overrides (value parsed as JSON, else kept as a string)."""
+    out = copy.deepcopy(cfg)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ValueError(f"--set {key}: '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_config(path: str | Path, sets: Sequence[str] = ()) -> dict:
+    """A recipe: the JSON file over :data:`DEFAULTS`, then the ``--set`` overrides.
+
+    A bare name (``synthetic-cpu``) is looked up in the bundled configs folder.
+    """
+    p = Path(path)
+    if not p.is_file() and (config_dir() / f"{p.name}.json").is_file():
+        p = config_dir() / f"{p.name}.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: config file not found")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: config is not valid JSON ({e})") from None
+    base = raw.pop("base", None)
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{p}: unknown config sections: {', '.join(sorted(unknown))}")
+    parent = DEFAULTS
+    if base:  # "base": another recipe (a path relative to this one, or a bundled name) this one extends
+        bp = p.parent / base if (p.parent / base).is_file() else Path(base)
+        parent = {k: v for k, v in load_config(bp).items() if not k.startswith("_")}
+    cfg = apply_overrides(_merge(parent, raw), sets)
+    cfg["_path"] = os.path.relpath(p) if not os.path.relpath(p).startswith("..") else str(p)
+    return cfg
+
+
+def train_config(cfg: dict, role: str, **extra: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of ``role`` (teacher | student): runtime options, then the role's section."""
+    d = {**cfg.get("runtime", {}), **cfg.get(role, {}), **extra}
+    d.setdefault("classes", list(cfg["data"]["classes"]))
+    d.setdefault("role", "teacher" if role == "teacher" else "student")
+    d.setdefault("name", role)
+    return TrainConfig.from_dict(d)

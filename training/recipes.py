@@ -1,0 +1,276 @@
+"""Training recipes: teacher, student (control), distillation, cross-validation, export, demo.
+
+Output layout under ``out`` (one folder per recipe run)::
+
+    out/splits.json                    patient-level plan with its hash (written once)
+    out/fold<i>/teacher/               teacher.{json,safetensors}, history.json, train.log, ...
+    out/fold<i>/student/               distilled student (checks the teacher's split hash)
+    out/fold<i>/control/               student trained without the teacher
+    out/fold<i>/<model>/test_metrics.json
+    out/crossval.{json,csv,txt}        per-fold metrics, mean +- std, the paper-style table
+
+All file writing happens on rank 0; under ``torchrun`` every rank trains its share.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.modelcard import ModelCard, load_card
+from core.train import ddp
+from core.train.data import Sample, load_samples
+from core.train.loop import FitResult, TrainConfig, fit, load_model_from_card, predict
+from core.train.metrics import (classification_metrics, eye_level, fold_table, save_metrics, summarise_folds,
+                                flat_metrics)
+from core.train.splits import SplitPlan, check_split_hash, load_splits, make_splits, samples_of, save_splits
+from training.config import train_config
+
+__all__ = ["Workspace", "prepare", "find_card", "train_teacher", "train_student", "load_teacher", "evaluate", "crossval",
+           "export_student", "demo"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workspace:
+    """A recipe, its output folder, its samples and its split plan."""
+
+    cfg: dict
+    out: Path
+    samples: list[Sample]
+    plan: SplitPlan
+
+    def fold_dir(self, fold: int, model: str) -> Path:
+        return self.out / f"fold{fold}" / model
+
+    def train_val(self, fold: int) -> tuple[list[Sample], list[Sample]]:
+        f = self._fold(fold)
+        return samples_of(self.samples, f.train), samples_of(self.samples, f.val)
+
+    def test(self, fold: int) -> list[Sample]:
+        """The fold's test patients, or the separate test set (``test_data``) of a one-fold plan."""
+        f = self._fold(fold)
+        if f.test:
+            return samples_of(self.samples, f.test)
+        td = self.cfg.get("test_data")
+        if not td:
+            return []
+        return _load(td, self.cfg["data"]["classes"])
+
+    def _fold(self, fold: int):
+        if not 0 <= fold < len(self.plan.folds):
+            raise ValueError(f"fold {fold} does not exist (the plan has {len(self.plan.folds)})")
+        return self.plan.folds[fold]
+
+    @property
+    def demo(self) -> bool:
+        return self.cfg["data"]["source"] == "synthetic"
+
+    def training_data(self, fold: int) -> dict[str, Any]:
+        d = self.cfg["data"]
+        train, val = self.train_val(fold)
+        where = (f"synthetic OCT (core.synthetic, seed {d['seed']}, {d['patients']} patients)"
+                 if d["source"] == "synthetic" else f"{d['source']} at {d['root']}")
+        return {"description": f"{where}: {len(train)} training / {len(val)} validation B-scans, "
+                               f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
+                "source": d["source"], "fold": fold, "n_train": len(train), "n_val": len(val),
+                "n_train_patients": len({s.group for s in train}), "label_mode": d["label_mode"]}
+
+    def train_config(self, role: str, **extra) -> TrainConfig:
+        tc = train_config(self.cfg, role, **extra)
+        if self.demo:
+            tc.demo = True  # synthetic data always makes a demonstration model
+        return tc
+
+    def reproduce(self, command: str) -> str:
+        sets = " ".join(f"--set {shlex.quote(s)}" for s in self.cfg.get("_sets", []))
+        return f"octscreen train {command} --config {self.cfg.get('_path', '?')} --out {self.out} {sets}".strip()
+
+
+def _load(d: dict, classes: list[str]) -> list[Sample]:
+    keys = ("root", "split", "label_mode", "cache_dir", "patients", "seed", "n_bscans", "height", "width")
+    return load_samples(d["source"], classes=classes, **{k: d[k] for k in keys if d.get(k) is not None})
+
+
+def prepare(cfg: dict, out: str | Path, splits_file: str | Path | None = None) -> Workspace:
+    """Load the samples (rank 0 generates synthetic data first) and the split plan (made once)."""
+    out = Path(out)
+    ddp.setup(cfg.get("runtime", {}).get("device", "auto"))
+    if ddp.is_main():
+        samples = _load(cfg["data"], cfg["data"]["classes"])
+        if cfg.get("test_data"):
+            _load(cfg["test_data"], cfg["data"]["classes"])
+    ddp.barrier()
+    if not ddp.is_main():
+        samples = _load(cfg["data"], cfg["data"]["classes"])
+    path = Path(splits_file) if splits_file else out / "splits.json"
+    if ddp.is_main() and not path.is_file():
+        sp = cfg["split"]
+        plan = make_splits(samples, int(sp["folds"]), seed=int(sp["seed"]), val_fraction=float(sp["val_fraction"]))
+        save_splits(plan, path)
+        log.info("wrote the split plan %s (hash %s)", path, plan.hash)
+    ddp.barrier()
+    plan = load_splits(path)
+    sp = cfg["split"]
+    if not splits_file and (plan.seed, plan.val_fraction, len(plan.folds)) != (int(sp["seed"]), float(sp["val_fraction"]),
+                                                                               int(sp["folds"])):
+        raise ValueError(f"{path}: this split plan was made with other split settings (seed {plan.seed}, "
+                         f"{len(plan.folds)} folds, validation {plan.val_fraction}); use another --out or pass --splits")
+    known = {s.group for s in samples}
+    planned = {g for f in plan.folds for g in (*f.train, *f.val, *f.test)}
+    if planned - known:
+        raise ValueError(f"{path}: the split plan names {len(planned - known)} patients that are not in the data "
+                         "(another dataset?); use another --out or remove the splits file")
+    return Workspace(cfg, out, samples, plan)
+
+
+def train_teacher(ws: Workspace, fold: int = 0, *, resume: bool = False, stop_after: int | None = None) -> FitResult:
+    """Train the fold's teacher (focal loss, frozen-backbone warm start, SWA per the config)."""
+    tc = ws.train_config("teacher")
+    train, val = ws.train_val(fold)
+    return fit(tc, train, val, ws.fold_dir(fold, "teacher"), split_hash=ws.plan.hash,
+               card_extra={"fold": fold, "reproduce": ws.reproduce(f"teacher --fold {fold}")},
+               training_data=ws.training_data(fold), resume=resume, stop_after=stop_after)
+
+
+def find_card(path: str | Path) -> ModelCard:
+    """A model card given as its file, or as a training folder (``<folder>/<folder name>.json``, the
+    layout :func:`core.train.loop.fit` writes beside history.json and test_metrics.json)."""
+    p = Path(path)
+    if p.is_dir() and (p / f"{p.name}.json").is_file():
+        p = p / f"{p.name}.json"
+    return load_card(p)
+
+
+def load_teacher(path: str | Path, plan: SplitPlan, fold: int) -> tuple[torch.nn.Module, ModelCard]:
+    """The teacher of ``path`` (its card or folder) after checking it was trained on this split and fold."""
+    card = find_card(path)
+    check_split_hash(card.split_hash, plan.hash, f"teacher {card.path}")
+    if card.extra.get("fold") != fold:
+        raise ValueError(f"{card.path}: teacher of fold {card.extra.get('fold')} cannot teach fold {fold}")
+    return load_model_from_card(card), card
+
+
+def train_student(ws: Workspace, fold: int = 0, *, teacher: str | Path | None = None, resume: bool = False,
+                  stop_after: int | None = None) -> FitResult:
+    """The fold's student: distilled from ``teacher`` (a card or folder) or, with None, the control."""
+    name = "student" if teacher is not None else "control"
+    tc = ws.train_config("student", name=name)
+    train, val = ws.train_val(fold)
+    kw: dict[str, Any] = {}
+    if teacher is not None:
+        t_model, t_card = load_teacher(teacher, ws.plan, fold)
+        kw = {"teacher": t_model, "teacher_size": tuple(t_card.input_size), "teacher_norm": (t_card.mean, t_card.std)}
+    extra = {"fold": fold, "distilled": teacher is not None,
+             "teacher": str(teacher) if teacher is not None else "",
+             "reproduce": ws.reproduce(f"{'distill' if teacher is not None else 'student'} --fold {fold}")}
+    if teacher is not None:
+        extra.update(distill_alpha=tc.distill_alpha, distill_temperature=tc.distill_temperature)
+    return fit(tc, train, val, ws.fold_dir(fold, name), split_hash=ws.plan.hash, card_extra=extra,
+               training_data=ws.training_data(fold), resume=resume, stop_after=stop_after, **kw)
+
+
+def evaluate(model: torch.nn.Module, tc: TrainConfig, samples: list[Sample], out_json: Path | None = None,
+             thresholds=None) -> dict[str, Any]:
+    """Per-B-scan and per-eye metrics of ``model`` on ``samples`` (TTA per ``tc.tta``); the per-eye
+    decision is ``core.aggregate.decide`` with ``thresholds`` (default: the model card default)."""
+    device = ddp.setup(tc.device)
+    model = model.to(device)
+    logits, y = predict(model, samples, tc, device=device)
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    m = classification_metrics(y, probs, tc.classes)
+    keys = [s.eye_key for s in samples]
+    truth = {s.eye_key: s.eye_label for s in samples if s.eye_label in tc.classes}
+    m["per_eye"] = eye_level(y, probs, keys, tc.classes, truth, thresholds) if len(set(keys)) > 1 else None
+    if out_json is not None and ddp.is_main():
+        save_metrics(m, out_json)
+    return m
+
+
+def _fold_models(ws: Workspace, fold: int, control: bool, resume: bool) -> dict[str, dict[str, Any]]:
+    t = train_teacher(ws, fold, resume=resume)
+    s = train_student(ws, fold, teacher=ws.fold_dir(fold, "teacher") / "teacher.json", resume=resume)
+    runs: dict[str, FitResult] = {"teacher": t, "student (distilled)": s}
+    if control:
+        runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
+    test = ws.test(fold)
+    out = {}
+    for name, r in runs.items():
+        out[name] = evaluate(r.model, r.config, test, r.out_dir / "test_metrics.json") if test else {}
+    return out
+
+
+def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = None) -> tuple[dict[str, Any], str]:
+    """Teacher -> distilled student (-> control student) on every fold; metrics per fold, mean +- std,
+    saved as ``crossval.json`` / ``.csv`` / ``.txt``. Returns (results, table)."""
+    folds = list(range(len(ws.plan.folds))) if folds is None else folds
+    per_model: dict[str, list[dict[str, Any]]] = {}
+    for i in folds:
+        log.info("fold %d of %d", i + 1, len(ws.plan.folds))
+        for name, m in _fold_models(ws, i, bool(ws.cfg["crossval"].get("control", True)), resume).items():
+            per_model.setdefault(name, []).append(m)
+    per_model = {k: [m for m in v if m] for k, v in per_model.items()}
+    table = fold_table(per_model) if all(per_model.values()) else "(no test set: nothing to tabulate)"
+    results = {"split_hash": ws.plan.hash, "folds": folds, "per_fold": per_model,
+               "summary": {k: summarise_folds(v) for k, v in per_model.items() if v},
+               "per_eye_summary": {k: summarise_folds([m["per_eye"] for m in v if m.get("per_eye")])
+                                   for k, v in per_model.items() if v and all(m.get("per_eye") for m in v)},
+               "demo": ws.demo}
+    if ddp.is_main():
+        rows = [{"model": k, "fold": folds[i], **flat_metrics(m)} for k, v in per_model.items() for i, m in enumerate(v)]
+        save_metrics(results, ws.out / "crossval.json", rows)
+        (ws.out / "crossval.txt").write_text(table + "\n", encoding="utf-8")
+    return results, table
+
+
+def export_student(model_card: str | Path, folder: str | Path, name: str, *, int8: bool = False,
+                   version: str = "0.1.0", overwrite: bool = False, reproduce: str = "",
+                   test_metrics: dict[str, Any] | None = None) -> Path:
+    """Export a trained student (its card or folder) as ``folder/<name>.{json,safetensors,onnx}``
+    through ``core.onnx_export.export_model_files``; returns the card path."""
+    from core.onnx_export import export_model_files
+
+    src = find_card(model_card)
+    dest = Path(folder) / f"{name}.json"
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest}: exists (pass --overwrite to replace it)")
+    model = load_model_from_card(src)
+    metrics = dict(src.metrics)
+    if test_metrics is None:
+        tm = src.folder / "test_metrics.json"
+        if tm.is_file():
+            import json
+            test_metrics = json.loads(tm.read_text(encoding="utf-8"))
+    if test_metrics:
+        metrics["test"] = test_metrics
+        metrics["accuracy"] = test_metrics.get("accuracy")
+    card = ModelCard(name=name, arch=src.arch, classes=src.classes, input_size=src.input_size, mean=src.mean,
+                     std=src.std, version=version, role=src.role, thresholds=src.thresholds,
+                     training_data=src.training_data, metrics=metrics, split_hash=src.split_hash,
+                     intended_use=src.intended_use, demo=src.demo, reproduce=reproduce or src.extra.get("reproduce", ""),
+                     created=src.created, extra={k: v for k, v in src.extra.items() if k != "config"})
+    return export_model_files(model, card, folder, int8=int8)
+
+
+def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """The bundled demo student: teacher -> distilled student on fold 0 -> test metrics -> export."""
+    t = train_teacher(ws, 0, resume=resume)
+    del t
+    s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
+    test = ws.test(0)
+    tm = evaluate(s.model, ws.train_config("student", name="student"), test, s.out_dir / "test_metrics.json") if test else None
+    ex = ws.cfg["export"]
+    path = Path(ex["folder"]) / f"{ex['name']}.json"
+    if ddp.is_main():
+        path = export_student(s.out_dir / "student.json", ex["folder"], ex["name"], int8=bool(ex.get("int8")),
+                              version=str(ex.get("version", "0.1.0")), overwrite=overwrite,
+                              reproduce=ws.reproduce("demo"), test_metrics=tm)
+    ddp.barrier()
+    return path
+
