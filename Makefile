@@ -1,5 +1,6 @@
 # OCT Screen: the two commands of the README.
-#   make run   set up (virtual environment + install) and screen the bundled demo exam
+#   make run   set up (virtual environment + install), open the bundled demo exam in the desktop app
+#              and screen it (on a machine without a display: screen it headless into demo-output/)
 #   make test  set up and run the whole test suite
 # Other targets: make setup, make gui, make screen-demo, make bench, make clean.
 
@@ -29,12 +30,18 @@ sysdeps:
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/octscreen screen $(DEMO) --out $(OUT) --overwrite
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || [ "$$(uname)" = Darwin ]; then \
+	  $(BIN)/octscreen gui --demo; \
+	else \
+	  echo "no display found: screening the demo exam headless into $(OUT)/"; \
+	  $(BIN)/octscreen screen $(DEMO) --out $(OUT) --overwrite; \
+	fi
 
 gui: setup
 	$(BIN)/octscreen gui --demo
 
-screen-demo: run
+screen-demo: setup
+	$(BIN)/octscreen screen $(DEMO) --out $(OUT) --overwrite
 
 test: setup sysdeps
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q

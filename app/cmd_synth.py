@@ -18,7 +18,7 @@ from core.synthetic import CLASSES, write_dataset
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``synth`` subcommand."""
     p = subparsers.add_parser("synth", help="generate synthetic OCT exams (DICOM OPT or PNG)",
-                              description=__doc__.splitlines()[0])
+                              description="Write a synthetic OCT dataset (DICOM OPT, or NEH-like PNG folders) with a per-B-scan manifest.csv, using the seeded simulator core.synthetic.")
     p.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
     p.add_argument("--patients", type=int, required=True, help="number of patients (two eyes each)")
     p.add_argument("--format", dest="fmt", choices=("dicom", "png"), default="dicom",

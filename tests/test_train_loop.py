@@ -100,3 +100,28 @@ def test_distillation_runs_the_frozen_teacher(data, tmp_path):
 def test_unknown_option_is_refused():
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.from_dict({"arch": "test_efficientnet", "learning_rate": 1})
+
+
+def test_balanced_sampling_draws_rare_classes_as_often_as_common_ones():
+    import numpy as np
+    import torch
+
+    from core.train.loop import TrainConfig, _loader
+
+    class _DS(torch.utils.data.Dataset):
+        targets = np.array([0] * 90 + [1] * 9 + [2] * 1)
+
+        def __len__(self):
+            return len(self.targets)
+
+        def __getitem__(self, i):
+            return torch.zeros(1), int(self.targets[i])
+
+    def counts(sampling):
+        cfg = TrainConfig(arch="test_efficientnet", sampling=sampling)
+        drawn = [int(y) for ep in range(20) for _, ys in _loader(_DS(), 10, cfg, shuffle=True, epoch=ep) for y in ys]
+        return np.bincount(drawn, minlength=3) / len(drawn)
+
+    balanced, uniform = counts("balanced"), counts("uniform")
+    assert all(abs(f - 1 / 3) < 0.06 for f in balanced), balanced
+    assert uniform[2] < 0.03 and uniform[0] > 0.85, uniform

@@ -71,6 +71,7 @@ class TrainConfig:
     loss: str = "ce"                       # ce | focal
     focal_gamma: float = 2.0
     class_weights: str = "balanced"        # balanced | none (alpha of the focal / weights of CE)
+    sampling: str = "uniform"              # uniform | balanced (each class drawn equally often per epoch)
     label_smoothing: float = 0.0
     distill_alpha: float = 0.3             # weight of CE(student, y); 1 - alpha on the soft targets
     distill_temperature: float = 4.0
@@ -205,6 +206,16 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def _balanced_sampler(ds: torch.utils.data.Dataset, g: torch.Generator) -> torch.utils.data.Sampler:
+    """Draw ``len(ds)`` samples with replacement, each class equally likely (rare lesions seen as
+    often as normal B-scans)."""
+    targets = ds.dataset.targets[list(ds.indices)] if isinstance(ds, torch.utils.data.Subset) else ds.targets
+    counts = np.bincount(targets)
+    weights = 1.0 / counts[targets]
+    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(targets),
+                                                  replacement=True, generator=g)
+
+
 def _loader(ds: torch.utils.data.Dataset, batch: int, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0,
             indices: Sequence[int] | None = None) -> torch.utils.data.DataLoader:
     if indices is not None:
@@ -214,6 +225,8 @@ def _loader(ds: torch.utils.data.Dataset, batch: int, cfg: TrainConfig, *, shuff
         if ddp.is_distributed():
             sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
             sampler.set_epoch(epoch)
+        elif cfg.sampling == "balanced":
+            sampler = _balanced_sampler(ds, torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         else:
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             sampler = torch.utils.data.RandomSampler(ds, generator=g)
@@ -350,6 +363,8 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
         base_loss = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     else:
         raise ValueError(f"loss must be 'focal' or 'ce', not {cfg.loss!r}")
+    if cfg.sampling not in ("uniform", "balanced"):
+        raise ValueError(f"sampling must be 'uniform' or 'balanced', not {cfg.sampling!r}")
     kd = DistillationLoss(cfg.distill_alpha, cfg.distill_temperature) if teacher is not None else None
     val_criterion = base_loss if kd is None else torch.nn.CrossEntropyLoss()
     base_loss = base_loss.to(device)
