@@ -55,7 +55,7 @@ def _card(args, tmp: Path):
     from core.models import build
     from core.onnx_export import export_model_files
 
-    if args.model is None and default_card_path().is_file():
+    if args.model is None and not args.random and default_card_path().is_file():
         args.model = default_card_path()
     if args.model is not None:
         return load_card(args.model), f"model card {args.model}"
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--height", type=int, default=496)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--model", type=Path, default=None, help="model card (default: bundled demo, else random)")
+    ap.add_argument("--random", action="store_true", help="ignore the bundled demo: a random --arch at --size")
     ap.add_argument("--arch", default="efficientnet_b2", help="architecture of the random fallback model")
     ap.add_argument("--size", type=int, default=384, help="input size of the random fallback model")
     ap.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")

@@ -25,7 +25,7 @@ import numpy as np
 from core.modelcard import Thresholds
 from core.results import EyeResult, Urgency, VolumeResult
 
-__all__ = ["decide", "top_k", "eye_scores", "evaluate_eyes", "UNGRADABLE"]
+__all__ = ["calibrate_thresholds", "decide", "top_k", "eye_scores", "evaluate_eyes", "UNGRADABLE"]
 
 UNGRADABLE = "ungradable"
 _EPS = 1e-6   # float32 probabilities: compare scores and thresholds to 6 decimals (0.4 is 0.4000000060)
@@ -190,3 +190,44 @@ def evaluate_eyes(items: Iterable[EyeResult | VolumeResult], truth: Sequence[str
                                      lambda e, t: e.urgency not in referred),
         "urgent_sensitivity": rate([p for p in decided if p[1] in th.urgent], lambda e, t: e.urgency is Urgency.URGENT),
     }
+
+
+def calibrate_thresholds(eyes: Sequence[EyeResult], truth: Sequence[str], thresholds: Thresholds | None = None, *,
+                         min_sensitivity: float = 0.9) -> tuple[Thresholds, dict]:
+    """Per-model decision thresholds from eyes with known labels (a calibration set, never the test set).
+
+    For each class named in the thresholds (urgent tier first, then routine), positives are the eyes of
+    that class and negatives the eyes of less urgent classes (more urgent eyes are decided before this
+    tier is reached). The threshold is the highest eye score that keeps sensitivity >= ``min_sensitivity``
+    (a screening tool must not miss disease), placed halfway to the next lower negative score; with no
+    positives the old threshold stays. Returns the new Thresholds and a report {class: {threshold,
+    sensitivity, specificity, n_pos, n_neg}} on the calibration eyes.
+    """
+    th = thresholds if thresholds is not None else Thresholds()
+    truth = list(truth)
+    if len(truth) != len(eyes):
+        raise ValueError(f"{len(truth)} labels for {len(eyes)} eyes")
+    kept = [(e, t) for e, t in zip(eyes, truth, strict=True) if not e.rescan]
+    tiers = [dict(th.urgent), dict(th.routine)]
+    more_urgent: set[str] = set()
+    report: dict[str, dict] = {}
+    for tier in tiers:
+        for cls in list(tier):
+            pos = np.array([e.scores.get(cls, 0.0) for e, t in kept if t == cls])
+            neg = np.array([e.scores.get(cls, 0.0) for e, t in kept if t != cls and t not in more_urgent])
+            if pos.size == 0:
+                continue
+            need = int(np.ceil(min_sensitivity * pos.size))
+            t_hi = float(np.sort(pos)[::-1][need - 1])          # highest threshold with >= need positives
+            below = neg[neg < t_hi]
+            t = (t_hi + float(below.max())) / 2 if below.size else t_hi
+            t = float(np.clip(t, 0.05, 0.99))
+            tier[cls] = round(t, 4)
+            report[cls] = {"threshold": tier[cls], "sensitivity": float((pos >= tier[cls]).mean()),
+                           "specificity": float((neg < tier[cls]).mean()) if neg.size else float("nan"),
+                           "n_pos": int(pos.size), "n_neg": int(neg.size)}
+        more_urgent |= set(tier)
+    new = Thresholds(urgent=tiers[0], routine=tiers[1], review_margin=th.review_margin,
+                     top_k_fraction=th.top_k_fraction, min_gradable=th.min_gradable,
+                     min_gradable_fraction=th.min_gradable_fraction)
+    return new, report

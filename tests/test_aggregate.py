@@ -182,3 +182,34 @@ def test_evaluate_eyes_counts():
     assert evaluate_eyes(eyes, truth=["cnv", "cnv"], thresholds=TH)["accuracy"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no known label"):
         evaluate_eyes([vr_of(flat(10, 0.1, 0.1))])
+
+
+def _eye_with_scores(scores):
+    from core.results import EyeResult, Urgency
+    from core.volume import EyeKey, Laterality
+
+    return EyeResult(eye=EyeKey("p", "s", Laterality.OD), label="normal", urgency=Urgency.NONE, scores=scores,
+                     confidence=0.0, needs_review=False, evidence=[], n_bscans=10, n_gradable=10, ungradable=[])
+
+
+def test_calibrate_thresholds_separates_classes_and_keeps_sensitivity():
+    from core.aggregate import calibrate_thresholds
+    from core.modelcard import Thresholds
+
+    # an over-confident drusen score: every normal eye scores 0.6-0.7, drusen eyes 0.85-0.95
+    eyes, truth = [], []
+    for i in range(10):
+        eyes.append(_eye_with_scores({"normal": 0.9, "drusen": 0.6 + 0.01 * i, "cnv": 0.05})); truth.append("normal")
+        eyes.append(_eye_with_scores({"normal": 0.3, "drusen": 0.85 + 0.01 * i, "cnv": 0.1})); truth.append("drusen")
+        eyes.append(_eye_with_scores({"normal": 0.1, "drusen": 0.7, "cnv": 0.8 + 0.01 * i})); truth.append("cnv")
+    new, rep = calibrate_thresholds(eyes, truth, Thresholds(), min_sensitivity=1.0)
+    assert 0.69 < new.routine["drusen"] < 0.85          # between the normal and drusen eye scores
+    assert rep["drusen"]["sensitivity"] == 1.0 and rep["drusen"]["specificity"] == 1.0
+    assert rep["cnv"]["sensitivity"] == 1.0 and 0.1 < new.urgent["cnv"] <= 0.8
+    # and deciding with the calibrated thresholds is right for every eye
+    decided = ["cnv" if e.scores["cnv"] >= new.urgent["cnv"] else
+               "drusen" if e.scores["drusen"] >= new.routine["drusen"] else "normal" for e in eyes]
+    assert decided == truth
+    # a class with no positives keeps its old threshold
+    only_normal, _ = calibrate_thresholds(eyes[::3], truth[::3], Thresholds())
+    assert only_normal.urgent == Thresholds().urgent and only_normal.routine == Thresholds().routine
