@@ -9,8 +9,10 @@
    URGENT (the highest such score decides the label); else a routine class -> ROUTINE; else no
    referral (NONE), labelled with the best-scoring class that no threshold names ('normal').
    Classes not named in the thresholds are reported in the scores but never refer.
-4. needs_review when a score lies within ``review_margin`` of a threshold that could change the
-   decision (the decisive tier and the tiers above it).
+4. needs_review when a score lies within the review margin of a threshold that could change the
+   decision (the decisive tier and the tiers above it). The margin of threshold t is
+   ``min(review_margin, t / 2, (1 - t) / 2)``: a calibrated threshold near 0 or 1 gets a band that
+   still leaves room on both sides (with t = 0.95, a score of 1.0 is not 'close').
 5. Evidence = the top-k gradable B-scans of the decisive class, strongest first.
 """
 
@@ -35,6 +37,11 @@ def top_k(n_gradable: int, fraction: float) -> int:
     """k = max(1, ceil(fraction * n_gradable)), never more than n_gradable (when n_gradable >= 1)."""
     k = max(1, math.ceil(round(fraction * n_gradable, 9)))
     return min(k, n_gradable) if n_gradable > 0 else k
+
+
+def review_margin(threshold: float, margin: float) -> float:
+    """The review band half-width around ``threshold``: ``margin``, narrowed near 0 and 1."""
+    return min(margin, threshold / 2, (1 - threshold) / 2)
 
 
 def eye_scores(probs: np.ndarray, classes: Sequence[str], k: int) -> dict[str, float]:
@@ -120,9 +127,9 @@ def decide(vr: VolumeResult, thresholds: Thresholds | None = None) -> EyeResult:
             reasons.append(f"Also above threshold: {_fmt(c, scores[c])} (threshold {t:.2f}).")
 
     near = [(c, t) for tier in checked for c, t in tier.items()
-            if round(abs(scores[c] - t), 6) < th.review_margin]
+            if round(abs(scores[c] - t), 6) < review_margin(t, th.review_margin)]
     for c, t in near:
-        reasons.append(f"Review advised: {_fmt(c, scores[c])} is within {th.review_margin:.2f} "
+        reasons.append(f"Review advised: {_fmt(c, scores[c])} is within {review_margin(t, th.review_margin):.2f} "
                        f"of its threshold {t:.2f}.")
     unused = [c for c in classes if c not in urgent and c not in routine and c != label and scores[c] >= 0.5]
     for c in unused:

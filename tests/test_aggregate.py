@@ -213,3 +213,18 @@ def test_calibrate_thresholds_separates_classes_and_keeps_sensitivity():
     # a class with no positives keeps its old threshold
     only_normal, _ = calibrate_thresholds(eyes[::3], truth[::3], Thresholds())
     assert only_normal.urgent == Thresholds().urgent and only_normal.routine == Thresholds().routine
+
+
+def test_review_band_narrows_for_thresholds_near_one():
+    from core.aggregate import review_margin
+
+    assert review_margin(0.5, 0.1) == 0.1
+    assert abs(review_margin(0.95, 0.1) - 0.025) < 1e-9
+    assert abs(review_margin(0.1, 0.1) - 0.05) < 1e-9
+
+
+@pytest.mark.parametrize("drusen, review", [(1.0, False), (0.96, True), (0.94, True), (0.90, False)])
+def test_decide_uses_the_narrowed_band_for_a_high_calibrated_threshold(drusen, review):
+    th = Thresholds(urgent={"cnv": 0.5}, routine={"drusen": 0.95}, review_margin=0.1)
+    e = decide(vr_of(flat(10, drusen, 0.0)), th)
+    assert e.needs_review is review
