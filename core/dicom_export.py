@@ -21,15 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (EncapsulatedPDFStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID,
-                         SecondaryCaptureImageStorage, generate_uid)
+from pydicom.dataset import Dataset
+from pydicom.uid import (EncapsulatedPDFStorage, SecondaryCaptureImageStorage, generate_uid)
 
 import core
 from core.cam import overlay
 from core.errors import EmptyInputError, FileMissingError, UnsupportedFormatError
 from core.modelcard import DEMO_WARNING
 from core.fileio import atomic_output
+from core.io.writer import new_file_meta
 from core.report import DEIDENTIFIED_MARKER, PSEUDONYM_KEYWORD, new_report_id, pseudonym_for
 from core.results import EyeResult, ExamResult
 from core.volume import PatientInfo, StudyInfo
@@ -67,11 +67,7 @@ def _base_dataset(sop_class: str, patient: PatientInfo, study: StudyInfo, deiden
                   series_uid: str, series_number: int, series_description: str, modality: str,
                   instance_number: int, now: _dt.datetime) -> Dataset:
     """Patient, General Study, series, equipment and SOP Common modules shared by both exports."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta = new_file_meta(sop_class)
     ds = Dataset()
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 192"            # UTF-8: names in any script

@@ -543,7 +543,7 @@ class _ReportBuilder:
             [Paragraph("\u2013", s["base"])]
         if not eye.rescan:
             why.append(Paragraph(_x(f"Eye score = mean of the {k} highest gradable B-scan probabilities; "
-                                    f"review advised within \u00b1{th.review_margin:.2f} of a threshold."),
+                                    f"review advised within \u00b1{th.review_margin:.2f} of a threshold (narrower for thresholds near 0 or 1)."),
                                  s["small"]))
         why += self._gradability(eye)
         t = Table([[scores, why]], colWidths=[w, self.width - w])

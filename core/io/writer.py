@@ -77,6 +77,16 @@ def _resolve_syntax(transfer_syntax: str | None) -> UID:
     return uid
 
 
+def new_file_meta(sop_class: str) -> FileMetaDataset:
+    """PS3.10 file meta for a new instance of ``sop_class`` (new SOP instance UID, explicit VR LE)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
 def build_opt_dataset(volume: OctVolume, *, now: dt.datetime | None = None) -> Dataset:
     """The uncompressed OPT dataset (with file meta) for ``volume``; ``write_opt`` saves it."""
     now = now or dt.datetime.now()
@@ -84,12 +94,7 @@ def build_opt_dataset(volume: OctVolume, *, now: dt.datetime | None = None) -> D
     bits = volume.bit_depth
     pixels = np.ascontiguousarray(volume.bscans)
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = OPT_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
+    meta = new_file_meta(OPT_SOP_CLASS)
     ds = Dataset()
     ds.file_meta = meta
     # SOP Common
