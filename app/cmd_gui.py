@@ -45,8 +45,31 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
+def missing_system_library(platform: str | None = None, system: str | None = None) -> str:
+    """Why Qt's X11 plugin cannot start here, or ''. Qt >= 6.5 needs libxcb-cursor for X11 and
+    otherwise aborts the whole process with a cryptic message; we say what to install instead."""
+    import ctypes.util
+    import os
+    import sys
+
+    system = system or sys.platform
+    platform = platform if platform is not None else os.environ.get("QT_QPA_PLATFORM", "")
+    if not system.startswith("linux") or (platform and not platform.startswith("xcb")):
+        return ""
+    if not platform and not os.environ.get("DISPLAY"):
+        return ""           # Wayland or no screen: Qt picks another plugin
+    if ctypes.util.find_library("xcb-cursor") is None:
+        return ("the Qt X11 plugin needs the system library libxcb-cursor0: install it "
+                "(Debian/Ubuntu: sudo apt install libxcb-cursor0; Fedora: sudo dnf install xcb-util-cursor)")
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the app and run its event loop; returns the exit code."""
+    problem = missing_system_library()
+    if problem:
+        print(f"octscreen gui: {problem}", file=sys.stderr)
+        return 2
     app = create_app()
     from app.main_window import MainWindow, install_excepthook
     from app.settings import AppSettings

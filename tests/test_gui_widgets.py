@@ -196,3 +196,16 @@ def test_browser_names_several_volumes_of_one_eye(qtbot, make_volume, tmp_path):
     qtbot.addWidget(browser)
     browser.rebuild()
     assert [i.text(0) for i in browser.eye_items()] == ["Eye unknown \u00b7 CNV-1-1.jpeg", "Eye unknown \u00b7 CNV-1-2.jpeg"]
+
+
+def test_gui_command_names_the_missing_x11_library(monkeypatch):
+    import ctypes.util
+
+    from app.cmd_gui import missing_system_library
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert "libxcb-cursor0" in missing_system_library(platform="xcb", system="linux")
+    assert missing_system_library(platform="offscreen", system="linux") == ""
+    assert missing_system_library(platform="", system="win32") == ""
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libxcb-cursor.so.0")
+    assert missing_system_library(platform="xcb", system="linux") == ""
