@@ -179,12 +179,7 @@ class SettingsDialog(QDialog):
         self.export_dir = QLineEdit(current.export_dir)
         self.export_dir.setToolTip("Folder the export dialog starts in.")
         form.addRow("Export folder:", _path_row(self.export_dir, self._browse_export))
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(buttons)
+        _finish_form_dialog(self, form, QDialogButtonBox.StandardButton.Ok)
 
     def _browse_card(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model card", self.card.text(), "Model cards (*.json)")
@@ -228,12 +223,7 @@ class ExportDialog(QDialog):
         form.addRow("Report file:", _path_row(self.path, self._browse))
         form.addRow("", self.deid)
         form.addRow("", self.dicom)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(buttons)
+        _finish_form_dialog(self, form, QDialogButtonBox.StandardButton.Save)
 
     def _deid_toggled(self, on: bool) -> None:
         """Swap the default file name so a de-identified report is not named after the patient."""
@@ -285,3 +275,13 @@ class AboutDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
+
+
+def _finish_form_dialog(dialog: QDialog, form: QFormLayout, ok_button) -> None:
+    """Lay out ``form`` above an OK-style button and Cancel, wired to accept / reject."""
+    buttons = QDialogButtonBox(ok_button | QDialogButtonBox.StandardButton.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    lay = QVBoxLayout(dialog)
+    lay.addLayout(form)
+    lay.addWidget(buttons)

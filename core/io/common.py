@@ -162,3 +162,16 @@ def guarded(path: Path, errors: list[InputError], call: Callable[[], T]) -> T | 
         log.exception("%s: unexpected failure while reading", path)
         errors.append(CorruptFileError(path, f"could not be read ({type(e).__name__}: {reason(e, path)})"))
     return None
+
+
+def decode_all(members: list[T], errors: list[InputError], path_of: Callable[[T], Path],
+               load: Callable[[T], np.ndarray]) -> tuple[list[np.ndarray], list[T]]:
+    """Decode the first frame of each member through :func:`guarded`; bad members go to ``errors``.
+    Returns the decoded frames and the members they came from, in order."""
+    frames, kept = [], []
+    for m in members:
+        pixels = guarded(path_of(m), errors, lambda m=m: load(m))
+        if pixels is not None:
+            frames.append(pixels[0])
+            kept.append(m)
+    return frames, kept

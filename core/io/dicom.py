@@ -31,7 +31,7 @@ from core.errors import (
     UnsupportedCompressionError,
     UnsupportedFormatError,
 )
-from core.io.common import check_size, guarded, reason, to_grey, to_unsigned
+from core.io.common import check_size, decode_all, guarded, reason, to_grey, to_unsigned
 from core.io.writer import GROUND_TRUTH_MARKER, OPT_SOP_CLASS
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
@@ -382,12 +382,7 @@ def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVol
         keys = _position_keys(positions, members[0].ds.get("ImageOrientationPatient"))
     order, position_step = _order_and_spacing(keys, fallback)
     ordered = [members[i] for i in order]
-    frames, kept = [], []
-    for f in ordered:
-        pixels = guarded(f.path, errors, lambda f=f: _decode(f))
-        if pixels is not None:
-            frames.append(pixels[0])
-            kept.append(f)
+    frames, kept = decode_all(ordered, errors, lambda f: f.path, _decode)
     if not frames:
         raise CorruptFileError(members[0].path, "no B-scan of this DICOM series could be decoded")
     first = kept[0].ds

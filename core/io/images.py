@@ -38,7 +38,7 @@ from core.errors import (
     UnsupportedCompressionError,
     UnsupportedFormatError,
 )
-from core.io.common import Kind, check_size, guarded, reason, stable_uid, to_grey, to_unsigned
+from core.io.common import Kind, check_size, decode_all, guarded, reason, stable_uid, to_grey, to_unsigned
 from core.volume import Laterality, OctVolume, PatientInfo, StudyInfo
 
 __all__ = ["ImageFile", "probe_image", "load_image", "read_image_files", "parse_oct2017_name", "parse_neh_path"]
@@ -224,12 +224,7 @@ def _check_consistent(members: list[ImageFile]) -> None:
 def _volume_from_group(key: tuple, members: list[ImageFile], errors: list[InputError]) -> OctVolume | None:
     members = natsorted(members, key=lambda m: str(m.path))
     _check_consistent(members)
-    frames, kept = [], []
-    for m in members:
-        pixels = guarded(m.path, errors, lambda m=m: load_image(m))
-        if pixels is not None:
-            frames.append(pixels[0])
-            kept.append(m)
+    frames, kept = decode_all(members, errors, lambda m: m.path, load_image)
     if not kept:
         return None
     paths = tuple(m.path for m in kept)
