@@ -232,6 +232,27 @@ def test_write_dataset_is_deterministic_and_refuses_a_non_empty_folder(tmp_path)
     assert on_disk == {r["path"] for r in rows}                      # no stale B-scans
 
 
+def test_write_dataset_in_worker_processes_is_the_same_dataset(tmp_path):
+    seq = write_dataset(tmp_path / "seq", patients=4, fmt="png", seed=3, n_bscans=2, height=48, width=48)
+    calls = []
+    par = write_dataset(tmp_path / "par", patients=4, fmt="png", seed=3, n_bscans=2, height=48, width=48,
+                        workers=2, progress=lambda done, total: calls.append(done))
+    assert calls == list(range(1, 9))                                 # progress in patient order
+    assert (seq / "manifest.csv").read_text() == (par / "manifest.csv").read_text()
+    for row in _manifest(seq):
+        assert (seq / row["path"]).read_bytes() == (par / row["path"]).read_bytes()
+
+
+def test_write_dataset_cancelled_in_worker_processes_leaves_nothing(tmp_path):
+    def cancel(done: int, total: int) -> None:
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        write_dataset(tmp_path / "ds", patients=3, fmt="png", seed=0, n_bscans=2, height=48, width=48,
+                      workers=2, progress=cancel)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_dataset_cancelled_leaves_nothing(tmp_path):
     def cancel(done: int, total: int) -> None:
         raise Cancelled()

@@ -167,11 +167,13 @@ def write_manifest(samples: Iterable[Sample], csv_path: str | Path) -> Path:
 
 
 def synthetic_dataset(cache_dir: str | Path, *, patients: int, seed: int, n_bscans: int = 25,
-                      classes: Sequence[str] | None = None, height: int = 496, width: int = 512) -> list[Sample]:
+                      classes: Sequence[str] | None = None, height: int = 496, width: int = 512,
+                      workers: int = 1) -> list[Sample]:
     """Synthetic B-scans from ``core.synthetic.write_dataset``, generated once per (seed, size).
 
     The data lands in ``cache_dir/synthetic-s<seed>-p<patients>-b<n_bscans>-<height>x<width>``; a later
-    call with the same arguments reuses it, so runs are repeatable.
+    call with the same arguments reuses it, so runs are repeatable. ``workers`` processes simulate
+    the patients (0: every CPU); the data do not depend on it.
     """
     from core import synthetic  # written by the synthetic helper
 
@@ -180,18 +182,18 @@ def synthetic_dataset(cache_dir: str | Path, *, patients: int, seed: int, n_bsca
     if not manifest.is_file():  # write_dataset writes to a temp folder and renames: no half dataset
         log.info("generating synthetic data into %s (seed %d, %d patients)", out, seed, patients)
         synthetic.write_dataset(out, patients=patients, fmt="png", seed=seed, n_bscans=n_bscans,
-                                height=height, width=width, overwrite=True)
+                                height=height, width=width, overwrite=True, workers=workers)
     return read_manifest(manifest, classes)
 
 
 def load_samples(source: str, root: str | Path | None = None, *, classes: Sequence[str] | None = None,
                  split: str = "train", label_mode: str = "bscan", cache_dir: str | Path = "runs/cache",
                  patients: int = 30, seed: int = 0, n_bscans: int = 25, height: int = 496,
-                 width: int = 512) -> list[Sample]:
+                 width: int = 512, workers: int = 1) -> list[Sample]:
     """Dispatch to a reader by name: ``oct2017 | neh | manifest | synthetic``."""
     if source == "synthetic":
         return synthetic_dataset(cache_dir, patients=patients, seed=seed, n_bscans=n_bscans, classes=classes,
-                                 height=height, width=width)
+                                 height=height, width=width, workers=workers)
     if root is None:
         raise ValueError(f"data source {source!r} needs data.root")
     if source == "oct2017":
