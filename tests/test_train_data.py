@@ -1,4 +1,5 @@
-"""Dataset readers (OCT2017, NEH, manifest, synthetic) and the training / evaluation transforms."""
+"""Dataset readers (OCT2017, NEH folders and data_information.csv, manifest, synthetic) and the training /
+evaluation transforms."""
 
 from pathlib import Path
 
@@ -6,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import CorruptFileError, EmptyInputError, InputError
+from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
 from core.preprocess import preprocess_bscans
-from core.train.data import BScanDataset, read_grey, read_manifest, read_neh, read_oct2017, synthetic_dataset
+from core.train.data import (BScanDataset, load_samples, read_grey, read_manifest, read_neh, read_neh_csv,
+                             read_oct2017, synthetic_dataset)
 from core.train.toy import write_toy_dataset
 from core.train.transforms import eval_transform, train_transform, tta_views
 
@@ -42,6 +44,115 @@ def test_neh_reader_groups_and_labels(tmp_path):
     assert first_p.label == "cnv"
     # rows whose label is not a model class are dropped
     assert all(x.label != "cnv" for x in read_neh(tmp_path, ["normal", "drusen"]))
+
+
+# A tiny NEH tree: ``tmp/data_information.csv`` next to the image root ``tmp/NEH_UT_2021RetinalOCTDataset``.
+# File names carry no label, so labels can only come from the CSV. Disk path -> (Class, Patient ID, Label,
+# Directory as the CSV spells it).
+NEH_ROWS = [
+    ("NORMAL/1/OD/b0.png", "NORMAL", "1", "NORMAL", "NORMAL/1/OD/b0.png"),
+    ("NORMAL/1/OS/b0.png", "NORMAL", "1", "NORMAL", "NORMAL/1/OS/b0.png"),
+    ("NORMAL/2/Normal/b0.png", "NORMAL", "2", "NORMAL", "NORMAL/2/NOrmal/b0.png"),   # case differs on disk
+    ("DRUSEN/1/OD/b0.png", "DRUSEN", "1", "NORMAL", "DRUSEN/1/OD/b0.png"),           # a normal B-scan
+    ("DRUSEN/1/OD/b1.png", "DRUSEN", "1", "DRUSEN", "DRUSEN/1/OD/b1.png"),
+    ("CNV/1/OS/b0.png", "CNV", "1", "CNV", "cnv/1/os/b0.png"),                       # lower-case folders
+    ("CNV/1/OS/b1.png", "CNV", "1", "DRUSEN", "CNV\\1\\OS\\b1.png"),                 # Windows separators
+]
+
+
+def _neh_tree(tmp_path, header=("", " patient ID", "class", "LABEL", "Directory "), rows=None):
+    from PIL import Image
+
+    root = tmp_path / "NEH_UT_2021RetinalOCTDataset"
+    for disk, *_ in NEH_ROWS + [("CNV/1/OS/extra_NORMAL.png",)]:  # extra: on disk, not in the CSV
+        (root / disk).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 12), 7, np.uint8)).save(root / disk)
+    lines = [",".join(header)]
+    lines += [",".join([str(i), pid, cls, lab, dr]) for i, (_, cls, pid, lab, dr) in enumerate(NEH_ROWS)]
+    lines += rows or []
+    (tmp_path / "data_information.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def _by_path(samples, root):
+    return {x.path.relative_to(root).as_posix(): x for x in samples}
+
+
+def test_neh_csv_gives_labels_patients_and_eyes(tmp_path):
+    root = _neh_tree(tmp_path)
+    s = _by_path(read_neh(root, CLASSES), root)          # the CSV one folder up is found
+    assert set(s) == {disk for disk, *_ in NEH_ROWS}     # CSV rows only, paths as on disk ("NOrmal" -> "Normal")
+    assert all((root / p).is_file() for p in s)
+    # Patient ID 1 exists in three classes: three patients
+    assert {x.group for x in s.values()} == {"NORMAL/1", "NORMAL/2", "DRUSEN/1", "CNV/1"}
+    normal_in_drusen = s["DRUSEN/1/OD/b0.png"]
+    assert (normal_in_drusen.label, normal_in_drusen.eye_label) == ("normal", "drusen")
+    assert (normal_in_drusen.eye, normal_in_drusen.volume) == ("OD", "DRUSEN/1/OD")
+    assert (s["CNV/1/OS/b0.png"].eye, s["CNV/1/OS/b0.png"].volume) == ("OS", "CNV/1/OS")
+    assert s["CNV/1/OS/b1.png"].label == "drusen" and s["CNV/1/OS/b1.png"].group == "CNV/1"
+    # no OD/OS folder: no eye, the volume is the patient
+    assert (s["NORMAL/2/Normal/b0.png"].eye, s["NORMAL/2/Normal/b0.png"].volume) == ("", "NORMAL/2")
+    # the CSV in the image root itself is found too, and an explicit path works from anywhere
+    (tmp_path / "data_information.csv").rename(root / "data_information.csv")
+    assert set(_by_path(read_neh(root, CLASSES), root)) == set(s)
+    (root / "data_information.csv").rename(tmp_path / "elsewhere.csv")
+    assert set(_by_path(read_neh(root, CLASSES, csv_path=tmp_path / "elsewhere.csv"), root)) == set(s)
+
+
+def test_neh_csv_label_mode_worst_case_and_classes(tmp_path):
+    root = _neh_tree(tmp_path)
+    patient = _by_path(read_neh(root, CLASSES, label_mode="patient"), root)
+    assert patient["DRUSEN/1/OD/b0.png"].label == "drusen" and patient["CNV/1/OS/b1.png"].label == "cnv"
+    assert all(x.label == x.eye_label for x in patient.values())
+    worst = read_neh(root, CLASSES, worst_case=True)     # only rows with Class == Label
+    assert set(_by_path(worst, root)) == {"NORMAL/1/OD/b0.png", "NORMAL/1/OS/b0.png", "NORMAL/2/Normal/b0.png",
+                                          "DRUSEN/1/OD/b1.png", "CNV/1/OS/b0.png"}
+    # the class filter applies to the label used: a drusen B-scan of a CNV patient stays without "cnv"
+    two = _by_path(read_neh(root, ["normal", "drusen"]), root)
+    assert "CNV/1/OS/b1.png" in two and "CNV/1/OS/b0.png" not in two
+    assert not any(x.group == "CNV/1" for x in read_neh(root, ["normal", "drusen"], label_mode="patient"))
+    csv_path = tmp_path / "data_information.csv"
+    assert len(read_neh_csv(csv_path, root, CLASSES, worst_case=True)) == len(worst)
+    with pytest.raises(EmptyInputError, match="data_information.csv"):
+        read_neh_csv(csv_path, root, ["dme"])
+
+
+def test_neh_csv_errors_name_the_file_and_line(tmp_path):
+    root = _neh_tree(tmp_path, header=("Patient ID", "Class", "Label", "Path"))
+    with pytest.raises(InputError, match=r"data_information.csv: line 1: missing column\(s\) Directory"):
+        read_neh(root, CLASSES)
+    # a blank line and a quoted two-line field before it: the line counts as in a text editor
+    root = _neh_tree(tmp_path, rows=["", '"x\ny",1,NORMAL,NORMAL,NORMAL/1/OD/b0.png', "99,7,CNV,CNV,CNV/7/OD/gone.png"])
+    with pytest.raises(FileMissingError, match=r"data_information.csv: line 12: image 'CNV/7/OD/gone.png' not found"):
+        read_neh(root, CLASSES)
+    root = _neh_tree(tmp_path, rows=["99, ,CNV,CNV,CNV/1/OS/b0.png"])
+    with pytest.raises(InputError, match=r"data_information.csv: line 9: empty Patient ID"):
+        read_neh(root, CLASSES)
+    (tmp_path / "data_information.csv").write_bytes(b"Patient ID,Class\n\xff\xfe\x00bad\n")
+    with pytest.raises(CorruptFileError, match="data_information.csv"):
+        read_neh(root, CLASSES)
+    with pytest.raises(FileMissingError, match="nothere.csv"):
+        read_neh(root, CLASSES, csv_path=tmp_path / "nothere.csv")
+
+
+def test_neh_without_csv_reads_folders_and_options_pass_through(tmp_path):
+    from training.recipes import _load
+
+    root = _neh_tree(tmp_path)
+    folders = _by_path(read_neh(root, CLASSES, csv_path=False), root)
+    assert "CNV/1/OS/extra_NORMAL.png" in folders and folders["CNV/1/OS/extra_NORMAL.png"].label == "normal"
+    assert folders["DRUSEN/1/OD/b0.png"].label == "drusen"          # no label in the name: the class folder's
+    (tmp_path / "data_information.csv").unlink()
+    assert set(_by_path(read_neh(root, CLASSES), root)) == set(folders)
+    # worst case on folders: the file-name label must equal the class folder
+    assert "CNV/1/OS/extra_NORMAL.png" not in _by_path(read_neh(root, CLASSES, worst_case=True), root)
+    # the recipe's data options reach the reader
+    root = _neh_tree(tmp_path)
+    data = {"source": "neh", "root": str(root), "label_mode": "bscan", "neh_csv": None, "worst_case": True}
+    assert len(_load(data, CLASSES)) == 5
+    assert len(_load({**data, "neh_csv": False, "worst_case": False}, CLASSES)) == len(folders)
+    with pytest.raises(ValueError, match="NEH"):
+        load_samples("synthetic", cache_dir=tmp_path, worst_case=True)
 
 
 def test_manifest_reader_and_errors(tmp_path):

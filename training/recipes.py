@@ -94,7 +94,8 @@ class Workspace:
 
 
 def _load(d: dict, classes: list[str]) -> list[Sample]:
-    keys = ("root", "split", "label_mode", "cache_dir", "patients", "seed", "n_bscans", "height", "width", "workers")
+    keys = ("root", "split", "label_mode", "cache_dir", "patients", "seed", "n_bscans", "height", "width", "workers",
+            "neh_csv", "worst_case")
     return load_samples(d["source"], classes=classes, **{k: d[k] for k in keys if d.get(k) is not None})
 
 

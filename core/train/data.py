@@ -8,8 +8,11 @@ aggregated per eye.
 Readers (each returns ``list[Sample]``):
 
 - :func:`read_oct2017` -- ``ROOT/{train,test}/CLASS/CLASS-PATIENT-N.jpeg`` (UCSD / Kermany 2018).
-- :func:`read_neh` -- ``ROOT/CLASS/<case>/[OD|OS/]NNN_<Label>.ext`` (NEH 2021); patient ids restart in
-  each class folder, so the group key is ``CLASS/<case>``.
+- :func:`read_neh` -- NEH 2021: :func:`read_neh_csv` when the dataset's ``data_information.csv`` is
+  in ``ROOT`` or one folder up, else the layout ``ROOT/CLASS/<case>/[OD|OS/]NNN_<Label>.ext``;
+  patient ids restart in each class folder, so the group key is ``CLASS/<patient>``.
+- :func:`read_neh_csv` -- NEH's ``data_information.csv`` (``Patient ID, Class, Label, Directory``),
+  image paths relative to ``ROOT`` matched case-insensitively where the exact spelling is missing.
 - :func:`read_manifest` -- a CSV with ``path,label,patient_id`` and optional ``eye,volume_id``
   (paths relative to the CSV's folder).
 - :func:`synthetic_dataset` -- ``core.synthetic.write_dataset`` once per seed into a cache folder,
@@ -32,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
 
-__all__ = ["Sample", "IMAGE_SUFFIXES", "read_oct2017", "read_neh", "read_manifest", "write_manifest",
+__all__ = ["Sample", "IMAGE_SUFFIXES", "read_oct2017", "read_neh", "read_neh_csv", "read_manifest", "write_manifest",
            "synthetic_dataset", "load_samples", "BScanDataset", "read_grey", "class_counts"]
 
 log = logging.getLogger(__name__)
@@ -95,18 +98,37 @@ def read_oct2017(root: str | Path, split: str = "train", classes: Sequence[str] 
     return _keep(out, classes, base)
 
 
-def read_neh(root: str | Path, classes: Sequence[str] | None = None, label_mode: str = "bscan") -> list[Sample]:
-    """The NEH layout: ``root/<CLASS>/<case>/[OD|OS/]NNN_<Label>.ext``.
+NEH_CSV_NAME = "data_information.csv"
+_NEH_COLUMNS = {"patient id": "Patient ID", "class": "Class", "label": "Label", "directory": "Directory"}
+_EYES = ("OD", "OS")
 
-    ``label_mode="bscan"`` uses each B-scan's own label (from its file name); ``"patient"`` gives
-    every B-scan its class folder's label. Rows whose label is not one of ``classes`` are dropped.
-    The group key is ``<CLASS>/<case>`` because case ids restart in each class folder.
+
+def read_neh(root: str | Path, classes: Sequence[str] | None = None, label_mode: str = "bscan",
+             csv_path: str | Path | bool | None = None, worst_case: bool = False) -> list[Sample]:
+    """The NEH dataset: ``root`` is the image root, the folder holding ``NORMAL/ DRUSEN/ CNV/``.
+
+    With ``data_information.csv`` (looked for in ``root``, then in ``root.parent``; or the file
+    ``csv_path`` names) the samples come from :func:`read_neh_csv`; ``csv_path=False`` skips the
+    CSV. Without it, the folder layout ``root/<CLASS>/<case>/[OD|OS/]NNN_<Label>.ext`` is read:
+    the B-scan label comes from the file name, the patient class from the class folder, and the
+    group key is ``<CLASS>/<case>`` because case ids restart in each class folder.
+
+    ``label_mode="bscan"`` uses each B-scan's own label; ``"patient"`` gives every B-scan its
+    patient's class. ``worst_case=True`` keeps only B-scans whose own label equals the patient's
+    class. Samples whose label is not one of ``classes`` are dropped.
     """
     if label_mode not in ("bscan", "patient"):
         raise ValueError(f"label_mode must be 'bscan' or 'patient', not {label_mode!r}")
     base = Path(root)
     if not base.is_dir():
         raise FileMissingError(base, "NEH folder not found")
+    if csv_path is None:
+        csv_path = next((d / NEH_CSV_NAME for d in (base, base.parent) if (d / NEH_CSV_NAME).is_file()), None)
+    elif csv_path is True:
+        raise ValueError("csv_path must be a path, None (look for data_information.csv) or False (folders only)")
+    if csv_path is not None and csv_path is not False:
+        log.info("NEH: labels and patients from %s", csv_path)
+        return read_neh_csv(csv_path, base, classes, label_mode, worst_case)
     out: list[Sample] = []
     for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         cls = _norm(cls_dir.name)
@@ -114,11 +136,139 @@ def read_neh(root: str | Path, classes: Sequence[str] | None = None, label_mode:
             group = f"{cls_dir.name}/{case.name}"
             for img in _images(case):
                 rel = img.relative_to(case).parts
-                eye = rel[0].upper() if len(rel) > 1 and rel[0].upper() in ("OD", "OS") else ""
+                eye = rel[0].upper() if len(rel) > 1 and rel[0].upper() in _EYES else ""
                 _, _, tail = img.stem.partition("_")
-                label = _norm(tail) if (label_mode == "bscan" and tail) else cls
+                own = _norm(tail) if tail else cls
+                if worst_case and own != cls:
+                    continue
+                label = own if label_mode == "bscan" else cls
                 out.append(Sample(img, label, group, eye, f"{group}/{eye}" if eye else group, cls))
     return _keep(out, classes, base)
+
+
+def _column_key(name: str) -> str:
+    """A header cell compared tolerantly: case, spaces, ``_`` and ``-`` do not matter."""
+    return re.sub(r"[\s_\-]+", " ", name.strip().lstrip("\ufeff")).strip().lower()
+
+
+class _CaseInsensitivePaths:
+    """Resolves relative paths under ``root``, component by component, ignoring case where the
+    exact name is missing (the NEH CSV spells some folders "NOrmal" where the disk has "Normal").
+    Each folder is listed once."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._listing: dict[Path, tuple[set[str], dict[str, list[str]]]] = {}
+
+    def _names(self, folder: Path) -> tuple[set[str], dict[str, list[str]]]:
+        if folder not in self._listing:
+            try:
+                names = {e.name for e in folder.iterdir()}
+            except (NotADirectoryError, FileNotFoundError, PermissionError):
+                names = set()
+            lower: dict[str, list[str]] = {}
+            for n in sorted(names):
+                lower.setdefault(n.lower(), []).append(n)
+            self._listing[folder] = (names, lower)
+        return self._listing[folder]
+
+    def resolve(self, parts: Sequence[str]) -> tuple[Path | None, str]:
+        """The path on disk, or ``None`` and why not."""
+        cur = self.root
+        for i, part in enumerate(parts):
+            names, lower = self._names(cur)
+            if part in names:
+                cur = cur / part
+                continue
+            found = lower.get(part.lower(), [])
+            if len(found) != 1:
+                where = "/".join(parts[:i]) or "."
+                why = (f"'{part}' not found in {where}" if not found else
+                       f"'{part}' matches several names in {where} ({', '.join(found)})")
+                return None, why
+            cur = cur / found[0]
+        return cur, ""
+
+
+def _numbered(reader) -> Iterable[tuple[int, list[str]]]:
+    """Non-blank CSV rows with the file line each starts on (1-based)."""
+    start = 1
+    for row in reader:
+        if any(x.strip() for x in row):
+            yield start, row
+        start = reader.line_num + 1
+
+
+def read_neh_csv(csv_path: str | Path, root: str | Path, classes: Sequence[str] | None = None,
+                 label_mode: str = "bscan", worst_case: bool = False) -> list[Sample]:
+    """NEH's ``data_information.csv``: one row per B-scan with the columns ``Patient ID``, ``Class``
+    (the patient's class folder), ``Label`` (the B-scan's own label) and ``Directory`` (the image
+    path relative to ``root``, the folder holding ``NORMAL/ DRUSEN/ CNV/``); other columns are ignored.
+
+    Column names match whatever their case and spacing; labels are lower-cased. ``label_mode``
+    ``"bscan"`` takes ``Label``, ``"patient"`` takes ``Class``; ``worst_case=True`` keeps only rows
+    with ``Class == Label``; rows whose label is not one of ``classes`` are dropped. Patient ids
+    restart in each class, so the group key is ``<CLASS>/<Patient ID>`` (for example ``CNV/12``);
+    the eye is the ``OD`` / ``OS`` folder in ``Directory`` when there is one. ``Directory`` is
+    resolved case-insensitively where the exact path is missing (``\\`` separators and a leading
+    folder named like ``root`` are accepted). A missing column, an empty field or, in a row that is
+    kept, an image not on disk is an error naming the CSV file and line.
+    """
+    if label_mode not in ("bscan", "patient"):
+        raise ValueError(f"label_mode must be 'bscan' or 'patient', not {label_mode!r}")
+    p, base = Path(csv_path), Path(root)
+    if not p.is_file():
+        raise FileMissingError(p, "NEH data_information.csv not found")
+    if not base.is_dir():
+        raise FileMissingError(base, "NEH image folder not found")
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            lines = list(_numbered(csv.reader(f)))
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise CorruptFileError(p, f"not a readable CSV file ({e})") from None
+    if not lines:
+        raise EmptyInputError(p, "the CSV file is empty (no header row)")
+    header_line, header = lines[0]
+    col: dict[str, int] = {}
+    for i, name in enumerate(header):
+        key = _column_key(name)
+        if key in _NEH_COLUMNS and key not in col:
+            col[key] = i
+    missing = [v for k, v in _NEH_COLUMNS.items() if k not in col]
+    if missing:
+        raise InputError(p, f"line {header_line}: missing column(s) {', '.join(missing)} (NEH data_information.csv "
+                            f"needs {', '.join(_NEH_COLUMNS.values())}; found {', '.join(header) or 'none'})")
+    wanted = {_norm(c) for c in classes} if classes is not None else None
+    paths = _CaseInsensitivePaths(base)
+    out: list[Sample] = []
+    for n, row in lines[1:]:
+        field = {}
+        for key, name in _NEH_COLUMNS.items():
+            value = row[col[key]].strip() if col[key] < len(row) else ""
+            if not value:
+                raise InputError(p, f"line {n}: empty {name}")
+            field[key] = value
+        cls, own = _norm(field["class"]), _norm(field["label"])
+        if worst_case and own != cls:
+            continue
+        label = own if label_mode == "bscan" else cls
+        if wanted is not None and label not in wanted:
+            continue
+        directory = field["directory"]
+        parts = [x for x in re.split(r"[\\/]+", directory) if x not in ("", ".")]
+        img, why = paths.resolve(parts)
+        if img is None and len(parts) > 1 and parts[0].lower() == base.name.lower():
+            img, _ = paths.resolve(parts[1:])
+            parts = parts[1:]
+        if img is None:
+            raise FileMissingError(p, f"line {n}: image '{directory}' not found under {base} ({why})")
+        if not img.is_file():
+            raise FileMissingError(p, f"line {n}: '{directory}' is not a file under {base}")
+        eyes = [x.upper() for x in parts[:-1] if x.upper() in _EYES]
+        eye = eyes[-1] if eyes else ""
+        group = f"{field['class'].upper()}/{field['patient id']}"
+        out.append(Sample(img, label, group, eye, f"{group}/{eye}" if eye else group, cls))
+    return _keep(out, classes, p)
 
 
 def read_manifest(csv_path: str | Path, classes: Sequence[str] | None = None,
@@ -189,8 +339,14 @@ def synthetic_dataset(cache_dir: str | Path, *, patients: int, seed: int, n_bsca
 def load_samples(source: str, root: str | Path | None = None, *, classes: Sequence[str] | None = None,
                  split: str = "train", label_mode: str = "bscan", cache_dir: str | Path = "runs/cache",
                  patients: int = 30, seed: int = 0, n_bscans: int = 25, height: int = 496,
-                 width: int = 512, workers: int = 1) -> list[Sample]:
-    """Dispatch to a reader by name: ``oct2017 | neh | manifest | synthetic``."""
+                 width: int = 512, workers: int = 1, neh_csv: str | Path | bool | None = None,
+                 worst_case: bool = False) -> list[Sample]:
+    """Dispatch to a reader by name: ``oct2017 | neh | manifest | synthetic``.
+
+    ``neh_csv`` and ``worst_case`` are the NEH options of :func:`read_neh` (``csv_path``, ``worst_case``).
+    """
+    if worst_case and source != "neh":
+        raise ValueError(f"worst_case filtering needs the NEH source, not {source!r}")
     if source == "synthetic":
         return synthetic_dataset(cache_dir, patients=patients, seed=seed, n_bscans=n_bscans, classes=classes,
                                  height=height, width=width, workers=workers)
@@ -199,7 +355,7 @@ def load_samples(source: str, root: str | Path | None = None, *, classes: Sequen
     if source == "oct2017":
         return read_oct2017(root, split, classes)
     if source == "neh":
-        return read_neh(root, classes, label_mode)
+        return read_neh(root, classes, label_mode, csv_path=neh_csv, worst_case=bool(worst_case))
     if source == "manifest":
         return read_manifest(root, classes, "label" if label_mode == "bscan" else "eye_label")
     raise ValueError(f"unknown data source {source!r} (oct2017, neh, manifest, synthetic)")
