@@ -93,7 +93,10 @@ def test_distillation_runs_the_frozen_teacher(data, tmp_path):
     r = fit(_cfg(epochs=1, input_size=48, distill_alpha=0.3, distill_temperature=4.0), train, val,
             tmp_path / "s", teacher=teacher, teacher_size=(64, 64))
     assert calls and all(not tr and not grad and shape[-2:] == (64, 64) for tr, grad, shape in calls)
-    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert all(torch.equal(before[k], v.cpu()) for k, v in teacher.state_dict().items())
+    # the caller's teacher comes back as it was given: device, mode and trainable flags
+    assert next(teacher.parameters()).device.type == "cpu"
+    assert teacher.training is False and all(p.requires_grad for p in teacher.parameters())
     assert np.isfinite(r.history[0]["train_loss"])
 
 

@@ -17,6 +17,7 @@ chosen model as ``<name>.safetensors`` + ``<name>.json`` (model card).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -334,10 +335,24 @@ def fit(cfg: TrainConfig, train: Sequence[Sample], val: Sequence[Sample], out_di
         out.mkdir(parents=True, exist_ok=True)
     ddp.barrier()
     handler = _file_logger(out)
+    # the caller's teacher is moved to the device, frozen and put in eval mode for the run; it is
+    # given back as it came (device, memory format aside: mode and trainable flags)
+    restore = None
+    if teacher is not None:
+        p0 = next(teacher.parameters(), None)
+        restore = (p0.device if p0 is not None else None, teacher.training,
+                   {n: p.requires_grad for n, p in teacher.named_parameters()})
     try:
         return _fit(cfg, list(train), list(val), out, teacher, teacher_size, teacher_norm, split_hash,
                     card_extra or {}, training_data or {}, resume, stop_after)
     finally:
+        if restore is not None:
+            dev, mode, flags = restore
+            if dev is not None:
+                teacher.to(dev)
+            teacher.train(mode)
+            for n, p in teacher.named_parameters():
+                p.requires_grad_(flags[n])
         if handler is not None:
             logging.getLogger("core.train").removeHandler(handler)
             handler.close()
@@ -366,7 +381,8 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
     if cfg.sampling not in ("uniform", "balanced"):
         raise ValueError(f"sampling must be 'uniform' or 'balanced', not {cfg.sampling!r}")
     kd = DistillationLoss(cfg.distill_alpha, cfg.distill_temperature) if teacher is not None else None
-    val_criterion = base_loss if kd is None else torch.nn.CrossEntropyLoss()
+    # validation losses are computed on the CPU (from gathered logits): keep a CPU copy of the loss
+    val_criterion = copy.deepcopy(base_loss) if kd is None else torch.nn.CrossEntropyLoss()
     base_loss = base_loss.to(device)
     if teacher is not None:
         teacher = _prepare_teacher(teacher, device, cfg)
