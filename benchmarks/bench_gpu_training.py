@@ -121,7 +121,7 @@ def bench(args) -> list[dict]:
             opt.zero_grad(set_to_none=True)
         return step
 
-    variants = [("eager", False)] + ([("compiled", True)] if args.compile else [])
+    variants = ([] if args.compile_only else [("eager", False)]) + ([("compiled", True)] if args.compile or args.compile_only else [])
     for n in args.batches:
         x, y = batch(n)
         for tag, comp in variants:
@@ -136,6 +136,9 @@ def bench(args) -> list[dict]:
             secs = measure(fn, device, steps=args.steps, warmup=args.warmup)
             record("teacher train", args.teacher, n, secs, f"{tag}, first step {first:.1f} s")
             del opt
+            if args.teacher_only:
+                del teacher, t_run
+                continue
             # student alone (control)
             student = _build(args.student, k, device, cl, drop_rate=0.3).train()
             s_run = torch.compile(student) if comp else student
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--compile-only", action="store_true", help="time only the torch.compile'd models")
+    p.add_argument("--teacher-only", action="store_true", help="time only the teacher training step")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--out", help="write bench_gpu_training.json here")
     p.add_argument("--summarize", metavar="RUN_DIR", help="print the images/s of a recipe run and exit")
