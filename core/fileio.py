@@ -32,8 +32,11 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     tmp.touch(mode=0o666, exist_ok=False)
+    mode = tmp.stat().st_mode & 0o777
     try:
         yield tmp
+        if tmp.exists() and tmp.stat().st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)  # a writer that replaced the file (e.g. safetensors) made it 0600
         if overwrite:
             os.replace(tmp, target)
         else:

@@ -22,6 +22,9 @@ def test_round_trip_with_weights(tmp_path):
     assert loaded.warning == DEMO_WARNING and DEMO_WARNING.upper() in loaded.summary()
     torch.testing.assert_close(load_weights(loaded)["w"], sd["w"])
     assert load_card(tmp_path).name == "m"                 # a folder with one card
+    # model files get the same permissions as any file we write (the umask's), not 0600
+    card_mode = (tmp_path / "m.json").stat().st_mode & 0o777
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == card_mode
 
 
 def test_tampered_weights_are_refused(tmp_path):

@@ -67,6 +67,10 @@ def test_summary_and_table(tmp_path):
     s = summarise_folds([f1, f2])
     assert s["accuracy"]["mean"] == pytest.approx((1 + 5 / 6) / 2)
     assert s["accuracy"]["std"] == pytest.approx(np.std([1, 5 / 6], ddof=1))
+    # a metric undefined on one fold (NaN) is summarised over the others; undefined everywhere -> NaN
+    s3 = summarise_folds([{"accuracy": 0.5, "macro_auc": float("nan")}, {"accuracy": 0.7, "macro_auc": 0.8}])
+    assert s3["macro_auc"] == {"mean": pytest.approx(0.8), "std": 0.0}
+    assert np.isnan(summarise_folds([{"macro_auc": float("nan")}] * 2)["macro_auc"]["mean"])
     table = fold_table({"teacher": [f1, f2]})
     assert "91.67 ± 11.79" in table
     save_metrics({"a": s}, tmp_path / "m.json", [{"fold": 1, "acc": 1.0}])

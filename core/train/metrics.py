@@ -115,7 +115,9 @@ def summarise_folds(per_fold: Sequence[dict[str, Any]]) -> dict[str, dict[str, f
     out = {}
     for k in keys:
         v = np.array([f[k] for f in flats], dtype=np.float64)
-        out[k] = {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0}
+        v = v[~np.isnan(v)]  # a metric undefined on some folds (e.g. AUC with a missing class) is left out
+        out[k] = {"mean": float(v.mean()) if len(v) else float("nan"),
+                  "std": float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else float("nan"))}
     return out
 
 
