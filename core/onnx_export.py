@@ -1,5 +1,6 @@
 """Export a student to ONNX (logits + CAMs in one graph, dynamic batch), optionally int8, and write
-the model files a card names (safetensors + ONNX [+ int8 ONNX]) with their sha256.
+the model files a card names (safetensors + ONNX [+ int8 ONNX]) with their sha256; ``compare_onnx``
+measures what int8 costs against the fp32 graph.
 
 The graph is ``CamNet(model)``: input ``input`` float32 ``[batch, 3, H, W]`` (H, W from the card),
 outputs ``logits [batch, C]`` and ``cams [batch, C, fh, fw]``. Every file is written to a temporary
@@ -12,6 +13,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -19,8 +21,8 @@ from core.fileio import atomic_output
 from core.modelcard import ModelCard, save_card, save_weights, sha256_file
 from core.preprocess import normalise
 
-__all__ = ["export_onnx", "quantize_int8", "export_model_files", "random_calibration", "INPUT_NAME",
-           "OUTPUT_NAMES"]
+__all__ = ["export_onnx", "quantize_int8", "export_model_files", "random_calibration", "compare_onnx",
+           "INPUT_NAME", "OUTPUT_NAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +109,15 @@ def random_calibration(input_size: tuple[int, int], n_batches: int = 4, batch_si
     return out
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray] | None = None, *,
+def quantize_int8(src: str | Path, dst: str | Path, calibration: Iterable[np.ndarray] | None = None, *,
                   method: str = "static", mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
                   std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> Path:
     """Quantize an exported ONNX model to int8 (onnxruntime.quantization); atomic write, returns ``dst``.
 
     method='static' (default): QDQ, per-channel int8 weights, uint8 activations calibrated on
-    ``calibration`` batches (preprocessed float32 ``[b, 3, H, W]``; pass real B-scans when you have
-    them, else OCT-like random batches standardised with ``mean`` / ``std`` are used).
+    ``calibration`` batches (preprocessed float32 ``[b, 3, H, W]``, a list or a one-pass iterable;
+    pass real B-scans when you have them, else OCT-like random batches standardised with ``mean`` /
+    ``std`` are used).
     method='dynamic': int8 weights, activations quantized on the fly; for a CNN ONNX Runtime then
     runs ConvInteger, which measured ~8x *slower* than fp32 on an x86 CPU
     (benchmarks/bench_inference.py), so it is kept only for comparison.
@@ -161,7 +164,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
 
 def export_model_files(model, card: ModelCard, folder: str | Path, int8: bool = False, *,
                        opset: int = 18, int8_method: str = "static",
-                       calibration: list[np.ndarray] | None = None) -> Path:
+                       calibration: Iterable[np.ndarray] | None = None) -> Path:
     """Write ``<name>.safetensors``, ``<name>.onnx`` (and ``<name>.int8.onnx`` with ``int8``) into
     ``folder``, fill in the card's file names and sha256, and save ``<name>.json``. Returns the card path.
 
@@ -195,3 +198,75 @@ def export_model_files(model, card: ModelCard, folder: str | Path, int8: bool = 
     # save_weights writes the safetensors and then the card (with every file name and hash filled).
     save_weights(card, model.state_dict(), folder)
     return save_card(card, folder / f"{card.name}.json")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _batches(inputs: np.ndarray | Iterable[np.ndarray], batch: int) -> Iterable[np.ndarray]:
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim != 4:
+            raise ValueError(f"inputs must be [n, 3, H, W], got shape {list(inputs.shape)}")
+        for i in range(0, len(inputs), batch):
+            yield inputs[i:i + batch]
+    else:
+        for b in inputs:
+            b = np.asarray(b)
+            if b.ndim != 4:
+                raise ValueError(f"input batches must be [b, 3, H, W], got shape {list(b.shape)}")
+            yield b
+
+
+def compare_onnx(fp32_path: str | Path, int8_path: str | Path, inputs: np.ndarray | Iterable[np.ndarray],
+                 targets: np.ndarray | None = None, *, batch: int = 32) -> dict[str, Any]:
+    """Run two ONNX models of the same classifier (fp32 and its int8 quantization) with ONNX Runtime
+    (CPU provider) on the same preprocessed inputs and say how far apart they are.
+
+    ``inputs``: float32 ``[n, 3, H, W]`` (run ``batch`` at a time), or an iterable of such batches
+    (e.g. a generator, so a large test set never sits in memory at once). ``targets``: ``[n]``
+    class indices, optional.
+
+    Returns ``{"n", "agreement", "max_abs_dprob", "mean_abs_dprob"}`` and, with ``targets``,
+    ``"accuracy_fp32"``, ``"accuracy_int8"`` and ``"accuracy_change_pp"`` (int8 - fp32, percentage
+    points). ``agreement`` is the fraction of inputs with the same argmax; the probabilities are the
+    softmax of the 'logits' output, ``max_abs_dprob`` the largest and ``mean_abs_dprob`` the mean
+    of |p_int8 - p_fp32| over every input and class. Plain Python numbers (JSON-ready).
+    """
+    import onnxruntime as ort
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32_path, int8_path)]
+    names = [s.get_inputs()[0].name for s in sessions]
+    preds: list[list[np.ndarray]] = [[], []]
+    max_d, sum_d, n_d, n = 0.0, 0.0, 0, 0
+    for x in _batches(inputs, batch):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0:
+            continue
+        p32, p8 = (_softmax(s.run(["logits"], {name: x})[0]) for s, name in zip(sessions, names))
+        if p32.shape != p8.shape:
+            raise ValueError(f"{int8_path}: logits of shape {list(p8.shape)}, but {fp32_path} gives "
+                             f"{list(p32.shape)}; not the same classifier")
+        d = np.abs(p8 - p32)
+        max_d, sum_d, n_d, n = max(max_d, float(d.max())), sum_d + float(d.sum()), n_d + d.size, n + len(x)
+        preds[0].append(p32.argmax(1))
+        preds[1].append(p8.argmax(1))
+    if n == 0:
+        raise ValueError("compare_onnx: no inputs to compare on")
+    a32, a8 = np.concatenate(preds[0]), np.concatenate(preds[1])
+    out: dict[str, Any] = {"n": n, "agreement": float(np.mean(a32 == a8)), "max_abs_dprob": max_d,
+                           "mean_abs_dprob": sum_d / n_d}
+    if targets is not None:
+        t = np.asarray(targets).reshape(-1)
+        if len(t) != n:
+            raise ValueError(f"compare_onnx: {len(t)} targets for {n} inputs")
+        acc32, acc8 = float(np.mean(a32 == t)), float(np.mean(a8 == t))
+        out.update(accuracy_fp32=acc32, accuracy_int8=acc8, accuracy_change_pp=100.0 * (acc8 - acc32))
+    log.info("int8 vs fp32 on %d inputs: argmax agreement %.4f, max |dp| %.4f, mean |dp| %.5f%s", n,
+             out["agreement"], max_d, out["mean_abs_dprob"],
+             f", accuracy {out['accuracy_fp32']:.4f} -> {out['accuracy_int8']:.4f}" if targets is not None else "")
+    return out

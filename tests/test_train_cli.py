@@ -103,3 +103,47 @@ def test_existing_split_plan_with_other_settings_is_refused(crossval_run, capsys
     rc = main(["train", "teacher", "--config", "synthetic-cpu", "--out", str(root / "run"), "--set", "split.seed=7",
                "--set", f"data.cache_dir={root / 'cache'}", *TINY])
     assert rc == 2 and "other split settings" in capsys.readouterr().err
+
+
+def test_export_int8_is_calibrated_and_measured_on_the_fold(crossval_run, tmp_path, capsys):
+    root, _ = crossval_run
+    run, folder = root / "run", tmp_path / "models"
+    capsys.readouterr()
+    rc = main(["train", "export", "--config", "synthetic-cpu", "--out", str(run), "--folder", str(folder),
+               "--name", "q", "--int8", "--set", f"data.cache_dir={root / 'cache'}", *TINY])
+    assert rc == 0
+    out = capsys.readouterr().out
+    card = load_card(folder / "q.json")
+    for which in ("weights", "onnx", "onnx_int8"):
+        card.verified_file(which)
+    m = card.metrics["int8_vs_fp32"]
+    # measured on fold 0's test B-scans: the same ones crossval evaluated the PyTorch student on (no TTA)
+    tm = json.loads((run / "fold0" / "student" / "test_metrics.json").read_text())
+    assert m["samples"] == "test" and m["n"] == tm["n"] > 0
+    assert m["accuracy_fp32"] == pytest.approx(tm["accuracy"])
+    assert m["calibration"]["source"] == "training B-scans" and m["calibration"]["n"] == card.training_data["n_train"]
+    line = [ln for ln in out.splitlines() if ln.startswith("int8 vs fp32")]
+    assert line == [f"int8 vs fp32 on {m['n']} test B-scans: accuracy {100 * m['accuracy_fp32']:.1f} % -> "
+                    f"{100 * m['accuracy_int8']:.1f} % ({m['accuracy_change_pp']:+.1f} pp), argmax agreement "
+                    f"{100 * m['agreement']:.1f} %, max |dp| {m['max_abs_dprob']:.2f}"]
+
+
+def test_export_int8_refuses_another_split_or_fold(crossval_run, tmp_path, capsys):
+    from core.train.splits import load_splits, make_splits, save_splits
+
+    root, _ = crossval_run
+    run = root / "run"
+    plan = load_splits(run / "splits.json")
+    groups = sorted({g for f in plan.folds for g in (*f.train, *f.val, *f.test)})
+    from core.train.data import Sample
+    fake = [Sample(path=tmp_path / f"{g}.png", label="normal", group=g) for g in groups]
+    other = make_splits(fake, 2, seed=7, val_fraction=0.34)
+    assert other.hash != plan.hash
+    save_splits(other, tmp_path / "other.json")
+    base = ["train", "export", "--config", "synthetic-cpu", "--out", str(run), "--folder", str(tmp_path / "m"),
+            "--name", "q", "--int8", "--set", f"data.cache_dir={root / 'cache'}", *TINY]
+    assert main(base + ["--splits", str(tmp_path / "other.json")]) == 2
+    assert f"trained on split {plan.hash}" in capsys.readouterr().err
+    assert main(base + ["--model", str(run / "fold1" / "student")]) == 2  # a fold-1 model on fold 0's test set
+    assert "trained on fold 1" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -47,9 +47,30 @@ def register(subparsers) -> None:
     for sp in (e, acts.add_parser("demo", parents=[common], help="train the bundled demo student and export it")):
         sp.add_argument("--folder", help="export folder (default: the config's export.folder)")
         sp.add_argument("--name", help="exported model name (default: the config's export.name)")
-        sp.add_argument("--int8", action="store_true", help="also write an int8 ONNX model")
+        sp.add_argument("--int8", action="store_true",
+                        help="also write an int8 ONNX model, calibrated on the fold's training B-scans, and "
+                             "measure its accuracy change on the fold's test (or validation) B-scans "
+                             "(stored in the card as metrics.int8_vs_fp32; needs the data)")
         sp.add_argument("--overwrite", action="store_true", help="replace an exported model of the same name")
     p.set_defaults(func=run)
+
+
+def _int8_line(m: dict) -> str:
+    """One line from a card's ``metrics["int8_vs_fp32"]`` (``core.onnx_export.compare_onnx`` + which samples)."""
+    what = " ".join(str(w) for w in (m["n"], m.get("samples"), "B-scans") if w)
+    acc = ""
+    if m.get("accuracy_fp32") is not None:
+        acc = (f"accuracy {100 * m['accuracy_fp32']:.1f} % -> {100 * m['accuracy_int8']:.1f} % "
+               f"({m['accuracy_change_pp']:+.1f} pp), ")
+    return f"int8 vs fp32 on {what}: {acc}argmax agreement {100 * m['agreement']:.1f} %, max |dp| {m['max_abs_dprob']:.2f}"
+
+
+def _print_int8_summary(card_path) -> None:
+    from core.modelcard import load_card
+
+    m = load_card(card_path).metrics.get("int8_vs_fp32")
+    if m:
+        print(_int8_line(m))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,9 +102,27 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "export":
             ex = cfg["export"]
             model = args.model or (out / f"fold{args.fold}" / "student")
+            data: dict = {}
+            if ex["int8"]:  # calibrate on the fold's training B-scans, measure on its test (or validation) ones
+                src = recipes.find_card(model)  # fail on a missing model before loading any data
+                ws = recipes.prepare(cfg, out, args.splits)
+                if src.split_hash != ws.plan.hash:
+                    raise SplitMismatchError(
+                        f"{src.path}: the model was trained on split {src.split_hash or '(none recorded)'} but "
+                        f"{args.splits or out / 'splits.json'} is split {ws.plan.hash}; its test patients may "
+                        "be ones the model trained on (pass --splits with the model's split file)")
+                if src.extra.get("fold", args.fold) != args.fold:
+                    raise ValueError(f"{src.path}: the model was trained on fold {src.extra['fold']}, not on "
+                                     f"--fold {args.fold}; measuring it on another fold's test patients would "
+                                     "include patients it trained on")
+                train, val = ws.train_val(args.fold)
+                test = ws.test(args.fold)
+                data = dict(calibration_samples=train, measure_samples=test or val,
+                            measure_name="test" if test else "validation")
             path = recipes.export_student(model, ex["folder"], ex["name"], int8=bool(ex["int8"]),
-                                          version=str(ex.get("version", "0.1.0")), overwrite=args.overwrite)
+                                          version=str(ex.get("version", "0.1.0")), overwrite=args.overwrite, **data)
             print(f"exported {path}")
+            _print_int8_summary(path)
             return 0
         ws = recipes.prepare(cfg, out, args.splits)
         if args.action == "teacher":
@@ -105,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             path = recipes.demo(ws, resume=args.resume, overwrite=args.overwrite)
             if ddp.is_main():
                 print(f"exported {path}")
+                _print_int8_summary(path)
             return 0
         if ddp.is_main():
             vm = r.val_metrics

@@ -230,12 +230,48 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
     return results, table
 
 
+def _preprocessed(samples: list[Sample], card: ModelCard, batch: int):
+    """``(batches, targets)``: float32 ``[b, 3, H, W]`` batches of ``samples`` through the card's
+    evaluation transform (== the clinic's ``core.preprocess``), read one batch at a time, and their
+    class indices ``[n]``."""
+    import numpy as np
+
+    from core.train.data import BScanDataset
+    from core.train.transforms import eval_transform
+
+    ds = BScanDataset(samples, card.classes, eval_transform(card.input_size, card.mean, card.std))
+    gen = (np.stack([ds[j][0].numpy() for j in range(i, min(i + batch, len(ds)))])
+           for i in range(0, len(ds), batch))
+    return gen, ds.targets
+
+
+def _calibration_subset(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """At most ``n`` of ``samples``, drawn at random (seeded) and kept in their order."""
+    import numpy as np
+
+    if len(samples) <= n:
+        return list(samples)
+    keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=n, replace=False))
+    return [samples[i] for i in keep]
+
+
 def export_student(model_card: str | Path, folder: str | Path, name: str, *, int8: bool = False,
                    version: str = "0.1.0", overwrite: bool = False, reproduce: str = "",
-                   test_metrics: dict[str, Any] | None = None) -> Path:
+                   test_metrics: dict[str, Any] | None = None, calibration_samples: list[Sample] | None = None,
+                   measure_samples: list[Sample] | None = None, measure_name: str = "test",
+                   n_calibration: int = 256, batch: int = 16) -> Path:
     """Export a trained student (its card or folder) as ``folder/<name>.{json,safetensors,onnx}``
-    through ``core.onnx_export.export_model_files``; returns the card path."""
-    from core.onnx_export import export_model_files
+    through ``core.onnx_export.export_model_files``; returns the card path.
+
+    With ``int8`` also ``<name>.int8.onnx``: statically quantized, calibrated on up to
+    ``n_calibration`` of ``calibration_samples`` (training B-scans; without them, on OCT-like random
+    images), preprocessed exactly as in the clinic. With ``measure_samples`` (the fold's test
+    B-scans, or validation ones when there is no test set; ``measure_name`` says which) the int8
+    model is then compared with the fp32 one (``core.onnx_export.compare_onnx``, no TTA) and the
+    result is stored in the card as ``metrics["int8_vs_fp32"]``.
+    """
+    from core.modelcard import save_card
+    from core.onnx_export import compare_onnx, export_model_files
 
     src = find_card(model_card)
     dest = Path(folder) / f"{name}.json"
@@ -243,6 +279,7 @@ def export_student(model_card: str | Path, folder: str | Path, name: str, *, int
         raise FileExistsError(f"{dest}: exists (pass --overwrite to replace it)")
     model = load_model_from_card(src)
     metrics = dict(src.metrics)
+    metrics.pop("int8_vs_fp32", None)
     if test_metrics is None:
         tm = src.folder / "test_metrics.json"
         if tm.is_file():
@@ -256,11 +293,36 @@ def export_student(model_card: str | Path, folder: str | Path, name: str, *, int
                      training_data=src.training_data, metrics=metrics, split_hash=src.split_hash,
                      intended_use=src.intended_use, demo=src.demo, reproduce=reproduce or src.extra.get("reproduce", ""),
                      created=src.created, extra={k: v for k, v in src.extra.items() if k != "config"})
-    return export_model_files(model, card, folder, int8=int8)
+    calib = _calibration_subset(list(calibration_samples), n_calibration) if int8 and calibration_samples else []
+    if int8 and not calib:
+        log.warning("int8: no training B-scans to calibrate on; calibrating on OCT-like random images")
+    batches = _preprocessed(calib, card, batch)[0] if calib else None
+    path = export_model_files(model, card, folder, int8=int8, calibration=batches)
+    if not int8:
+        return path
+    if not card.onnx_int8_file:
+        log.warning("int8: no ONNX model was written for %s, nothing to measure", card.name)
+        return path
+    if not measure_samples:
+        log.warning("int8: no %s B-scans given, the accuracy change of %s is not measured", measure_name,
+                    card.onnx_int8_file)
+        return path
+    inputs, targets = _preprocessed(list(measure_samples), card, batch)
+    r = compare_onnx(card.file("onnx"), card.file("onnx_int8"), inputs, targets, batch=batch)
+    r.update(samples=measure_name, calibration={"n": len(calib), "source": "training B-scans" if calib
+                                                  else "OCT-like random images (no training B-scans given)"})
+    card.metrics["int8_vs_fp32"] = r
+    save_card(card, path)  # only the card's metrics change; the files and their sha256 stay as exported
+    log.info("int8 vs fp32 on %d %s B-scans: accuracy %.4f -> %.4f (%+.2f pp), argmax agreement %.4f, "
+             "max |dp| %.4f", r["n"], measure_name, r["accuracy_fp32"], r["accuracy_int8"],
+             r["accuracy_change_pp"], r["agreement"], r["max_abs_dprob"])
+    return path
 
 
 def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """The bundled demo student: teacher -> distilled student on fold 0 -> test metrics -> export."""
+    """The bundled demo student: teacher -> distilled student on fold 0 -> test metrics -> export
+    (with ``export.int8``: calibrated on fold 0's training B-scans, measured on its test set, or on
+    its validation set when there is none)."""
     t = train_teacher(ws, 0, resume=resume)
     del t
     s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
@@ -269,9 +331,12 @@ def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Pat
     ex = ws.cfg["export"]
     path = Path(ex["folder"]) / f"{ex['name']}.json"
     if ddp.is_main():
-        path = export_student(s.out_dir / "student.json", ex["folder"], ex["name"], int8=bool(ex.get("int8")),
+        int8 = bool(ex.get("int8"))
+        train, val = ws.train_val(0) if int8 else ([], [])
+        path = export_student(s.out_dir / "student.json", ex["folder"], ex["name"], int8=int8,
                               version=str(ex.get("version", "0.1.0")), overwrite=overwrite,
-                              reproduce=ws.reproduce("demo"), test_metrics=tm)
+                              reproduce=ws.reproduce("demo"), test_metrics=tm, calibration_samples=train,
+                              measure_samples=test or val, measure_name="test" if test else "validation")
     ddp.barrier()
     return path
 
