@@ -80,7 +80,8 @@ class Workspace:
         return {"description": f"{where}: {len(train)} training / {len(val)} validation B-scans, "
                                f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
                 "source": d["source"], "fold": fold, "n_train": len(train), "n_val": len(val),
-                "n_train_patients": len({s.group for s in train}), "label_mode": d["label_mode"]}
+                "n_train_patients": len({s.group for s in train}), "label_mode": d["label_mode"],
+                **{k: d[k] for k in ("neh_csv", "worst_case") if d.get(k) not in (None, False)}}
 
     def train_config(self, role: str, **extra) -> TrainConfig:
         tc = train_config(self.cfg, role, **extra)
