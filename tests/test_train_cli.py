@@ -147,3 +147,35 @@ def test_export_int8_refuses_another_split_or_fold(crossval_run, tmp_path, capsy
     assert main(base + ["--model", str(run / "fold1" / "student")]) == 2  # a fold-1 model on fold 0's test set
     assert "trained on fold 1" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_calibrate_sets_thresholds_from_the_validation_eyes(crossval_run, tmp_path, capsys):
+    from core.modelcard import Thresholds, load_weights
+    from core.train.splits import load_splits
+
+    root, _ = crossval_run
+    run = tmp_path / "run"   # one fold, half the 12 patients for validation: enough diseased eyes
+    base = ["--config", "synthetic-cpu", "--out", str(run), "--set", f"data.cache_dir={root / 'cache'}", *TINY,
+            "--set", "data.patients=12", "--set", "split.folds=1", "--set", "split.val_fraction=0.5"]
+    assert main(["train", "student", *base]) == 0
+    model = run / "fold0" / "control"
+    before = load_card(model / "control.json")
+    assert before.thresholds == Thresholds()            # fit leaves the default (uncalibrated) thresholds
+    capsys.readouterr()
+    assert main(["train", "calibrate", *base, "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    card = load_card(model / "control.json")
+    cal = card.metrics["threshold_calibration"]
+    val_patients = load_splits(run / "splits.json").folds[0].val
+    assert f"{2 * len(val_patients)} eyes" in cal["data"] and "fold 0" in cal["data"]
+    assert cal["per_class"], "no diseased validation eyes: the test data are too small"
+    for cls, r in cal["per_class"].items():
+        tier = card.thresholds.urgent if cls in card.thresholds.urgent else card.thresholds.routine
+        assert tier[cls] == r["threshold"] and f"{cls}: threshold {r['threshold']:.4f}" in out
+        assert r["sensitivity"] >= 0.9                                # the rule it was calibrated with
+    assert card.thresholds != before.thresholds
+    assert load_weights(card)                                        # weights' checksum still valid
+    # a model of another split is refused: its validation patients may be ones it trained on
+    assert main(["train", "calibrate", "--config", "synthetic-cpu", "--out", str(root / "run"), "--set",
+                 f"data.cache_dir={root / 'cache'}", *TINY, "--model", str(model)]) == 2
+    assert "split" in capsys.readouterr().err

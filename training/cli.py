@@ -1,4 +1,4 @@
-"""``octscreen train teacher|student|distill|crossval|export|demo --config FILE [--set key=value ...]``.
+"""``octscreen train teacher|student|distill|crossval|calibrate|export|demo --config FILE [--set key=value ...]``.
 
 Examples::
 
@@ -19,7 +19,7 @@ __all__ = ["register", "run"]
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("teacher", "student", "distill", "crossval", "export", "demo")
+ACTIONS = ("teacher", "student", "distill", "crossval", "calibrate", "export", "demo")
 
 
 def register(subparsers) -> None:
@@ -42,6 +42,11 @@ def register(subparsers) -> None:
     d = acts.add_parser("distill", parents=[common], help="distil the fold's teacher into the student")
     d.add_argument("--teacher", help="teacher model card or folder (default OUT/fold<i>/teacher)")
     acts.add_parser("crossval", parents=[common], help="teacher -> distilled student (+ control) on every fold")
+    c = acts.add_parser("calibrate", parents=[common],
+                        help="set a model's per-eye decision thresholds from the fold's validation eyes")
+    c.add_argument("--model", help="model card or training folder (default OUT/fold<i>/student)")
+    c.add_argument("--min-sensitivity", type=float, default=0.9,
+                   help="per-class sensitivity the thresholds must keep on the validation eyes (default 0.9)")
     e = acts.add_parser("export", parents=[common], help="export a student: safetensors + model card + ONNX")
     e.add_argument("--model", help="student card or folder (default OUT/fold<i>/student)")
     for sp in (e, acts.add_parser("demo", parents=[common], help="train the bundled demo student and export it")):
@@ -125,6 +130,16 @@ def run(args: argparse.Namespace) -> int:
             _print_int8_summary(path)
             return 0
         ws = recipes.prepare(cfg, out, args.splits)
+        if args.action == "calibrate":
+            card = recipes.calibrate(ws, args.model or ws.fold_dir(args.fold, "student"), args.fold,
+                                     min_sensitivity=args.min_sensitivity)
+            if ddp.is_main():
+                cal = card.metrics["threshold_calibration"]
+                print(f"calibrated {card.path} on the {cal['data']}")
+                for cls, r in cal["per_class"].items():
+                    print(f"  {cls}: threshold {r['threshold']:.4f} (sensitivity {100 * r['sensitivity']:.1f} %, "
+                          f"specificity {100 * r['specificity']:.1f} % on {r['n_pos']} + {r['n_neg']} eyes)")
+            return 0
         if args.action == "teacher":
             r = recipes.train_teacher(ws, args.fold, resume=args.resume)
         elif args.action == "student":

@@ -32,7 +32,7 @@ from core.train.splits import SplitPlan, check_split_hash, load_splits, make_spl
 from training.config import train_config
 
 __all__ = ["Workspace", "prepare", "find_card", "train_teacher", "train_student", "load_teacher", "evaluate", "crossval",
-           "export_student", "demo"]
+           "calibrate", "export_student", "demo"]
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,48 @@ def evaluate(model: torch.nn.Module, tc: TrainConfig, samples: list[Sample], out
     return m
 
 
+def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *, min_sensitivity: float = 0.9) -> ModelCard:
+    """Set a model's per-eye decision thresholds from the fold's **validation** eyes and save its card.
+
+    The model (a card or training folder, trained on this split and fold) screens the validation
+    B-scans; ``core.aggregate.calibrate_thresholds`` then picks, per class, the highest eye-score
+    threshold that keeps sensitivity >= ``min_sensitivity`` on those eyes. Only the card's JSON changes
+    (thresholds and ``metrics.threshold_calibration``), so the weights' and ONNX checksums stay valid.
+    The test patients are never used. Returns the saved card.
+    """
+    from core.aggregate import calibrate_thresholds
+    from core.modelcard import save_card
+    from core.train.metrics import eye_decisions
+
+    card = find_card(model_card)
+    check_split_hash(card.split_hash, ws.plan.hash, f"model {card.path}")
+    if card.extra.get("fold", fold) != fold:
+        raise ValueError(f"{card.path}: the model was trained on fold {card.extra['fold']}, not fold {fold}; "
+                         "calibrating it on another fold's validation patients would use patients it trained on")
+    _, val = ws.train_val(fold)
+    if not val:
+        raise ValueError(f"fold {fold} has no validation patients to calibrate on")
+    tc = ws.train_config("student", arch=card.arch, classes=list(card.classes), input_size=int(card.input_size[0]))
+    device = ddp.setup(tc.device)
+    model = load_model_from_card(card).to(device)
+    logits, y = predict(model, val, tc, device=device)
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    truth = {s.eye_key: s.eye_label for s in val if s.eye_label in card.classes}
+    decided = eye_decisions(y, probs, [s.eye_key for s in val], card.classes, truth, card.thresholds)
+    new, report = calibrate_thresholds([e for _, e, _ in decided], [t for _, _, t in decided], card.thresholds,
+                                       min_sensitivity=min_sensitivity)
+    card.thresholds = new
+    card.metrics["threshold_calibration"] = {
+        "data": f"validation eyes of fold {fold} (split {ws.plan.hash}): {len(decided)} eyes, {len(val)} B-scans",
+        "rule": f"highest eye-score threshold with sensitivity >= {min_sensitivity} per class",
+        "per_class": report}
+    if ddp.is_main():
+        save_card(card, card.path)
+    log.info("calibrated %s on %d validation eyes: urgent %s, routine %s", card.path, len(decided), new.urgent,
+             new.routine)
+    return card
+
+
 def _fold_models(ws: Workspace, fold: int, control: bool, resume: bool) -> dict[str, dict[str, Any]]:
     t = train_teacher(ws, fold, resume=resume)
     s = train_student(ws, fold, teacher=ws.fold_dir(fold, "teacher") / "teacher.json", resume=resume)
@@ -321,14 +363,17 @@ def export_student(model_card: str | Path, folder: str | Path, name: str, *, int
 
 
 def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """The bundled demo student: teacher -> distilled student on fold 0 -> test metrics -> export
+    """The bundled demo student: teacher -> distilled student on fold 0 -> thresholds calibrated on the
+    validation eyes -> test metrics -> export
     (with ``export.int8``: calibrated on fold 0's training B-scans, measured on its test set, or on
     its validation set when there is none)."""
     t = train_teacher(ws, 0, resume=resume)
     del t
     s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
+    card = calibrate(ws, s.out_dir / "student.json", 0)  # per-eye thresholds from the validation eyes
     test = ws.test(0)
-    tm = evaluate(s.model, ws.train_config("student", name="student"), test, s.out_dir / "test_metrics.json") if test else None
+    tm = (evaluate(s.model, ws.train_config("student", name="student"), test, s.out_dir / "test_metrics.json",
+                   thresholds=card.thresholds) if test else None)
     ex = ws.cfg["export"]
     path = Path(ex["folder"]) / f"{ex['name']}.json"
     if ddp.is_main():

@@ -66,14 +66,12 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Se
             "per_class": per_class, "confusion": cm.tolist(), "classes": list(classes)}
 
 
-def eye_level(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[str], classes: Sequence[str],
-              eye_truth: dict[str, str] | None = None, thresholds=None) -> dict[str, Any]:
-    """Per-eye metrics through the app's own decision, ``core.aggregate.decide`` (top-k eye scores,
-    worst case wins, thresholds of the model card; all B-scans counted gradable).
-
-    The true eye label is ``eye_truth[key]`` when given, else the eye's most severe B-scan label
-    (class order = severity order: normal < drusen < cnv). AUCs use the eye scores.
-    """
+def eye_decisions(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[str], classes: Sequence[str],
+                  eye_truth: dict[str, str] | None = None, thresholds=None) -> list[tuple[str, Any, str]]:
+    """``(eye key, EyeResult, true eye label)`` per eye, sorted by key: the B-scans' probabilities
+    through the app's own decision, ``core.aggregate.decide`` (top-k eye scores, worst case wins,
+    ``thresholds``; all B-scans counted gradable). The true label is ``eye_truth[key]`` when given,
+    else the eye's most severe B-scan label (class order = severity order: normal < drusen < cnv)."""
     from core.aggregate import decide
     from core.results import VolumeResult
     from core.volume import OctVolume
@@ -82,15 +80,23 @@ def eye_level(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[str],
     p = np.asarray(probs, dtype=np.float64)
     keys = np.asarray(eye_keys)
     names = list(classes)
-    truth, pred, scores = [], [], []
+    out = []
     for key in sorted(set(keys.tolist())):
         m = keys == key
         n = int(m.sum())
         vol = OctVolume(bscans=np.zeros((n, 1, 1), np.uint8))
         vr = VolumeResult(volume=vol, classes=names, probs=p[m].astype(np.float32), cams=None,
                           gradable=np.ones(n, bool), quality_reasons=[""] * n)
-        eye = decide(vr, thresholds)
-        t = (eye_truth or {}).get(key) or names[int(y[m].max())]
+        out.append((key, decide(vr, thresholds), (eye_truth or {}).get(key) or names[int(y[m].max())]))
+    return out
+
+
+def eye_level(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[str], classes: Sequence[str],
+              eye_truth: dict[str, str] | None = None, thresholds=None) -> dict[str, Any]:
+    """Per-eye metrics of :func:`eye_decisions` (the app's decision per eye). AUCs use the eye scores."""
+    names = list(classes)
+    truth, pred, scores = [], [], []
+    for _, eye, t in eye_decisions(y_true, probs, eye_keys, classes, eye_truth, thresholds):
         truth.append(names.index(t))
         pred.append(names.index(eye.label) if eye.label in names else 0)
         sc = np.array([eye.scores[c] for c in names])
