@@ -59,6 +59,8 @@ def test_crossval_end_to_end(crossval_run, capsys):
         for m in ("teacher", "student", "control"):
             card = load_card(run / f"fold{fold}" / m / f"{m}.json")
             assert card.split_hash == res["split_hash"] and card.demo and card.extra["fold"] == fold
+            # each model's per-eye thresholds were calibrated on this fold's validation eyes
+            assert f"fold {fold}" in card.metrics["threshold_calibration"]["data"]
     assert load_card(run / "fold0" / "student" / "student.json").extra["distilled"] is True
 
 

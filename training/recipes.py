@@ -244,14 +244,21 @@ def _fold_models(ws: Workspace, fold: int, control: bool, resume: bool) -> dict[
     if control:
         runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
     test = ws.test(fold)
+    has_val = bool(ws.train_val(fold)[1])
     out = {}
     for name, r in runs.items():
-        out[name] = evaluate(r.model, r.config, test, r.out_dir / "test_metrics.json") if test else {}
+        if not test:
+            out[name] = {}
+            continue
+        # per-eye test metrics with each model's own thresholds, calibrated on the validation eyes
+        th = calibrate(ws, r.out_dir, fold).thresholds if has_val else None
+        out[name] = evaluate(r.model, r.config, test, r.out_dir / "test_metrics.json", thresholds=th)
     return out
 
 
 def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = None) -> tuple[dict[str, Any], str]:
-    """Teacher -> distilled student (-> control student) on every fold; metrics per fold, mean +- std,
+    """Teacher -> distilled student (-> control student) on every fold, each model's per-eye thresholds
+    calibrated on the fold's validation eyes; test metrics per fold, mean +- std,
     saved as ``crossval.json`` / ``.csv`` / ``.txt``. Returns (results, table)."""
     folds = list(range(len(ws.plan.folds))) if folds is None else folds
     per_model: dict[str, list[dict[str, Any]]] = {}
