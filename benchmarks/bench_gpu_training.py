@@ -175,14 +175,15 @@ def bench(args) -> list[dict]:
 
 
 def summarize(run_dir: Path) -> str:
-    """Images/s per model of a recipe run (``history.json`` per epoch: samples / seconds; the first
-    epoch, with cuDNN autotuning and worker start-up, is left out of the median when there are more)."""
+    """Images/s per model of a recipe run (``history.json`` per epoch: ``images_per_s``, the training
+    pass alone, or for older runs samples / epoch seconds, validation included; the first epoch, with
+    cuDNN autotuning and worker start-up, is left out of the median when there are more)."""
     lines = [f"{'run':<34} {'epochs':>6} {'train images/s':>15} {'val acc (last)':>15}"]
     for hist in sorted(run_dir.rglob("history.json")):
         rows = json.loads(hist.read_text())
         if not rows:
             continue
-        rates = [r["samples_this_rank"] / r["seconds"] for r in rows if r.get("seconds")]
+        rates = [r.get("images_per_s") or r["samples_this_rank"] / r["seconds"] for r in rows if r.get("seconds")]
         rate = statistics.median(rates[1:] if len(rates) > 1 else rates)
         lines.append(f"{str(hist.parent.relative_to(run_dir)):<34} {len(rows):>6} {rate:15.1f} "
                      f"{100 * rows[-1]['val_acc']:14.1f}%")

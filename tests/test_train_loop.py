@@ -81,6 +81,9 @@ def test_swa_is_evaluated_and_the_better_model_kept(data, tmp_path):
     torch.testing.assert_close(m(x), r.model.eval()(x))
     hist = json.loads((tmp_path / "t" / "history.json").read_text())
     assert [row["swa"] for row in hist] == [False, True, True]
+    for row in hist:  # throughput of the training pass alone (the epoch time also holds validation)
+        assert 0 < row["train_seconds"] <= row["seconds"]
+        assert row["images_per_s"] == pytest.approx(row["samples_this_rank"] / row["train_seconds"])
     assert "epoch 3/3" in (tmp_path / "t" / "train.log").read_text()
 
 

@@ -478,6 +478,7 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         bar.close()
+        train_secs = time.perf_counter() - t0
         if in_swa:
             swa_model.update_parameters(net)
             swa_sched.step()
@@ -486,9 +487,14 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
         v_logits, v_y = predict(net, val, cfg, device=device, tta=False)
         v_loss = _val_loss(v_logits, v_y, val_criterion)
         v_acc = float((v_logits.argmax(1) == v_y).mean()) if len(v_y) else float("nan")
+        secs = time.perf_counter() - t0
         row = {"epoch": epoch + 1, **train_stats, "val_loss": v_loss, "val_acc": v_acc,
                "lr_head": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"],
-               "swa": in_swa, "samples_this_rank": seen, "seconds": time.perf_counter() - t0}
+               "swa": in_swa, "samples_this_rank": seen, "seconds": secs, "train_seconds": train_secs,
+               "images_per_s": seen * ddp.world_size() / train_secs if train_secs > 0 else float("nan")}
+        if device.type == "cuda":
+            row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            torch.cuda.reset_peak_memory_stats(device)
         state["history"].append(row)
         improved = v_loss < state["best_val"]
         if improved:
@@ -500,9 +506,9 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
             state["stopped"] = True
             log.info("early stopping after epoch %d (no better validation loss for %d epochs)",
                      epoch + 1, cfg.patience)
-        log.info("epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f (%.1f s)",
+        log.info("epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f (%.1f s, %.0f images/s)",
                  epoch + 1, cfg.epochs, train_stats["train_loss"], train_stats["train_acc"], v_loss, v_acc,
-                 row["seconds"])
+                 row["seconds"], row["images_per_s"])
         if ddp.is_main():
             if improved:
                 _save_tensors(net.state_dict(), out / "best.safetensors")
