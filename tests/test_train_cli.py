@@ -54,7 +54,11 @@ def test_crossval_end_to_end(crossval_run, capsys):
     accs = [m["accuracy"] for m in res["per_fold"]["student (distilled)"]]
     assert s["mean"] == pytest.approx(np.mean(accs)) and s["std"] == pytest.approx(np.std(accs, ddof=1))
     assert res["per_fold"]["teacher"][0]["per_eye"]["n"] > 0
-    assert "mean" in (run / "crossval.txt").read_text() and (run / "crossval.csv").is_file()
+    text = (run / "crossval.txt").read_text()
+    assert "mean" in text and (run / "crossval.csv").is_file()
+    per_eye = text.split("Per eye", 1)[1]               # the per-eye table follows the per-B-scan one
+    eye_acc = 100 * res["per_eye_summary"]["teacher"]["accuracy"]["mean"]
+    assert f"{eye_acc:.2f}" in per_eye.split("student")[0]
     for fold in (0, 1):
         for m in ("teacher", "student", "control"):
             card = load_card(run / f"fold{fold}" / m / f"{m}.json")

@@ -268,6 +268,12 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
             per_model.setdefault(name, []).append(m)
     per_model = {k: [m for m in v if m] for k, v in per_model.items()}
     table = fold_table(per_model) if all(per_model.values()) else "(no test set: nothing to tabulate)"
+    per_eye = {k: [m["per_eye"] for m in v] for k, v in per_model.items() if v and all(m.get("per_eye") for m in v)}
+    if per_eye and len(per_eye) == len(per_model):
+        table += ("\n\nPer eye (the app's decision: top-k eye scores, each model's thresholds calibrated on "
+                  "its fold's validation eyes):\n" + fold_table(per_eye, keys=("accuracy", "macro_f1", "macro_auc",
+                                                                             "macro_sensitivity",
+                                                                             "macro_specificity")))
     results = {"split_hash": ws.plan.hash, "folds": folds, "per_fold": per_model,
                "summary": {k: summarise_folds(v) for k, v in per_model.items() if v},
                "per_eye_summary": {k: summarise_folds([m["per_eye"] for m in v if m.get("per_eye")])
