@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="eye classes to draw patients from (default: all)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier synthetic dataset in --out")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes simulating patients (0: every CPU; the dataset is the same whatever the number)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -41,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.patients < 1 or args.bscans < 1:
         print("octscreen synth: --patients and --bscans must be at least 1", file=sys.stderr)
         return 2
+    if args.workers < 0:
+        print("octscreen synth: --workers must be 0 (every CPU) or more", file=sys.stderr)
+        return 2
     bar = tqdm(total=2 * args.patients, unit="eye", desc="synth", disable=args.no_progress)
 
     def progress(done: int, total: int) -> None:
@@ -49,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = write_dataset(args.out, patients=args.patients, fmt=args.fmt, seed=args.seed,
                             n_bscans=args.bscans, classes=tuple(args.classes), progress=progress,
-                            overwrite=args.overwrite, height=args.height, width=args.width)
+                            overwrite=args.overwrite, height=args.height, width=args.width,
+                            workers=args.workers)
     except (FileExistsError, ValueError) as e:
         print(f"octscreen synth: {e}", file=sys.stderr)
         return 2

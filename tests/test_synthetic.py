@@ -295,6 +295,14 @@ def test_cli_synth_writes_a_dataset_and_refuses_to_overwrite(tmp_path, capsys):
     assert cli_main(argv) == 2
     assert "not empty" in capsys.readouterr().err
     assert cli_main(argv + ["--overwrite"]) == 0
+    # --workers: the same dataset from worker processes; a negative count is refused
+    par = tmp_path / "par"
+    assert cli_main([*argv[:2], str(par), *argv[3:], "--patients", "2", "--workers", "2"]) == 0
+    seq = tmp_path / "seq"
+    assert cli_main([*argv[:2], str(seq), *argv[3:], "--patients", "2"]) == 0
+    assert (par / "manifest.csv").read_text() == (seq / "manifest.csv").read_text()
+    assert cli_main([*argv[:2], str(tmp_path / "bad"), *argv[3:], "--workers", "-1"]) == 2
+    assert "--workers" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- bundled demo exam
