@@ -31,9 +31,9 @@ __all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "CSV_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ["patient_id", "eye", "study_date", "label", "urgency", "needs_review", "confidence",
-               "n_bscans", "n_gradable", "evidence_bscans", "model_name", "model_version", "demo_model",
-               "backend", "source_file", "report_file", "dicom_file"]
+CSV_COLUMNS = ["patient_id", "eye", "study_date", "label", "urgency", "tier", "action", "time_frame",
+               "needs_review", "confidence", "n_bscans", "n_gradable", "evidence_bscans", "model_name",
+               "model_version", "demo_model", "model_notice", "backend", "source_file", "report_file", "dicom_file"]
 
 
 @dataclass
@@ -116,6 +116,9 @@ def eye_rows(exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_fi
             "study_date": "" if deidentify or vol is None else vol.study.study_date,
             "label": e.label,
             "urgency": e.urgency.value,
+            "tier": e.tier.name,
+            "action": e.tier.action,
+            "time_frame": e.tier.time_frame,
             "needs_review": bool(e.needs_review),
             "confidence": round(float(e.confidence), 4),
             "scores": {c: round(float(s), 4) for c, s in e.scores.items()},
@@ -125,6 +128,7 @@ def eye_rows(exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_fi
             "model_name": vr.model_name if vr else "",
             "model_version": vr.model_version if vr else "",
             "demo_model": bool(vr.demo_model) if vr else False,
+            "model_notice": vr.model_notice if vr else "",
             "backend": vr.backend if vr else "",
             "source_file": "" if deidentify or vol is None or vol.source is None else str(vol.source),
             "report_file": report_file,
@@ -223,8 +227,7 @@ def run(args: argparse.Namespace) -> int:
     except (ModelCardError, ValueError) as e:
         _err(str(e))
         return 2
-    if card.demo:
-        print(f"WARNING: {DEMO_WARNING}", file=sys.stderr)
+    print(f"WARNING: {card.warning} (trained on {card.trained_on})", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     total = sum(v.n_bscans for j in jobs for v in j.volumes)
     rows: list[dict] = []
@@ -261,7 +264,9 @@ def run(args: argparse.Namespace) -> int:
     # 3. Results tables (always, even when some exams failed).
     meta = {"generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "model": {"name": card.name, "version": card.version, "arch": card.arch, "demo": card.demo,
-                      "warning": card.warning, "card": "" if args.deidentify else str(card.path)},
+                      "warning": card.warning, "trained_on": card.trained_on,
+                      "intended_use": card.intended_use, "sha256": card.weights_sha256,
+                      "card": "" if args.deidentify else str(card.path)},
             "classes": list(card.classes), "deidentified": bool(args.deidentify), "eyes": rows,
             "errors": [str(e) for e in errors] + failures}
     try:
@@ -279,8 +284,7 @@ def run(args: argparse.Namespace) -> int:
         counts[r["urgency"]] = counts.get(r["urgency"], 0) + 1
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"screened {n_exams} exam(s), {len(rows)} eye(s) ({summary or 'none'}) -> {out}")
-    if card.demo:
-        print(f"model: {card.name} v{card.version} ({DEMO_WARNING})")
+    print(f"model: {card.name} v{card.version} ({card.warning})")
     n_bad = len(errors) + len(failures)
     if n_bad:
         print(f"{n_bad} problem(s): {len(errors)} unreadable input(s), {len(failures)} failed exam(s)/report(s)")

@@ -253,20 +253,20 @@ class AboutDialog(QDialog):
         self.setWindowTitle("About OCT Screen")
         self.setMinimumWidth(520)
         lay = QVBoxLayout(self)
-        title = QLabel(f"<h2>OCT Screen {__version__}</h2><p>Retinal OCT screening aid (normal / drusen / CNV): "
-                       "a distilled EfficientNet student of a ConvNeXtV2 teacher (KD-OCT), run locally.</p>"
+        title = QLabel(f"<h2>OCT Screen {__version__}</h2><p>Retinal OCT screening aid (normal / drusen / CNV / DME): "
+                       "a small distilled EfficientNet student of a larger teacher (KD-OCT), run locally.</p>"
                        "<p>A screening aid; it does not replace examination by an eye-care professional.</p>")
         title.setWordWrap(True)
         lay.addWidget(title)
         if card is not None:
-            lines = [ln for ln in card.summary().splitlines() if ln != DEMO_WARNING.upper()]   # the banner says it
+            lines = [ln for ln in card.summary().splitlines() if ln != card.warning.upper()]   # the banner says it
             summary = QLabel("<b>Model card</b><br>" + "<br>".join(html.escape(ln) for ln in lines)
                              + (f"<br>{html.escape(str(card.path))}" if card.path else ""))
             summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             summary.setWordWrap(True)
             lay.addWidget(summary)
-            if card.demo:
-                warn = QLabel(DEMO_WARNING.upper())
+            if card.warning:
+                warn = QLabel(card.warning.upper())
                 warn.setObjectName("demoBanner")
                 warn.setAlignment(Qt.AlignmentFlag.AlignCenter)
                 lay.addWidget(warn)

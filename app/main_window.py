@@ -263,8 +263,9 @@ class MainWindow(QMainWindow):
         loaded = self.state.current_loaded
         if loaded is not None:
             card = loaded.card
-            self.model_label.setText(f"Model: {card.name} v{card.version}" + (f" \u2014 {DEMO_WARNING}" if card.demo else ""))
-            self.setWindowTitle("OCT Screen" + (f" \u2014 {DEMO_WARNING}" if card.demo else ""))
+            self.model_label.setText(f"Model: {card.name} v{card.version} \u2014 {card.warning}")
+            self.model_label.setToolTip(f"Trained on {card.trained_on}")
+            self.setWindowTitle(f"OCT Screen \u2014 {card.warning}")
         else:
             self.model_label.setText("")
 

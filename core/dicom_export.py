@@ -208,7 +208,8 @@ def overlays_to_secondary_capture(eye: EyeResult, indices: Sequence[int] | None,
                                     f"'{eye.label}' ({vr.model_name or 'model'} {vr.model_version})".strip())
         ds.ImageComments = f"B-scan {i + 1} of {vol.n_bscans}" + (
             f"; {eye.label} probability {float(vr.probs[i, vr.classes.index(eye.label)]):.2f}"
-            if eye.label in vr.classes else "") + (f"; {DEMO_WARNING}" if vr.demo_model else "")
+            if eye.label in vr.classes else "") + (f"; {DEMO_WARNING}" if vr.demo_model else
+                                                    f"; {vr.model_notice}" if vr.model_notice else "")
         ds.BurnedInAnnotation = "NO"
         ds.SamplesPerPixel = 3
         ds.PhotometricInterpretation = "RGB"

@@ -211,7 +211,7 @@ class Screener:
                 raise Cancelled("screening cancelled")
             stop = min(n, start + self.batch_size)
             t = time.perf_counter()
-            x = preprocess_bscans(volume.bscans[start:stop], card.input_size, card.mean, card.std)
+            x = preprocess_bscans(volume.bscans[start:stop], card.input_size, card.mean, card.std, card.aspect)
             timings["preprocess"] += time.perf_counter() - t
             t = time.perf_counter()
             p, c = self._forward(x)
@@ -223,5 +223,5 @@ class Screener:
         p, c = self._stack(probs, cams, len(card.classes))
         return VolumeResult(volume=volume, classes=list(card.classes), probs=p, cams=c,
                             gradable=np.asarray(gradable, bool), quality_reasons=list(reasons),
-                            model_name=card.name, model_version=card.version, demo_model=bool(card.demo),
+                            model_name=card.name, model_version=card.version, demo_model=bool(card.demo), model_notice=card.warning,
                             backend=self.backend, timings=timings)

@@ -18,19 +18,27 @@ from typing import Any
 from core.errors import ModelCardError
 from core.fileio import atomic_output, write_text_atomic
 
-__all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "load_card", "save_card", "sha256_file",
+__all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "RESEARCH_WARNING", "load_card", "save_card", "sha256_file",
            "save_weights", "load_weights", "CARD_FORMAT"]
 
 CARD_FORMAT = "octscreen-model-card/1"
 DEMO_WARNING = "demonstration model \u2014 not for clinical use"
+#: Shown with every result of a model trained on real data: no model of this project is a medical device.
+RESEARCH_WARNING = "research model, not a medical device \u2014 not for clinical use"
 
 
 @dataclass
 class Thresholds:
-    """Decision policy of ``core.aggregate`` (DESIGN.md, 'Aggregation')."""
+    """Decision policy of ``core.aggregate`` (DESIGN.md, 'Aggregation'): which class refers at which
+    tier and from which eye score, the evidence "no referral" needs, and (``tiers``) the card's own
+    wording and time frames of the tiers (``core.tiers``; what it does not reword keeps the defaults).
+    Cards written before the soon tier and the normal threshold existed get their defaults."""
 
     urgent: dict[str, float] = field(default_factory=lambda: {"cnv": 0.5})    # class -> eye-score threshold
+    soon: dict[str, float] = field(default_factory=lambda: {"dme": 0.5})
     routine: dict[str, float] = field(default_factory=lambda: {"drusen": 0.5})
+    normal: dict[str, float] = field(default_factory=lambda: {"normal": 0.5})  # "no referral" needs this score
+    tiers: dict[str, dict[str, str]] = field(default_factory=dict)            # tier id -> {name, action, ...}
     review_margin: float = 0.1          # |score - threshold| < margin -> "review"
     top_k_fraction: float = 0.1         # k = max(1, ceil(fraction * n_gradable))
     min_gradable: int = 5               # fewer gradable B-scans -> "rescan"
@@ -45,6 +53,7 @@ class ModelCard:
     input_size: tuple[int, int]          # (height, width) fed to the network
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    aspect: str = "squash"               # aspect-ratio policy of core.preprocess: squash | crop | letterbox
     version: str = "0.0.0"
     role: str = "student"                # student | teacher
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -67,7 +76,14 @@ class ModelCard:
 
     @property
     def warning(self) -> str:
-        return DEMO_WARNING if self.demo else ""
+        """The notice shown wherever this model's results are (GUI, report, CSV/JSON, DICOM): every
+        model says it is not for clinical use."""
+        return DEMO_WARNING if self.demo else RESEARCH_WARNING
+
+    @property
+    def trained_on(self) -> str:
+        """A short 'trained on' line: the card's ``training_data.short`` or its description."""
+        return str(self.training_data.get("short") or self.training_data.get("description") or "unknown data")
 
     @property
     def folder(self) -> Path:
@@ -110,8 +126,7 @@ class ModelCard:
         acc = self.metrics.get("accuracy")
         if isinstance(acc, (int, float)):
             lines.append(f"test accuracy (per B-scan): {100 * acc:.1f} %")
-        if self.demo:
-            lines.append(DEMO_WARNING.upper())
+        lines.append(self.warning.upper())
         return "\n".join(lines)
 
 
@@ -148,6 +163,21 @@ def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
         raise ModelCardError(path, f"input_size must be [height, width], got {list(card.input_size)}")
     if len(card.classes) < 2 or len(set(card.classes)) != len(card.classes):
         raise ModelCardError(path, "classes must list at least two distinct names")
+    from core.preprocess import ASPECT_POLICIES
+    from core.tiers import resolve_tiers
+
+    try:
+        resolve_tiers(card.thresholds.tiers)
+    except ValueError as e:
+        raise ModelCardError(path, f"thresholds.tiers: {e}") from None
+    for tier in ("urgent", "soon", "routine", "normal"):
+        value = getattr(card.thresholds, tier)
+        if not isinstance(value, dict) or not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0
+                                                  for t in value.values()):
+            raise ModelCardError(path, f"thresholds.{tier} must map class names to scores between 0 and 1")
+
+    if card.aspect not in ASPECT_POLICIES:
+        raise ModelCardError(path, f"aspect must be one of {', '.join(ASPECT_POLICIES)}, got {card.aspect!r}")
     if len(card.mean) != 3 or len(card.std) != 3 or min(card.std) <= 0:
         raise ModelCardError(path, "mean and std must have three values, std > 0")
     return card

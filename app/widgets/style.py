@@ -11,6 +11,8 @@ from PySide6.QtGui import QColor, QFont, QImage, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication
 
 from core.results import EyeResult, Urgency
+from core.tiers import CLASS_COLOURS, DEFAULT_TIERS
+from core.tiers import class_colour as _class_colour
 
 __all__ = [
     "CLASS_COLOURS",
@@ -25,25 +27,19 @@ __all__ = [
     "short_badge",
 ]
 
-# background, text
-URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {
-    Urgency.URGENT: ("#c62828", "#ffffff"),
-    Urgency.ROUTINE: ("#f2a900", "#1f1f1f"),
-    Urgency.NONE: ("#2e7d32", "#ffffff"),
-    Urgency.RESCAN: ("#6b7280", "#ffffff"),
-}
-CLASS_COLOURS: dict[str, str] = {"normal": "#2e7d32", "drusen": "#d08c00", "cnv": "#c62828", "dme": "#6a1b9a"}
-_FALLBACK = ["#1565c0", "#00838f", "#6d4c41", "#ad1457", "#558b2f"]
+# background, text: core.tiers owns them (the PDF report uses the same)
+URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {u: (DEFAULT_TIERS[u.value].colour, DEFAULT_TIERS[u.value].text_colour)
+                                                   for u in Urgency}
 
 
 def class_colour(name: str, index: int = 0) -> QColor:
-    """The line colour of a class in charts (stable per class name)."""
-    return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
+    """The line colour of a class in charts (stable per class name; ``core.tiers.class_colour``)."""
+    return QColor(_class_colour(name, index))
 
 
 def badge_colours(eye: EyeResult) -> tuple[str, str]:
-    """(background, text) colours of an eye's decision badge."""
-    return URGENCY_COLOURS.get(eye.urgency, ("#6b7280", "#ffffff"))
+    """(background, text) colours of an eye's decision badge (its tier's, as the card words it)."""
+    return eye.tier.colour, eye.tier.text_colour
 
 
 def badge_text(eye: EyeResult) -> str:
@@ -55,7 +51,10 @@ def short_badge(eye: EyeResult) -> str:
     """A compact badge for lists: 'URGENT · CNV', 'ROUTINE · DRUSEN', 'NO REFERRAL', 'RESCAN'."""
     if eye.rescan:
         return "RESCAN"
-    text = {Urgency.URGENT: "URGENT", Urgency.ROUTINE: "ROUTINE", Urgency.NONE: "NO REFERRAL"}[eye.urgency]
+    text = {Urgency.URGENT: "URGENT", Urgency.SOON: "SOON", Urgency.ROUTINE: "ROUTINE", Urgency.REVIEW: "REVIEW",
+            Urgency.NONE: "NO REFERRAL"}[eye.urgency]
+    if eye.urgency is Urgency.REVIEW:
+        return text
     if eye.urgency is not Urgency.NONE or eye.label.lower() != "normal":
         text += f" \u00b7 {eye.label.upper()}"
     return text + (" \u00b7 REVIEW" if eye.needs_review else "")

@@ -3,6 +3,8 @@ B-scans as clickable thumbnails, the reasons, the model's name and the demo-mode
 
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
@@ -113,7 +115,12 @@ class SummaryPanel(QScrollArea):
         eye, loaded = self.state.current_eye, self.state.current_loaded
         vr = eye.volume_result if eye else None
         demo = bool(loaded and loaded.card.demo) or bool(vr and vr.demo_model)
-        self.demo_banner.setVisible(demo)
+        notice = DEMO_WARNING if demo else (loaded.card.warning if loaded else (vr.model_notice if vr else ""))
+        self.demo_banner.setText(notice.upper())
+        if loaded is not None:
+            self.demo_banner.setToolTip(f"Trained on {loaded.card.trained_on}. Its output must not be used for "
+                                        "clinical decisions without a clinician's own assessment.")
+        self.demo_banner.setVisible(bool(notice))
         self._clear(self.scores_grid)
         self._clear(self.evidence_grid)
         self.evidence_buttons = []
@@ -131,10 +138,14 @@ class SummaryPanel(QScrollArea):
         bg, fg = badge_colours(eye)
         self.badge.setText(badge_text(eye))
         self.badge.setStyleSheet(f"background: {bg}; color: {fg};")
-        urgency = f"<b>Referral:</b> {eye.urgency.text}"
+        tier = eye.tier
+        urgency = f"<b>Decision:</b> {escape(tier.name)}<br><b>Action:</b> {escape(tier.action)} {escape(tier.time_frame)}"
         if eye.urgency is not Urgency.RESCAN:
             urgency += f"<br><b>Confidence:</b> {eye.confidence:.2f}"
-        if eye.needs_review:
+        if eye.urgency is Urgency.REVIEW:
+            why = next((r for r in eye.reasons if r.startswith("Review advised")), "")
+            urgency += f"<br><b style='color:#6d28d9'>\u26a0 {escape(why)}</b>"
+        elif eye.needs_review:
             urgency += "<br><b style='color:#b45309'>\u26a0 Review advised:</b> a score lies close to its threshold."
         self.urgency.setText(urgency)
 

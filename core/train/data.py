@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
 
 __all__ = ["Sample", "IMAGE_SUFFIXES", "read_oct2017", "read_neh", "read_neh_csv", "read_manifest", "write_manifest",
-           "synthetic_dataset", "load_samples", "BScanDataset", "read_grey", "class_counts"]
+           "synthetic_dataset", "load_samples", "BScanDataset", "read_grey", "class_counts", "enable_image_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,32 @@ def read_grey(path: Path) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+_IMAGE_CACHE: dict[Path, np.ndarray] | None = None
+_IMAGE_CACHE_BYTES = [0, 0]   # used, limit
+
+
+def enable_image_cache(max_bytes: int = 4 << 30) -> None:
+    """Keep decoded training B-scans in this process's memory (up to ``max_bytes``), so a small
+    dataset is decoded once rather than every epoch. Off by default."""
+    global _IMAGE_CACHE
+    if _IMAGE_CACHE is None:
+        _IMAGE_CACHE = {}
+    _IMAGE_CACHE_BYTES[1] = int(max_bytes)
+
+
+def _read_cached(path: Path) -> np.ndarray:
+    if _IMAGE_CACHE is None:
+        return read_grey(path)
+    hit = _IMAGE_CACHE.get(path)
+    if hit is None:
+        hit = read_grey(path)
+        if _IMAGE_CACHE_BYTES[0] + hit.nbytes <= _IMAGE_CACHE_BYTES[1]:
+            hit.setflags(write=False)
+            _IMAGE_CACHE[path] = hit
+            _IMAGE_CACHE_BYTES[0] += hit.nbytes
+    return hit
+
+
 class BScanDataset(torch.utils.data.Dataset):
     """Samples -> ``(tensor [3, H, W], class index)`` through ``transform(uint8 [h, w]) -> tensor``."""
 
@@ -406,4 +432,4 @@ class BScanDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         s = self.samples[i]
-        return self.transform(read_grey(s.path)), self.index[s.label]
+        return self.transform(_read_cached(s.path)), self.index[s.label]

@@ -36,7 +36,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 from core.modelcard import DEMO_WARNING, ModelCard, save_weights
 from core.models import build, spec
 from core.train import ddp
-from core.train.data import BScanDataset, Sample
+from core.train.data import BScanDataset, Sample, enable_image_cache
 from core.train.losses import DistillationLoss, FocalLoss, balanced_class_weights
 from core.train.metrics import classification_metrics
 from core.train.transforms import eval_transform, train_transform, tta_views
@@ -81,6 +81,10 @@ class TrainConfig:
     swa_lr: float | None = None            # None: 0.5 * lr
     patience: int = 0                      # early stopping on validation loss; 0 = off
     augment: str = "strong"                # strong | light | none
+    aspect: str = "squash"                 # squash | crop | letterbox (core.preprocess; stored in the card)
+    lateral_scale: tuple[float, float] = (1.0, 1.0)  # random lateral window, fractions of the width (training)
+    lateral_p: float = 0.0                 # probability of that window per training B-scan
+    cache_images: bool = False             # keep decoded B-scans in memory across epochs (small datasets)
     tta: bool = False                      # test-time augmentation in evaluate / predict
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
@@ -99,6 +103,9 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "lateral_scale" in d:
+            d["lateral_scale"] = tuple(float(v) for v in d["lateral_scale"])
         return cls(**d)
 
     @property
@@ -247,7 +254,7 @@ def predict(model: torch.nn.Module, samples: Sequence[Sample], cfg: TrainConfig,
     """
     device = device or next(model.parameters()).device
     tta = cfg.tta if tta is None else tta
-    ds = BScanDataset(samples, cfg.classes, eval_transform(cfg.size, cfg.mean, cfg.std))
+    ds = BScanDataset(samples, cfg.classes, eval_transform(cfg.size, cfg.mean, cfg.std, cfg.aspect))
     mine = list(range(ddp.rank(), len(ds), ddp.world_size()))
     was_training = model.training
     model.eval()
@@ -370,7 +377,11 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     k = len(cfg.classes)
-    train_ds = BScanDataset(train, cfg.classes, train_transform(cfg.size, cfg.mean, cfg.std, cfg.augment))
+    if cfg.cache_images:
+        enable_image_cache()
+    train_ds = BScanDataset(train, cfg.classes, train_transform(cfg.size, cfg.mean, cfg.std, cfg.augment,
+                                                                aspect=cfg.aspect, lateral_scale=cfg.lateral_scale,
+                                                                lateral_p=cfg.lateral_p))
     weights = balanced_class_weights(train_ds.targets, k) if cfg.class_weights == "balanced" else None
     if cfg.loss == "focal":
         base_loss: torch.nn.Module = FocalLoss(cfg.focal_gamma, weights)
@@ -567,7 +578,7 @@ def _choose(cfg, net, swa_model, train_ds, val, val_criterion, device, out, stat
     if ddp.is_main():
         card = ModelCard(
             name=cfg.name, arch=cfg.arch, classes=list(cfg.classes), input_size=cfg.size, mean=cfg.mean,
-            std=cfg.std, role=cfg.role, split_hash=split_hash, demo=cfg.demo,
+            std=cfg.std, aspect=cfg.aspect, role=cfg.role, split_hash=split_hash, demo=cfg.demo,
             metrics={"validation": vm, "val_loss_by_candidate": {n: s[0] for n, s in scores.items()}},
             training_data=dict(training_data),
             intended_use=(DEMO_WARNING if cfg.demo else "research use; validate locally before clinical use"),

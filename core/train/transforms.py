@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from core.preprocess import preprocess_bscans
+from core.preprocess import fit_aspect, preprocess_bscans
 
 __all__ = ["eval_transform", "train_transform", "tta_views", "AUGMENT_LEVELS"]
 
@@ -23,27 +23,47 @@ AUGMENT_LEVELS = ("strong", "light", "none")
 class _EvalTransform:
     """Picklable (DataLoader workers under 'spawn') wrapper of :func:`core.preprocess.preprocess_bscans`."""
 
-    def __init__(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], aspect: str = "squash"):
         self.size, self.mean, self.std = (int(size[0]), int(size[1])), tuple(mean), tuple(std)
+        self.aspect = aspect
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(preprocess_bscans(img, self.size, self.mean, self.std)[0])
+        return torch.from_numpy(preprocess_bscans(img, self.size, self.mean, self.std, self.aspect)[0])
 
 
 class _TrainTransform:
-    """Picklable uint8 ``[h, w]`` -> float32 ``[3, H, W]`` through a torchvision v2 pipeline."""
+    """Picklable uint8 ``[h, w]`` -> float32 ``[3, H, W]`` through a torchvision v2 pipeline.
 
-    def __init__(self, pipeline: v2.Compose):
+    Before the pipeline: with probability ``lateral_p`` a random horizontal window of
+    ``lateral_scale`` (fractions of the width) is cut out, so that the lateral pixel scale varies
+    within every class (OCT2017's image widths differ by class: without this the model can learn
+    the width instead of the retina); then the aspect policy (as in the clinic).
+    """
+
+    def __init__(self, pipeline: v2.Compose, size: tuple[int, int] = (0, 0), aspect: str = "squash",
+                 lateral_scale: tuple[float, float] = (1.0, 1.0), lateral_p: float = 0.0):
         self.pipeline = pipeline
+        self.size, self.aspect = size, aspect
+        self.lateral_scale, self.lateral_p = lateral_scale, lateral_p
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
-        return self.pipeline(np.array(img, dtype=np.uint8, copy=True)[..., None]).contiguous()
+        a = np.asarray(img, dtype=np.uint8)
+        if self.lateral_p > 0 and torch.rand(()) < self.lateral_p:
+            lo, hi = self.lateral_scale
+            f = lo + (hi - lo) * float(torch.rand(()))
+            w = a.shape[1]
+            cw = max(8, int(round(w * f)))
+            x0 = int(torch.randint(0, max(1, w - cw + 1), ()))
+            a = a[:, x0:x0 + cw]
+        if self.aspect != "squash":
+            a = fit_aspect(a, self.size, self.aspect)
+        return self.pipeline(np.array(a, dtype=np.uint8, copy=True)[..., None]).contiguous()
 
 
-def eval_transform(input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
-                   ) -> Callable[[np.ndarray], torch.Tensor]:
+def eval_transform(input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                   aspect: str = "squash") -> Callable[[np.ndarray], torch.Tensor]:
     """uint8 ``[h, w]`` -> float32 ``[3, H, W]``, identical to :func:`core.preprocess.preprocess_bscans`."""
-    return _EvalTransform(input_size, mean, std)
+    return _EvalTransform(input_size, mean, std, aspect)
 
 
 class _GreyToRgb(torch.nn.Module):
@@ -54,18 +74,21 @@ class _GreyToRgb(torch.nn.Module):
 
 
 def train_transform(input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                    level: str = "strong", *, rand_magnitude: int = 9, vflip: float = 0.0
+                    level: str = "strong", *, rand_magnitude: int = 9, vflip: float = 0.0,
+                    aspect: str = "squash", lateral_scale: tuple[float, float] = (1.0, 1.0), lateral_p: float = 0.0
                     ) -> Callable[[np.ndarray], torch.Tensor]:
     """The training augmentation: uint8 ``[h, w]`` -> float32 ``[3, H, W]``.
 
     ``strong`` (the KD-OCT recipe): resize to ~1.14x + random crop, RandAugment, rotation, affine
     (shear, scale), colour jitter, horizontal flip, blur, posterize, random erasing.
     ``light``: resize + random crop + horizontal flip. ``none``: the evaluation transform.
+    ``aspect`` is the card's aspect policy (``core.preprocess``); ``lateral_scale`` / ``lateral_p``
+    the random lateral window (see ``_TrainTransform``; off by default, and with ``none``).
     """
     if level not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {level!r}")
     if level == "none":
-        return eval_transform(input_size, mean, std)
+        return eval_transform(input_size, mean, std, aspect)
     h, w = int(input_size[0]), int(input_size[1])
     big = (round(h * 8 / 7), round(w * 8 / 7))
     ops: list = [v2.ToImage(), v2.Resize(big, antialias=True), v2.RandomCrop((h, w)), v2.RandomHorizontalFlip()]
@@ -83,7 +106,7 @@ def train_transform(input_size: tuple[int, int], mean: Sequence[float], std: Seq
     ops += [v2.ToDtype(torch.float32, scale=True), _GreyToRgb(), v2.Normalize(list(mean), list(std))]
     if level == "strong":
         ops.append(v2.RandomErasing(p=0.25, scale=(0.02, 0.15), value=0))
-    return _TrainTransform(v2.Compose(ops))
+    return _TrainTransform(v2.Compose(ops), (h, w), aspect, tuple(lateral_scale), float(lateral_p))
 
 
 def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
