@@ -18,13 +18,16 @@ from typing import Any
 from core.errors import ModelCardError
 from core.fileio import atomic_output, write_text_atomic
 
-__all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "RESEARCH_WARNING", "load_card", "save_card", "sha256_file",
+__all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "RESEARCH_WARNING", "INTENDED_USE", "load_card", "save_card", "sha256_file",
            "save_weights", "load_weights", "CARD_FORMAT"]
 
 CARD_FORMAT = "octscreen-model-card/1"
 DEMO_WARNING = "demonstration model \u2014 not for clinical use"
 #: Shown with every result of a model trained on real data: no model of this project is a medical device.
 RESEARCH_WARNING = "research model, not a medical device \u2014 not for clinical use"
+INTENDED_USE = ("Research model for retinal OCT triage research: flags B-scans and eyes suggestive of CNV, DME or "
+                "drusen for a clinician's review. Not a medical device and not for clinical use; not validated "
+                "for any population, device or clinical decision.")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.synthetic import simulate_volume
 
-REAL_DIR = Path("/work/shared/data/oct2017-sample")
+REAL_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "oct2017-sample"   # CC BY 4.0
 ROWS = ("normal", "drusen", "cnv")
 TILE = (496, 512)          # height, width of one tile
 LABEL_BAR = 26

@@ -12,7 +12,7 @@ from PIL import Image
 from core.quality import DEFAULT_LIMITS, QualityLimits, assess, assess_bscan, measure
 from core.volume import OctVolume
 
-SAMPLE = Path("/work/shared/data/oct2017-sample")
+SAMPLE = Path(__file__).parent / "data" / "oct2017-sample"   # committed, CC BY 4.0 (tests/data/README.md)
 REAL = sorted(SAMPLE.glob("*/*.jpeg"))
 
 

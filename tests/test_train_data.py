@@ -14,12 +14,11 @@ from core.train.data import (BScanDataset, load_samples, read_grey, read_manifes
 from core.train.toy import write_toy_dataset
 from core.train.transforms import eval_transform, train_transform, tta_views
 
-OCT2017 = Path("/work/shared/data/oct2017-sample")
+OCT2017 = Path(__file__).parent / "data" / "oct2017-sample"   # committed, CC BY 4.0 (tests/data/README.md)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLASSES = ["normal", "drusen", "cnv"]
 
 
-@pytest.mark.skipif(not OCT2017.is_dir(), reason="shared OCT2017 sample not present")
 def test_oct2017_reader_on_real_sample():
     s = read_oct2017(OCT2017, classes=CLASSES)
     assert {x.label for x in s} == set(CLASSES)
@@ -188,10 +187,53 @@ def test_eval_transform_equals_preprocess_bscans():
     img = rng.integers(0, 256, size=(120, 200), dtype=np.uint8)
     t = eval_transform((64, 96), MEAN, STD)(img)
     np.testing.assert_array_equal(t.numpy(), preprocess_bscans(img, (64, 96), MEAN, STD)[0])
-    if OCT2017.is_dir():
-        real = read_grey(next(OCT2017.glob("NORMAL/*.jpeg")))
-        np.testing.assert_array_equal(eval_transform((64, 64), MEAN, STD)(real).numpy(),
-                                      preprocess_bscans(real, (64, 64), MEAN, STD)[0])
+    real = read_grey(next(OCT2017.glob("NORMAL/*.jpeg")))
+    for aspect in ("squash", "crop", "letterbox"):
+        np.testing.assert_array_equal(eval_transform((64, 64), MEAN, STD, aspect)(real).numpy(),
+                                      preprocess_bscans(real, (64, 64), MEAN, STD, aspect)[0])
+
+
+def test_aspect_policies_keep_or_fill_the_shape():
+    from core.preprocess import fit_aspect
+
+    wide = np.zeros((100, 300), np.uint8)
+    wide[:, 100:200] = 200                       # a bright central third
+    assert fit_aspect(wide, (64, 64), "squash") is wide
+    crop = fit_aspect(wide, (64, 64), "crop")
+    assert crop.shape == (100, 100) and (crop == 200).all()          # the central square only
+    box = fit_aspect(wide, (64, 64), "letterbox")
+    assert box.shape == (300, 300) and (box[:100] == 0).all() and (box[200:] == 0).all()
+    np.testing.assert_array_equal(box[100:200], wide)                # the whole B-scan, padded black
+    tall = np.ones((300, 100), np.uint8)
+    assert fit_aspect(tall, (64, 64), "crop").shape == (100, 100)
+    assert fit_aspect(tall, (64, 64), "letterbox").shape == (300, 300)
+    assert fit_aspect(wide, (32, 96), "crop").shape == (100, 300)   # already 1:3
+    with pytest.raises(ValueError, match="aspect policy"):
+        fit_aspect(wide, (64, 64), "stretch")
+    # the three give different model inputs for a wide real B-scan
+    real = read_grey(next(OCT2017.glob("CNV/*.jpeg")))
+    outs = {a: preprocess_bscans(real, (64, 64), MEAN, STD, a) for a in ("squash", "crop", "letterbox")}
+    assert all(o.shape == (1, 3, 64, 64) for o in outs.values())
+    assert not np.allclose(outs["squash"], outs["crop"]) and not np.allclose(outs["squash"], outs["letterbox"])
+
+
+def test_lateral_window_varies_the_lateral_scale():
+    import torch
+
+    img = np.tile(np.arange(400, dtype=np.uint8) % 2 * 255, (100, 1))   # 1-px stripes: scale shows in the mean
+    plain = train_transform((32, 32), MEAN, STD, "light")
+    windowed = train_transform((32, 32), MEAN, STD, "light", lateral_scale=(0.3, 0.3), lateral_p=1.0)
+    torch.manual_seed(0)
+    a = plain(img)
+    torch.manual_seed(0)
+    b = windowed(img)
+    assert a.shape == b.shape == (3, 32, 32)
+    # a 120-px window squashed to 32 px averages fewer stripes per pixel than the whole 400-px width: the
+    # same content at another lateral scale, so the two inputs differ
+    assert not torch.allclose(a, b)
+    never = train_transform((32, 32), MEAN, STD, "light", lateral_scale=(0.3, 0.3), lateral_p=0.0)
+    torch.manual_seed(0)
+    assert torch.allclose(never(img), a)
 
 
 def test_train_transform_augments_and_normalises():

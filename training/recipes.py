@@ -75,12 +75,17 @@ class Workspace:
     def training_data(self, fold: int) -> dict[str, Any]:
         d = self.cfg["data"]
         train, val = self.train_val(fold)
+        credit = DATASET_CREDITS.get(d["source"], {})
         where = (f"synthetic OCT (core.synthetic, seed {d['seed']}, {d['patients']} patients)"
-                 if d["source"] == "synthetic" else f"{d['source']} at {d['root']}")
+                 if d["source"] == "synthetic" else f"{credit.get('name', d['source'])} at {d['root']}")
+        n_pat = len({s.group for s in train})
+        short = (f"{credit['name']} ({credit['citation']}, {credit['licence']}): {len(train)} real B-scans of "
+                 f"{n_pat} patients" if credit else where)
         return {"description": f"{where}: {len(train)} training / {len(val)} validation B-scans, "
                                f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
+                "short": short, **credit,
                 "source": d["source"], "fold": fold, "n_train": len(train), "n_val": len(val),
-                "n_train_patients": len({s.group for s in train}), "label_mode": d["label_mode"],
+                "n_train_patients": n_pat, "label_mode": d["label_mode"],
                 **{k: d[k] for k in ("neh_csv", "worst_case") if d.get(k) not in (None, False)}}
 
     def train_config(self, role: str, **extra) -> TrainConfig:
@@ -97,6 +102,15 @@ class Workspace:
     def reproduce(self, command: str) -> str:
         sets = " ".join(f"--set {shlex.quote(s)}" for s in self.cfg.get("_sets", []))
         return f"octscreen train {command} --config {self.cfg.get('_path', '?')} --out {self.out} {sets}".strip()
+
+
+#: What a model card must say about the real data it was trained on (name, citation, licence).
+DATASET_CREDITS: dict[str, dict[str, str]] = {
+    "oct2017": {"name": "OCT2017", "citation": "Kermany et al., Cell 2018; Mendeley Data doi:10.17632/rscbjbr9sj.2",
+                "licence": "CC BY 4.0"},
+    "neh": {"name": "NEH OCT dataset", "citation": "Sotoudeh-Paima et al. 2022 (NEH, Farabi Eye Hospital)",
+            "licence": "see the dataset's terms"},
+}
 
 
 def _load(d: dict, classes: list[str]) -> list[Sample]:

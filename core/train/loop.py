@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from core.modelcard import DEMO_WARNING, ModelCard, save_weights
+from core.modelcard import DEMO_WARNING, INTENDED_USE, ModelCard, save_weights
 from core.models import build, spec
 from core.train import ddp
 from core.train.data import BScanDataset, Sample, enable_image_cache
@@ -581,7 +581,7 @@ def _choose(cfg, net, swa_model, train_ds, val, val_criterion, device, out, stat
             std=cfg.std, aspect=cfg.aspect, role=cfg.role, split_hash=split_hash, demo=cfg.demo,
             metrics={"validation": vm, "val_loss_by_candidate": {n: s[0] for n, s in scores.items()}},
             training_data=dict(training_data),
-            intended_use=(DEMO_WARNING if cfg.demo else "research use; validate locally before clinical use"),
+            intended_use=(DEMO_WARNING if cfg.demo else INTENDED_USE),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             extra={**card_extra, "chosen": chosen, "pretrained": status, "epochs_run": state["epoch"],
                    "config": dataclasses.asdict(cfg)})
