@@ -115,3 +115,21 @@ def tiny_card(tiny_card_path):
     from core.modelcard import load_card
 
     return load_card(tiny_card_path)
+
+
+#: External tools some tests run, and the Debian package that brings each (``make test`` installs them).
+TOOLS = {"dcmdump": "dcmtk", "pdftotext": "poppler-utils", "pdfinfo": "poppler-utils", "pdftoppm": "poppler-utils",
+         "pdfimages": "poppler-utils"}
+
+
+def run_tool(args: list[str], **kw):
+    """``subprocess.run`` of an external checker; a missing tool fails the test with a message saying
+    which package to install (never a bare FileNotFoundError, never a silent skip)."""
+    import shutil
+    import subprocess
+
+    tool = args[0]
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed: it checks our output in this test; install the Debian package "
+                    f"{TOOLS.get(tool, tool)} (make test does: it runs 'make sysdeps')", pytrace=False)
+    return subprocess.run(args, **kw)

@@ -3,7 +3,6 @@ pydicom and parsed by dcmtk's dcmdump."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from core.report import ReportOptions, write_report
 from core.results import Urgency
 from core.volume import Laterality
 from tests.test_report import PATIENT, STUDY, make_card, make_exam, make_eye
+from tests.conftest import run_tool
 
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")   # pydicom warns on values that break their VR
 
@@ -36,7 +36,7 @@ def reports(tmp_path_factory) -> dict[str, Path]:
 
 
 def dcmdump(path: Path) -> str:
-    res = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, text=True)
+    res = run_tool(["dcmdump", "-q", str(path)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "E:" not in res.stderr and "W:" not in res.stderr, res.stderr
     return res.stdout

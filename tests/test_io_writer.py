@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
@@ -15,6 +14,7 @@ from core.io import open_path, write_opt
 from core.io.writer import J2K_MIN_SIDE, OPT_SOP_CLASS
 from core.volume import Laterality, OctVolume, PixelSpacing
 from tests.fixtures.oct_io import full_volume
+from tests.conftest import run_tool
 
 SYNTAXES = [None, "JPEG2000Lossless", "RLELossless"]
 
@@ -61,11 +61,10 @@ def test_file_has_the_opt_iod_attributes(tmp_path):
     assert np.allclose(np.diff(z), 0.1234)
 
 
-@pytest.mark.skipif(shutil.which("dcmdump") is None, reason="dcmdump (dcmtk) is not installed on this machine")
 @pytest.mark.parametrize("syntax", SYNTAXES)
 def test_dcmdump_parses_the_file(tmp_path, syntax):
     path = write_opt(full_volume(bits=16), tmp_path / "a.dcm", transfer_syntax=syntax)
-    done = subprocess.run(["dcmdump", "-E", str(path)], capture_output=True, text=True, timeout=30)
+    done = run_tool(["dcmdump", "-E", str(path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "OphthalmicTomographyImageStorage" in done.stdout
     assert "InStackPositionNumber" in done.stdout

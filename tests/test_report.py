@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from core.modelcard import DEMO_WARNING, ModelCard
 from core.report import ReportOptions, preview_exam, write_report
 from core.results import EyeResult, ExamResult, Urgency, VolumeResult
 from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo
+from tests.conftest import run_tool
 
 CLASSES = ["normal", "drusen", "cnv"]
 PATIENT = PatientInfo("HN-7731-09", "Zielińska^Łucja", "19480229", "F")
@@ -74,11 +74,11 @@ def make_card(demo: bool = True) -> ModelCard:
 
 def pdftext(path: Path, page: int | None = None) -> str:
     args = ["pdftotext", "-layout"] + (["-f", str(page), "-l", str(page)] if page else []) + [str(path), "-"]
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return run_tool(args, check=True, capture_output=True, text=True).stdout
 
 
 def pdfinfo(path: Path, *extra: str) -> str:
-    return subprocess.run(["pdfinfo", *extra, str(path)], check=True, capture_output=True, text=True).stdout
+    return run_tool(["pdfinfo", *extra, str(path)], check=True, capture_output=True, text=True).stdout
 
 
 def page_count(path: Path) -> int:
@@ -232,7 +232,7 @@ def test_logo_is_embedded_and_a_bad_logo_is_skipped(tmp_path: Path, caplog) -> N
     logo = tmp_path / "logo.png"
     Image.new("RGB", (120, 60), (20, 80, 160)).save(logo)
     out = write_report(tmp_path / "with_logo.pdf", make_exam(), make_card(), ReportOptions(logo=logo))
-    images = subprocess.run(["pdfimages", "-list", str(out)], check=True, capture_output=True, text=True).stdout
+    images = run_tool(["pdfimages", "-list", str(out)], check=True, capture_output=True, text=True).stdout
     sizes = [tuple(line.split()[3:5]) for line in images.splitlines()[2:]]
     assert ("120", "60") in sizes and sizes.count(("128", "124")) == 6     # logo + 3 evidence per eye
     bad = tmp_path / "bad.png"

@@ -17,6 +17,7 @@ from core.io import write_opt
 from core.results import Urgency
 from core.screening import group_exams, screen_paths, screen_volumes
 from core.volume import StudyInfo
+from tests.conftest import run_tool
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +189,41 @@ def test_cli_out_folder_inside_the_input_folder(tiny_card_path, exam_files, tmp_
     assert (folder / "reports" / "P001_20260131.dcm").exists()
     capsys.readouterr()
     assert main(args + ["--overwrite"]) == 0, capsys.readouterr().err
+
+
+def test_card_classes_and_tiers_reach_the_csv_json_and_report(tmp_path, make_volume):
+    """A 4-class card whose soon tier is reworded: its wording, time frame and classes appear in
+    results.csv, results.json and the PDF."""
+    import torch
+
+    from core.modelcard import ModelCard, Thresholds
+    from core.models import build
+    from core.onnx_export import export_model_files
+
+    torch.manual_seed(1)
+    model, _ = build("test_efficientnet", 4)
+    th = Thresholds(urgent={"cnv": 1.0}, soon={"dme": 0.0}, routine={"drusen": 1.0}, normal={"normal": 1.0},
+                    tiers={"soon": {"name": "Semi-urgent referral (site wording)", "time_frame": "within 17 days"}})
+    card = ModelCard(name="four", arch="test_efficientnet", classes=["normal", "drusen", "cnv", "dme"],
+                     input_size=(64, 64), version="0.0.4", thresholds=th,
+                     training_data={"short": "random weights (no training)"})
+    card_path = export_model_files(model.eval(), card, tmp_path / "model")
+    src = write_opt(make_volume(n=6, h=96, w=128, seed=4, laterality="OD", patient_id="P4", study_uid="1.4"),
+                    tmp_path / "in" / "p4.dcm")
+    out = tmp_path / "out"
+    assert main(["screen", str(src), "--out", str(out), "--model", str(card_path)]) == 0
+    row = _rows(out)[0]
+    assert row["urgency"] == "soon" and row["label"] == "dme"
+    assert row["tier"] == "Semi-urgent referral (site wording)" and row["time_frame"] == "within 17 days"
+    assert row["action"] == "Refer to a medical retina clinic"           # not reworded: the default
+    assert "not for clinical use" in row["model_notice"]
+    header = list(_rows(out)[0])
+    assert all(f"score_{c}" in header for c in ("normal", "drusen", "cnv", "dme"))
+    data = json.loads((out / "results.json").read_text())
+    assert data["classes"] == ["normal", "drusen", "cnv", "dme"]
+    assert data["model"]["trained_on"] == "random weights (no training)"
+    text = run_tool(["pdftotext", "-layout", str(out / row["report_file"]), "-"], check=True,
+                          capture_output=True, text=True).stdout
+    assert "SEMI-URGENT REFERRAL (SITE WORDING): DME" in text
+    assert "within 17 days" in text and "dme" in text
+    assert "NOT FOR CLINICAL USE" in text
