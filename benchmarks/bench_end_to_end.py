@@ -5,7 +5,7 @@
       -> every CAM upsampled to the B-scan size (what the viewer and the report use)
 
 Prints the time of each step, B-scans per second, and the peak resident memory of the process.
-Uses the bundled demo model card when present (resources/models/octscreen-demo.json), else
+Uses the bundled model card when present (resources/models/octscreen-oct2017.json), else
 exports a random efficientnet_b2 at --size to a temp folder (speed does not depend on weights).
 
     python benchmarks/bench_end_to_end.py

@@ -29,9 +29,14 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx", "torch")
 
 
+#: The bundled model: the real-data student of training/configs/oct2017-real.json.
+BUNDLED_MODEL = "octscreen-oct2017"
+
+
 def default_card_path() -> Path:
-    """The bundled demonstration model card: ``resources/models/octscreen-demo.json`` in the repo."""
-    return Path(__file__).resolve().parents[1] / "resources" / "models" / "octscreen-demo.json"
+    """The bundled model card: ``resources/models/octscreen-oct2017.json`` in the repo (a research
+    model trained on real OCT2017 B-scans; not for clinical use)."""
+    return Path(__file__).resolve().parents[1] / "resources" / "models" / f"{BUNDLED_MODEL}.json"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@
 
 States: the empty start window, the demo exam loaded (urgent eye), the heatmap overlay on an
 evidence B-scan, the other eye, and the error dialog for a corrupt file among good ones.
-The model is ``--model``, else the bundled demo model (resources/models/octscreen-demo.json). If
+The model is ``--model``, else the bundled model (resources/models/octscreen-oct2017.json). If
 neither exists, an UNTRAINED random tiny model is exported to a temp folder so the layout can still
 be captured; its decisions are meaningless and the script says so (re-run once the demo model exists).
 """

@@ -218,4 +218,4 @@ def test_screen_cancel_between_batches(tiny_card_path, synthetic_volume):
 
 def test_default_card_path_points_into_resources():
     p = default_card_path()
-    assert p.name == "octscreen-demo.json" and p.parent.name == "models" and p.parent.parent.name == "resources"
+    assert p.name == "octscreen-oct2017.json" and p.parent.name == "models" and p.parent.parent.name == "resources"
