@@ -1,4 +1,5 @@
 """``python -m app [PATH]`` starts the desktop app."""
+
 import sys
 
 from app.cli import main

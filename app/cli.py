@@ -23,8 +23,11 @@ SUBCOMMANDS = ["app.cmd_synth", "app.cmd_info", "app.cmd_screen", "app.cmd_gui",
 def build_parser() -> argparse.ArgumentParser:
     from core import __version__
 
-    p = argparse.ArgumentParser(prog="octscreen", description="OCT Screen: retinal OCT screening "
-                                "(normal / drusen / CNV) with a distilled CNN that runs on the CPU.")
+    p = argparse.ArgumentParser(
+        prog="octscreen",
+        description="OCT Screen: retinal OCT screening "
+        "(normal / drusen / CNV) with a distilled CNN that runs on the CPU.",
+    )
     p.add_argument("--version", action="version", version=f"octscreen {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

@@ -16,8 +16,11 @@ ICON = Path(__file__).resolve().parent / "resources" / "octscreen.svg"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``gui`` subcommand."""
-    p = subparsers.add_parser("gui", help="start the desktop app",
-                              description="Start the OCT Screen desktop app, optionally opening files or folders.")
+    p = subparsers.add_parser(
+        "gui",
+        help="start the desktop app",
+        description="Start the OCT Screen desktop app, optionally opening files or folders.",
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="OCT files or folders to open and screen")
     p.add_argument("--demo", action="store_true", help="open the bundled demo exam")
     p.add_argument("--model", metavar="CARD", help="model card to use for this session (default: from Settings)")
@@ -57,10 +60,12 @@ def missing_system_library(platform: str | None = None, system: str | None = Non
     if not system.startswith("linux") or (platform and not platform.startswith("xcb")):
         return ""
     if not platform and not os.environ.get("DISPLAY"):
-        return ""           # Wayland or no screen: Qt picks another plugin
+        return ""  # Wayland or no screen: Qt picks another plugin
     if ctypes.util.find_library("xcb-cursor") is None:
-        return ("the Qt X11 plugin needs the system library libxcb-cursor0: install it "
-                "(Debian/Ubuntu: sudo apt install libxcb-cursor0; Fedora: sudo dnf install xcb-util-cursor)")
+        return (
+            "the Qt X11 plugin needs the system library libxcb-cursor0: install it "
+            "(Debian/Ubuntu: sudo apt install libxcb-cursor0; Fedora: sudo dnf install xcb-util-cursor)"
+        )
     return ""
 
 

@@ -28,15 +28,17 @@ def format_spacing(spacing: PixelSpacing) -> str:
 
 def format_volume(volume: OctVolume) -> str:
     """The line ``octscreen info`` prints for one volume."""
-    return (f"{volume.describe()}  [{volume.bit_depth}-bit, {format_spacing(volume.spacing)}]  "
-            f"source: {volume.source}")
+    return f"{volume.describe()}  [{volume.bit_depth}-bit, {format_spacing(volume.spacing)}]  source: {volume.source}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``info`` subcommand."""
-    p = subparsers.add_parser("info", help="list the OCT volumes in files or folders",
-                              description="List the OCT volumes that files, DICOMDIRs or folders hold, "
-                                          "and every file that cannot be read with the reason.")
+    p = subparsers.add_parser(
+        "info",
+        help="list the OCT volumes in files or folders",
+        description="List the OCT volumes that files, DICOMDIRs or folders hold, "
+        "and every file that cannot be read with the reason.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, DICOMDIR or folder")
     p.set_defaults(func=run)
 

@@ -31,9 +31,29 @@ __all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "CSV_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ["patient_id", "eye", "study_date", "label", "urgency", "tier", "action", "time_frame",
-               "needs_review", "confidence", "n_bscans", "n_gradable", "evidence_bscans", "model_name",
-               "model_version", "demo_model", "model_notice", "backend", "source_file", "report_file", "dicom_file"]
+CSV_COLUMNS = [
+    "patient_id",
+    "eye",
+    "study_date",
+    "label",
+    "urgency",
+    "tier",
+    "action",
+    "time_frame",
+    "needs_review",
+    "confidence",
+    "n_bscans",
+    "n_gradable",
+    "evidence_bscans",
+    "model_name",
+    "model_version",
+    "demo_model",
+    "model_notice",
+    "backend",
+    "source_file",
+    "report_file",
+    "dicom_file",
+]
 
 
 @dataclass
@@ -51,15 +71,20 @@ class ExamJob:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``screen`` subcommand."""
     p = subparsers.add_parser(
-        "screen", help="screen OCT exams headless: PDF reports, results.csv / results.json",
+        "screen",
+        help="screen OCT exams headless: PDF reports, results.csv / results.json",
         description="Screen every OCT volume found under PATH... and write one PDF report per exam, "
-                    "results.csv and results.json (one row per eye) into --out.")
+        "results.csv and results.json (one row per eye) into --out.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file, DICOMDIR, image stack or folder")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--model", type=Path, metavar="CARD", help="model card JSON (default: the bundled demo model)")
     p.add_argument("--dicom", action="store_true", help="also write each report as a DICOM Encapsulated PDF")
-    p.add_argument("--deidentify", action="store_true",
-                   help="pseudonymise patients in reports and results; omit names, dates, UIDs and paths")
+    p.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="pseudonymise patients in reports and results; omit names, dates, UIDs and paths",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="inference backend")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
@@ -110,31 +135,33 @@ def eye_rows(exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_fi
     for e in exam.eyes:
         vr = e.volume_result
         vol = vr.volume if vr is not None else None
-        rows.append({
-            "patient_id": job.pseudo_id if deidentify else e.eye.patient_id,
-            "eye": e.eye.laterality.value,
-            "study_date": "" if deidentify or vol is None else vol.study.study_date,
-            "label": e.label,
-            "urgency": e.urgency.value,
-            "tier": e.tier.name,
-            "action": e.tier.action,
-            "time_frame": e.tier.time_frame,
-            "needs_review": bool(e.needs_review),
-            "confidence": round(float(e.confidence), 4),
-            "scores": {c: round(float(s), 4) for c, s in e.scores.items()},
-            "n_bscans": e.n_bscans,
-            "n_gradable": e.n_gradable,
-            "evidence_bscans": [i + 1 for i in e.evidence],
-            "model_name": vr.model_name if vr else "",
-            "model_version": vr.model_version if vr else "",
-            "demo_model": bool(vr.demo_model) if vr else False,
-            "model_notice": vr.model_notice if vr else "",
-            "backend": vr.backend if vr else "",
-            "source_file": "" if deidentify or vol is None or vol.source is None else str(vol.source),
-            "report_file": report_file,
-            "dicom_file": dicom_file,
-            "reasons": list(e.reasons),
-        })
+        rows.append(
+            {
+                "patient_id": job.pseudo_id if deidentify else e.eye.patient_id,
+                "eye": e.eye.laterality.value,
+                "study_date": "" if deidentify or vol is None else vol.study.study_date,
+                "label": e.label,
+                "urgency": e.urgency.value,
+                "tier": e.tier.name,
+                "action": e.tier.action,
+                "time_frame": e.tier.time_frame,
+                "needs_review": bool(e.needs_review),
+                "confidence": round(float(e.confidence), 4),
+                "scores": {c: round(float(s), 4) for c, s in e.scores.items()},
+                "n_bscans": e.n_bscans,
+                "n_gradable": e.n_gradable,
+                "evidence_bscans": [i + 1 for i in e.evidence],
+                "model_name": vr.model_name if vr else "",
+                "model_version": vr.model_version if vr else "",
+                "demo_model": bool(vr.demo_model) if vr else False,
+                "model_notice": vr.model_notice if vr else "",
+                "backend": vr.backend if vr else "",
+                "source_file": "" if deidentify or vol is None or vol.source is None else str(vol.source),
+                "report_file": report_file,
+                "dicom_file": dicom_file,
+                "reasons": list(e.reasons),
+            }
+        )
     return rows
 
 
@@ -178,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
     from core.errors import ModelCardError
     from core.inference import Screener, default_card_path
-    from core.modelcard import DEMO_WARNING, load_card
+    from core.modelcard import load_card
     from core.report import ReportOptions, write_report
     from core.screening import open_volumes, screen_volumes
 
@@ -208,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     # 1. Read everything (bad files are collected), plan the outputs, refuse before any work.
     errors: list[InputError] = []
     volumes = open_volumes(args.paths, errors)
-    errors = [e for e in errors if not _inside(e.path, out)]   # our own earlier reports, when --out is inside
+    errors = [e for e in errors if not _inside(e.path, out)]  # our own earlier reports, when --out is inside
     jobs = plan_jobs(volumes, out, deidentify=args.deidentify, dicom=args.dicom)
     clash = [p for j in jobs for p in (j.pdf, j.dcm) if p is not None and p.exists()]
     if clash and not args.overwrite:
@@ -237,8 +264,9 @@ def run(args: argparse.Namespace) -> int:
         for job in jobs:
             start = bar.n
             try:
-                exam, = screen_volumes(job.volumes, screener,
-                                       progress=lambda d, t, m, s=start: bar.update(s + d - bar.n))
+                (exam,) = screen_volumes(
+                    job.volumes, screener, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)
+                )
             except Exception as e:  # one exam's failure must not stop the others
                 log.debug("screening failed", exc_info=True)
                 failures.append(f"{job.volumes[0].source or job.key[0]}: screening failed ({e})")
@@ -247,28 +275,48 @@ def run(args: argparse.Namespace) -> int:
             n_exams += 1
             report_file = dicom_file = ""
             try:
-                opts = ReportOptions(institution=args.institution, deidentify=args.deidentify,
-                                     report_id=job.report_id, pseudo_id=job.pseudo_id or None)
+                opts = ReportOptions(
+                    institution=args.institution,
+                    deidentify=args.deidentify,
+                    report_id=job.report_id,
+                    pseudo_id=job.pseudo_id or None,
+                )
                 write_report(job.pdf, exam, card, opts, overwrite=args.overwrite)
                 report_file = job.pdf.name
                 if job.dcm is not None:
-                    pdf_to_dicom(job.pdf, exam, job.dcm, deidentify=args.deidentify, overwrite=args.overwrite,
-                                 pseudo_id=job.pseudo_id or None)
+                    pdf_to_dicom(
+                        job.pdf,
+                        exam,
+                        job.dcm,
+                        deidentify=args.deidentify,
+                        overwrite=args.overwrite,
+                        pseudo_id=job.pseudo_id or None,
+                    )
                     dicom_file = job.dcm.name
             except Exception as e:  # a report problem is reported; the results rows are still written
                 log.debug("report failed", exc_info=True)
                 failures.append(f"{job.pdf}: report not written ({e})")
-            rows.extend(eye_rows(exam, job, deidentify=args.deidentify, report_file=report_file,
-                                 dicom_file=dicom_file))
+            rows.extend(eye_rows(exam, job, deidentify=args.deidentify, report_file=report_file, dicom_file=dicom_file))
 
     # 3. Results tables (always, even when some exams failed).
-    meta = {"generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "model": {"name": card.name, "version": card.version, "arch": card.arch, "demo": card.demo,
-                      "warning": card.warning, "trained_on": card.trained_on,
-                      "intended_use": card.intended_use, "sha256": card.weights_sha256,
-                      "card": "" if args.deidentify else str(card.path)},
-            "classes": list(card.classes), "deidentified": bool(args.deidentify), "eyes": rows,
-            "errors": [str(e) for e in errors] + failures}
+    meta = {
+        "generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": {
+            "name": card.name,
+            "version": card.version,
+            "arch": card.arch,
+            "demo": card.demo,
+            "warning": card.warning,
+            "trained_on": card.trained_on,
+            "intended_use": card.intended_use,
+            "sha256": card.weights_sha256,
+            "card": "" if args.deidentify else str(card.path),
+        },
+        "classes": list(card.classes),
+        "deidentified": bool(args.deidentify),
+        "eyes": rows,
+        "errors": [str(e) for e in errors] + failures,
+    }
     try:
         _write_text(csv_path, _csv_text(rows, list(card.classes)), args.overwrite)
         _write_text(json_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n", args.overwrite)

@@ -17,22 +17,39 @@ from core.synthetic import CLASSES, write_dataset
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``synth`` subcommand."""
-    p = subparsers.add_parser("synth", help="generate synthetic OCT exams (DICOM OPT or PNG)",
-                              description="Write a synthetic OCT dataset (DICOM OPT, or NEH-like PNG folders) with a per-B-scan manifest.csv, using the seeded simulator core.synthetic.")
+    p = subparsers.add_parser(
+        "synth",
+        help="generate synthetic OCT exams (DICOM OPT or PNG)",
+        description="Write a synthetic OCT dataset (DICOM OPT, or NEH-like PNG folders) with a per-B-scan "
+        "manifest.csv, using the seeded simulator core.synthetic.",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
     p.add_argument("--patients", type=int, required=True, help="number of patients (two eyes each)")
-    p.add_argument("--format", dest="fmt", choices=("dicom", "png"), default="dicom",
-                   help="DICOM OPT files or NEH-like PNG folders (default: dicom)")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("dicom", "png"),
+        default="dicom",
+        help="DICOM OPT files or NEH-like PNG folders (default: dicom)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     p.add_argument("--bscans", type=int, default=25, help="B-scans per volume (default: 25)")
     p.add_argument("--height", type=int, default=496, help="rows per B-scan (default: 496)")
     p.add_argument("--width", type=int, default=512, help="A-scans per B-scan (default: 512)")
-    p.add_argument("--classes", nargs="+", choices=CLASSES, default=list(CLASSES),
-                   help="eye classes to draw patients from (default: all)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier synthetic dataset in --out")
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes simulating patients (0: every CPU; the dataset is the same whatever the number)")
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        choices=CLASSES,
+        default=list(CLASSES),
+        help="eye classes to draw patients from (default: all)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic dataset in --out")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes simulating patients (0: every CPU; the dataset is the same whatever the number)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -52,10 +69,19 @@ def run(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        out = write_dataset(args.out, patients=args.patients, fmt=args.fmt, seed=args.seed,
-                            n_bscans=args.bscans, classes=tuple(args.classes), progress=progress,
-                            overwrite=args.overwrite, height=args.height, width=args.width,
-                            workers=args.workers)
+        out = write_dataset(
+            args.out,
+            patients=args.patients,
+            fmt=args.fmt,
+            seed=args.seed,
+            n_bscans=args.bscans,
+            classes=tuple(args.classes),
+            progress=progress,
+            overwrite=args.overwrite,
+            height=args.height,
+            width=args.width,
+            workers=args.workers,
+        )
     except (FileExistsError, ValueError) as e:
         print(f"octscreen synth: {e}", file=sys.stderr)
         return 2

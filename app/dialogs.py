@@ -32,14 +32,16 @@ from PySide6.QtWidgets import (
 )
 
 from app.workers import ExportRequest
-from core.modelcard import DEMO_WARNING, ModelCard
+from core.modelcard import ModelCard
 
 __all__ = ["SHORTCUTS", "AboutDialog", "Dialogs", "ExportDialog", "SettingsDialog", "SettingsValues"]
 
 log = logging.getLogger(__name__)
 
-OCT_FILTER = ("OCT files (*.dcm *.DCM *.dicom *.png *.jpg *.jpeg *.tif *.tiff *.e2e *.vol *.fds *.fda *.img "
-              "DICOMDIR);;All files (*)")
+OCT_FILTER = (
+    "OCT files (*.dcm *.DCM *.dicom *.png *.jpg *.jpeg *.tif *.tiff *.e2e *.vol *.fds *.fda *.img "
+    "DICOMDIR);;All files (*)"
+)
 
 # (keys, what they do): shown in Help > Keyboard shortcuts and used as tooltips.
 SHORTCUTS: list[tuple[str, str]] = [
@@ -83,7 +85,7 @@ class Dialogs:
     def error_box(parent: QWidget | None, title: str, text: str, details: str = "") -> QMessageBox:
         """The error message box (not yet shown)."""
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, QMessageBox.StandardButton.Ok, parent)
-        box.setTextFormat(Qt.TextFormat.PlainText)          # file names may contain '<' or '&'
+        box.setTextFormat(Qt.TextFormat.PlainText)  # file names may contain '<' or '&'
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         box.setStyleSheet("QLabel#qt_msgbox_label { min-width: 460px; }")
         if details:
@@ -100,8 +102,13 @@ class Dialogs:
 
     def confirm(self, parent: QWidget | None, title: str, text: str) -> bool:
         """A yes/no question; True for yes (the default button is No)."""
-        answer = QMessageBox.question(parent, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
+        answer = QMessageBox.question(
+            parent,
+            title,
+            text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def open_file(self, parent: QWidget | None, start: str) -> str:
@@ -113,8 +120,14 @@ class Dialogs:
         """Pick a folder; '' when cancelled."""
         return QFileDialog.getExistingDirectory(parent, "Open folder of OCT files", start)
 
-    def export_request(self, parent: QWidget | None, default_path: Path, deidentify: bool, dicom: bool,
-                       anonymous_path: Path | None = None) -> ExportRequest | None:
+    def export_request(
+        self,
+        parent: QWidget | None,
+        default_path: Path,
+        deidentify: bool,
+        dicom: bool,
+        anonymous_path: Path | None = None,
+    ) -> ExportRequest | None:
         """Ask where and how to export the report; None when cancelled. ``anonymous_path``: the
         default file name to use instead when the user ticks de-identify (no patient ID in it)."""
         dlg = ExportDialog(default_path, deidentify, dicom, parent, anonymous_path)
@@ -132,8 +145,13 @@ class Dialogs:
     def shortcuts(self, parent: QWidget | None) -> None:
         """The keyboard shortcut list."""
         rows = "".join(f"<tr><td style='padding-right:18px'><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS)
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", f"<table>{rows}</table>",
-                          QMessageBox.StandardButton.Close, parent)
+        box = QMessageBox(
+            QMessageBox.Icon.NoIcon,
+            "Keyboard shortcuts",
+            f"<table>{rows}</table>",
+            QMessageBox.StandardButton.Close,
+            parent,
+        )
         box.exec()
 
     def open_externally(self, path: Path) -> bool:
@@ -198,15 +216,26 @@ class SettingsDialog(QDialog):
 
     def values(self) -> SettingsValues:
         """The edited values."""
-        return SettingsValues(self.card.text().strip(), self.institution.text().strip(), self.logo.text().strip(),
-                              self.export_dir.text().strip(), self.threads.value())
+        return SettingsValues(
+            self.card.text().strip(),
+            self.institution.text().strip(),
+            self.logo.text().strip(),
+            self.export_dir.text().strip(),
+            self.threads.value(),
+        )
 
 
 class ExportDialog(QDialog):
     """Where to write the report, de-identification, DICOM Encapsulated PDF."""
 
-    def __init__(self, default_path: Path, deidentify: bool, dicom: bool, parent: QWidget | None = None,
-                 anonymous_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        default_path: Path,
+        deidentify: bool,
+        dicom: bool,
+        parent: QWidget | None = None,
+        anonymous_path: Path | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export screening report")
         self.setMinimumWidth(560)
@@ -231,8 +260,9 @@ class ExportDialog(QDialog):
             self.path.setText(self._defaults[1] if on else self._defaults[0])
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Report file", self.path.text(), "PDF (*.pdf)",
-                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Report file", self.path.text(), "PDF (*.pdf)", options=QFileDialog.Option.DontConfirmOverwrite
+        )
         if path:
             self.path.setText(path if path.lower().endswith(".pdf") else path + ".pdf")
 
@@ -253,15 +283,20 @@ class AboutDialog(QDialog):
         self.setWindowTitle("About OCT Screen")
         self.setMinimumWidth(520)
         lay = QVBoxLayout(self)
-        title = QLabel(f"<h2>OCT Screen {__version__}</h2><p>Retinal OCT screening aid (normal / drusen / CNV / DME): "
-                       "a small distilled EfficientNet student of a larger teacher (KD-OCT), run locally.</p>"
-                       "<p>A screening aid; it does not replace examination by an eye-care professional.</p>")
+        title = QLabel(
+            f"<h2>OCT Screen {__version__}</h2><p>Retinal OCT screening aid (normal / drusen / CNV / DME): "
+            "a small distilled EfficientNet student of a larger teacher (KD-OCT), run locally.</p>"
+            "<p>A screening aid; it does not replace examination by an eye-care professional.</p>"
+        )
         title.setWordWrap(True)
         lay.addWidget(title)
         if card is not None:
-            lines = [ln for ln in card.summary().splitlines() if ln != card.warning.upper()]   # the banner says it
-            summary = QLabel("<b>Model card</b><br>" + "<br>".join(html.escape(ln) for ln in lines)
-                             + (f"<br>{html.escape(str(card.path))}" if card.path else ""))
+            lines = [ln for ln in card.summary().splitlines() if ln != card.warning.upper()]  # the banner says it
+            summary = QLabel(
+                "<b>Model card</b><br>"
+                + "<br>".join(html.escape(ln) for ln in lines)
+                + (f"<br>{html.escape(str(card.path))}" if card.path else "")
+            )
             summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             summary.setWordWrap(True)
             lay.addWidget(summary)

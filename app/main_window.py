@@ -41,7 +41,7 @@ from app.widgets.strip_chart import StripChart
 from app.widgets.summary_panel import SummaryPanel
 from app.workers import ExportRequest, Job, LoadOutcome, export_report, load_and_screen
 from core.errors import InputError, ModelCardError
-from core.modelcard import DEMO_WARNING, ModelCard, load_card
+from core.modelcard import ModelCard, load_card
 
 __all__ = ["MainWindow", "default_screener_factory", "demo_exam_path", "install_excepthook"]
 
@@ -77,8 +77,13 @@ class MainWindow(QMainWindow):
     private settings file, scripted dialog answers and a tiny model.
     """
 
-    def __init__(self, settings: AppSettings | None = None, dialogs: Dialogs | None = None,
-                 screener_factory: ScreenerFactory | None = None, pool: QThreadPool | None = None) -> None:
+    def __init__(
+        self,
+        settings: AppSettings | None = None,
+        dialogs: Dialogs | None = None,
+        screener_factory: ScreenerFactory | None = None,
+        pool: QThreadPool | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings or AppSettings()
         self.dialogs = dialogs or Dialogs()
@@ -90,7 +95,7 @@ class MainWindow(QMainWindow):
         self._screener: Any = None
         self._screener_key: tuple[str, int] | None = None
         self._screener_lock = threading.Lock()
-        self.model_override = ""           # a card for this session only (octscreen gui --model)
+        self.model_override = ""  # a card for this session only (octscreen gui --model)
 
         self.setWindowTitle("OCT Screen")
         self.setAcceptDrops(True)
@@ -112,7 +117,9 @@ class MainWindow(QMainWindow):
         self.browser = ExamBrowser(self.state)
         self.summary = SummaryPanel(self.state)
         self.browser_dock = self._dock("Exams", "examsDock", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.summary_dock = self._dock("Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.summary_dock = self._dock(
+            "Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea
+        )
 
         self._build_actions()
         self._build_menus()
@@ -134,14 +141,23 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
         self.addDockWidget(area, dock)
         return dock
 
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | str | None = None,
-                tip: str = "", icon: QStyle.StandardPixmap | None = None, checkable: bool = False) -> QAction:
+    def _action(
+        self,
+        text: str,
+        slot: Callable[[], Any],
+        shortcut: QKeySequence | str | None = None,
+        tip: str = "",
+        icon: QStyle.StandardPixmap | None = None,
+        checkable: bool = False,
+    ) -> QAction:
         act = QAction(text, self)
         if shortcut:
             act.setShortcut(QKeySequence(shortcut))
@@ -157,43 +173,80 @@ class MainWindow(QMainWindow):
             act.toggled.connect(slot)
         else:
             act.triggered.connect(lambda _=False: slot())
-        self.addAction(act)        # shortcuts work even when the menu bar is hidden
+        self.addAction(act)  # shortcuts work even when the menu bar is hidden
         return act
 
     def _build_actions(self) -> None:
         sp = QStyle.StandardPixmap
-        self.act_open_file = self._action("&Open file\u2026", self.open_file_dialog, QKeySequence.StandardKey.Open,
-                                          "Open an OCT file (DICOM, image, TIFF stack)", sp.SP_DialogOpenButton)
-        self.act_open_folder = self._action("Open &folder\u2026", self.open_folder_dialog, "Ctrl+Shift+O",
-                                            "Open every OCT file in a folder", sp.SP_DirOpenIcon)
-        self.act_demo = self._action("Open &demo exam", self.open_demo, "Ctrl+D",
-                                     "Open the bundled synthetic demo exam", sp.SP_FileDialogInfoView)
-        self.act_export = self._action("&Export report\u2026", self.export_dialog, "Ctrl+E",
-                                       "Export the selected exam's screening report (PDF, optionally DICOM)",
-                                       sp.SP_DialogSaveButton)
-        self.act_close = self._action("&Close exam", self.close_exam, QKeySequence.StandardKey.Close,
-                                      "Close the selected exam")
+        self.act_open_file = self._action(
+            "&Open file\u2026",
+            self.open_file_dialog,
+            QKeySequence.StandardKey.Open,
+            "Open an OCT file (DICOM, image, TIFF stack)",
+            sp.SP_DialogOpenButton,
+        )
+        self.act_open_folder = self._action(
+            "Open &folder\u2026",
+            self.open_folder_dialog,
+            "Ctrl+Shift+O",
+            "Open every OCT file in a folder",
+            sp.SP_DirOpenIcon,
+        )
+        self.act_demo = self._action(
+            "Open &demo exam",
+            self.open_demo,
+            "Ctrl+D",
+            "Open the bundled synthetic demo exam",
+            sp.SP_FileDialogInfoView,
+        )
+        self.act_export = self._action(
+            "&Export report\u2026",
+            self.export_dialog,
+            "Ctrl+E",
+            "Export the selected exam's screening report (PDF, optionally DICOM)",
+            sp.SP_DialogSaveButton,
+        )
+        self.act_close = self._action(
+            "&Close exam", self.close_exam, QKeySequence.StandardKey.Close, "Close the selected exam"
+        )
         self.act_close_all = self._action("Close &all exams", self.state.clear, None, "Close every exam")
-        self.act_settings = self._action("&Settings\u2026", self.settings_dialog, "Ctrl+,",
-                                         "Model, report institution and logo, export folder, threads")
+        self.act_settings = self._action(
+            "&Settings\u2026",
+            self.settings_dialog,
+            "Ctrl+,",
+            "Model, report institution and logo, export folder, threads",
+        )
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.act_cancel = self._action("Cancel job", self.cancel_job, "Esc", "Cancel the running job",
-                                       sp.SP_BrowserStop)
-        self.act_overlay = self._action("&Heatmap overlay", self.state.set_overlay, "H",
-                                        "Show where the model looked (class activation map)", checkable=True)
+        self.act_cancel = self._action(
+            "Cancel job", self.cancel_job, "Esc", "Cancel the running job", sp.SP_BrowserStop
+        )
+        self.act_overlay = self._action(
+            "&Heatmap overlay",
+            self.state.set_overlay,
+            "H",
+            "Show where the model looked (class activation map)",
+            checkable=True,
+        )
         self.act_class = self._action("Next heatmap &class", self.viewer.cycle_class, "C")
-        self.act_opacity_down = self._action("Heatmap less opaque", lambda: self.state.set_opacity(
-            self.state.opacity - 0.1), "[")
-        self.act_opacity_up = self._action("Heatmap more opaque", lambda: self.state.set_opacity(
-            self.state.opacity + 0.1), "]")
+        self.act_opacity_down = self._action(
+            "Heatmap less opaque", lambda: self.state.set_opacity(self.state.opacity - 0.1), "["
+        )
+        self.act_opacity_up = self._action(
+            "Heatmap more opaque", lambda: self.state.set_opacity(self.state.opacity + 0.1), "]"
+        )
         self.act_fit = self._action("&Fit B-scan to window", self.viewer.view.fit, "F")
-        self.act_zoom_in = self._action("Zoom &in", lambda: self.viewer.view.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
-        self.act_zoom_out = self._action("Zoom &out", lambda: self.viewer.view.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
+        self.act_zoom_in = self._action(
+            "Zoom &in", lambda: self.viewer.view.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn
+        )
+        self.act_zoom_out = self._action(
+            "Zoom &out", lambda: self.viewer.view.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut
+        )
         self.act_reset = self._action("&Reset contrast and brightness", self.state.reset_display, "R")
         self.act_next_eye = self._action("Next eye", lambda: self.step_eye(1), "Ctrl+Down")
         self.act_prev_eye = self._action("Previous eye", lambda: self.step_eye(-1), "Ctrl+Up")
-        self.act_shortcuts = self._action("&Keyboard shortcuts", lambda: self.dialogs.shortcuts(self),
-                                          QKeySequence.StandardKey.HelpContents)
+        self.act_shortcuts = self._action(
+            "&Keyboard shortcuts", lambda: self.dialogs.shortcuts(self), QKeySequence.StandardKey.HelpContents
+        )
         self.act_about = self._action("&About OCT Screen", self.about_dialog)
         self.state.display_changed.connect(lambda: self.act_overlay.setChecked(self.state.overlay_on))
 
@@ -349,17 +402,26 @@ class MainWindow(QMainWindow):
         n_eyes = sum(len(e.eyes) for e in outcome.exams)
         bad = f"{_plural(len(outcome.errors), 'file')} could not be read"
         if outcome.n_volumes:
-            self.status_text.setText(f"Screened {_plural(outcome.n_volumes, 'volume')} "
-                                     f"({_plural(n_eyes, 'eye')}) in {seconds:.1f} s" + (f"; {bad}" if outcome.errors else ""))
+            self.status_text.setText(
+                f"Screened {_plural(outcome.n_volumes, 'volume')} "
+                f"({_plural(n_eyes, 'eye')}) in {seconds:.1f} s" + (f"; {bad}" if outcome.errors else "")
+            )
         else:
             self.status_text.setText(f"Nothing opened: {bad}" if outcome.errors else "Nothing opened")
         if outcome.errors:
             shown = "\n".join(_error_line(e) for e in outcome.errors[:8])
             more = f"\n\u2026 and {len(outcome.errors) - 8} more (Show Details)" if len(outcome.errors) > 8 else ""
-            ok = (f"\n\nThe other files were opened ({_plural(outcome.n_volumes, 'volume')})."
-                  if outcome.n_volumes else "")
-            self.dialogs.error(self, "Some files could not be read", f"{bad[0].upper()}{bad[1:]}:\n\n{shown}{more}{ok}",
-                               "\n".join(str(e) for e in outcome.errors))
+            ok = (
+                f"\n\nThe other files were opened ({_plural(outcome.n_volumes, 'volume')})."
+                if outcome.n_volumes
+                else ""
+            )
+            self.dialogs.error(
+                self,
+                "Some files could not be read",
+                f"{bad[0].upper()}{bad[1:]}:\n\n{shown}{more}{ok}",
+                "\n".join(str(e) for e in outcome.errors),
+            )
         elif not outcome.exams:
             self.dialogs.info(self, "Nothing found", "No OCT volume was found there.")
 
@@ -368,8 +430,13 @@ class MainWindow(QMainWindow):
         """'<export folder>/<patient id>_<study date>_oct-report.pdf' (no patient id when de-identified)."""
         exam = self.state.current_exam
         folder = Path(self.settings.export_dir) if self.settings.export_dir else Path.home()
-        parts = [] if exam is None else [exam.study.study_date] if deidentified else [
-            exam.patient.patient_id, exam.study.study_date]
+        parts = (
+            []
+            if exam is None
+            else [exam.study.study_date]
+            if deidentified
+            else [exam.patient.patient_id, exam.study.study_date]
+        )
         stem = "_".join(p for p in parts if p)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "exam"
         return folder / f"{safe}_oct-report.pdf"
@@ -383,16 +450,22 @@ class MainWindow(QMainWindow):
         if self.job is not None:
             self.dialogs.info(self, "Busy", "Another job is still running. Wait for it or cancel it (Esc).")
             return
-        request = self.dialogs.export_request(self, self.default_report_path(), self.settings.deidentify,
-                                              self.settings.dicom, self.default_report_path(deidentified=True))
+        request = self.dialogs.export_request(
+            self,
+            self.default_report_path(),
+            self.settings.deidentify,
+            self.settings.dicom,
+            self.default_report_path(deidentified=True),
+        )
         if request is None:
             return
         self.settings.deidentify, self.settings.dicom = request.deidentify, request.dicom
         existing = [p for p in request.targets if p.exists()]
         if existing:
             names = "\n".join(str(p) for p in existing)
-            if not self.dialogs.confirm(self, "Replace existing file?",
-                                        f"These files already exist:\n\n{names}\n\nReplace them?"):
+            if not self.dialogs.confirm(
+                self, "Replace existing file?", f"These files already exist:\n\n{names}\n\nReplace them?"
+            ):
                 self.status_text.setText("Export cancelled: nothing was written")
                 return
         self.export(request, overwrite=bool(existing))
@@ -406,17 +479,25 @@ class MainWindow(QMainWindow):
         institution, logo = self.settings.institution, self.settings.logo
 
         def work(progress, cancel) -> list[Path]:
-            return export_report(request, exam, card, institution=institution, logo=logo or None,
-                                 overwrite=overwrite, progress=progress, cancel=cancel)
+            return export_report(
+                request,
+                exam,
+                card,
+                institution=institution,
+                logo=logo or None,
+                overwrite=overwrite,
+                progress=progress,
+                cancel=cancel,
+            )
 
         self._run_job(Job(work, "export report"), f"Exporting {request.pdf_path.name}", self._export_finished)
         return True
 
     def _export_finished(self, written: list[Path]) -> None:
         self.status_text.setText("Report written: " + ", ".join(str(p) for p in written))
-        if written and self.dialogs.confirm(self, "Report written",
-                                            "Written:\n\n" + "\n".join(str(p) for p in written)
-                                            + "\n\nOpen the PDF now?"):
+        if written and self.dialogs.confirm(
+            self, "Report written", "Written:\n\n" + "\n".join(str(p) for p in written) + "\n\nOpen the PDF now?"
+        ):
             self.dialogs.open_externally(written[0])
 
     # -- jobs --------------------------------------------------------------------------------
@@ -449,8 +530,12 @@ class MainWindow(QMainWindow):
         elif isinstance(exc, InputError):
             self.dialogs.error(self, "Cannot read the file", str(exc), tb)
         else:
-            self.dialogs.error(self, "Something went wrong", f"{type(exc).__name__}: {exc}\n\n"
-                               "The app keeps running; the details below help the developers.", tb)
+            self.dialogs.error(
+                self,
+                "Something went wrong",
+                f"{type(exc).__name__}: {exc}\n\nThe app keeps running; the details below help the developers.",
+                tb,
+            )
 
     def _job_cancelled(self, _payload: None) -> None:
         self.status_text.setText("Cancelled: nothing was changed")
@@ -469,7 +554,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(busy)
         self.act_cancel.setEnabled(busy)
         if busy:
-            self.progress.setRange(0, 0)   # busy indicator until the first progress report
+            self.progress.setRange(0, 0)  # busy indicator until the first progress report
         self._update_actions()
 
     def cancel_job(self) -> None:
@@ -497,7 +582,9 @@ class MainWindow(QMainWindow):
     def settings_dialog(self) -> None:
         """Edit and persist the settings; a new model card or thread count reloads the model."""
         s = self.settings
-        values = self.dialogs.settings(self, SettingsValues(s.model_card, s.institution, s.logo, s.export_dir, s.threads))
+        values = self.dialogs.settings(
+            self, SettingsValues(s.model_card, s.institution, s.logo, s.export_dir, s.threads)
+        )
         if values is None:
             return
         if values.model_card:
@@ -573,8 +660,12 @@ def install_excepthook(dialogs: Dialogs, parent: Callable[[], QWidget | None]) -
             return
         showing.set()
         try:
-            dialogs.error(parent(), "Unexpected error", f"{exc_type.__name__}: {exc}\n\nThe app keeps running; "
-                          "the details below help the developers.", text)
+            dialogs.error(
+                parent(),
+                "Unexpected error",
+                f"{exc_type.__name__}: {exc}\n\nThe app keeps running; the details below help the developers.",
+                text,
+            )
         except Exception:  # noqa: BLE001 - the dialog itself failed: the log has it
             log.exception("could not show the error dialog")
         finally:

@@ -42,9 +42,9 @@ CancelFn = Callable[[], bool]
 class JobSignals(QObject):
     """Signals of a :class:`Job` (a QRunnable cannot have signals itself)."""
 
-    progress = Signal(int, int, str)       # done, total, message
-    finished = Signal(object)              # the function's result
-    failed = Signal(object, str)           # the exception, its formatted traceback
+    progress = Signal(int, int, str)  # done, total, message
+    finished = Signal(object)  # the function's result
+    failed = Signal(object, str)  # the exception, its formatted traceback
     cancelled = Signal()
 
 
@@ -53,7 +53,7 @@ class Job(QRunnable):
 
     def __init__(self, fn: Callable[[ProgressFn, CancelFn], Any], name: str = "job") -> None:
         super().__init__()
-        self.setAutoDelete(False)          # the window keeps a reference until the job ends
+        self.setAutoDelete(False)  # the window keeps a reference until the job ends
         self.fn = fn
         self.name = name
         self.signals = JobSignals()
@@ -75,7 +75,7 @@ class Job(QRunnable):
         except Cancelled:
             log.info("%s cancelled", self.name)
             self.signals.cancelled.emit()
-        except InputError as e:         # a bad file or model card: the user's problem, said in words
+        except InputError as e:  # a bad file or model card: the user's problem, said in words
             log.warning("%s failed: %s", self.name, e)
             self.signals.failed.emit(e, traceback.format_exc())
         except BaseException as e:  # noqa: BLE001 - everything goes back to the GUI, nothing is lost
@@ -101,8 +101,9 @@ class LoadOutcome:
     n_volumes: int = 0
 
 
-def load_and_screen(paths: Sequence[str | Path], get_screener: Callable[[], Any], progress: ProgressFn,
-                    cancel: CancelFn) -> LoadOutcome:
+def load_and_screen(
+    paths: Sequence[str | Path], get_screener: Callable[[], Any], progress: ProgressFn, cancel: CancelFn
+) -> LoadOutcome:
     """Read every path (collecting bad files instead of stopping), then screen all volumes.
 
     ``get_screener()`` returns a ``core.inference.Screener`` (or anything with ``.card`` and
@@ -122,7 +123,7 @@ def load_and_screen(paths: Sequence[str | Path], get_screener: Callable[[], Any]
         try:
             volumes.extend(open_path(path, errors=errors))
         except InputError as e:
-            if not any(e is seen or str(e) == str(seen) for seen in errors):   # open_path may have listed it
+            if not any(e is seen or str(e) == str(seen) for seen in errors):  # open_path may have listed it
                 errors.append(e)
     if not volumes:
         return LoadOutcome([], None, errors, 0)
@@ -157,9 +158,17 @@ class ExportRequest:
         return [self.pdf_path] + ([self.dicom_path] if self.dicom else [])
 
 
-def export_report(request: ExportRequest, exam: ExamResult, card: ModelCard, *, institution: str = "",
-                  logo: str | Path | None = None, overwrite: bool = False,
-                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list[Path]:
+def export_report(
+    request: ExportRequest,
+    exam: ExamResult,
+    card: ModelCard,
+    *,
+    institution: str = "",
+    logo: str | Path | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> list[Path]:
     """Write the PDF report (and optionally its DICOM Encapsulated PDF); returns the files written."""
     from core.dicom_export import pdf_to_dicom
     from core.report import ReportOptions, write_report
@@ -167,14 +176,14 @@ def export_report(request: ExportRequest, exam: ExamResult, card: ModelCard, *, 
     progress = progress or (lambda *_: None)
     steps = len(request.targets)
     progress(0, steps, f"Writing {request.pdf_path.name}\u2026")
-    options = ReportOptions(institution=institution, logo=Path(logo) if logo else None,
-                            deidentify=request.deidentify)
+    options = ReportOptions(institution=institution, logo=Path(logo) if logo else None, deidentify=request.deidentify)
     written = [Path(write_report(request.pdf_path, exam, card, options, overwrite=overwrite))]
     if request.dicom:
         if cancel is not None and cancel():
             raise Cancelled()
         progress(1, steps, f"Writing {request.dicom_path.name}\u2026")
-        written.append(Path(pdf_to_dicom(written[0], exam, request.dicom_path,
-                                         deidentify=request.deidentify, overwrite=overwrite)))
+        written.append(
+            Path(pdf_to_dicom(written[0], exam, request.dicom_path, deidentify=request.deidentify, overwrite=overwrite))
+        )
     progress(steps, steps, "Report written")
     return written

@@ -63,8 +63,9 @@ def _card(args, tmp: Path):
 
     torch.manual_seed(0)
     model, _ = build(args.arch, 3)
-    card = ModelCard(name="bench", arch=args.arch, classes=["normal", "drusen", "cnv"],
-                     input_size=(args.size, args.size), demo=True)
+    card = ModelCard(
+        name="bench", arch=args.arch, classes=["normal", "drusen", "cnv"], input_size=(args.size, args.size), demo=True
+    )
     t = time.perf_counter()
     path = export_model_files(model.eval(), card, tmp, int8=args.int8)
     return load_card(path), f"random {args.arch} at {args.size} px (exported in {time.perf_counter() - t:.1f} s)"
@@ -99,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         vol = _volume(args.bscans, args.height, args.width, seed=7)
         dcm = write_opt(vol, tmp / "cube.dcm")
-        print(f"volume: {args.bscans} x {args.height} x {args.width}, {dcm.stat().st_size / 1e6:.1f} MB DICOM "
-              f"(simulated + written in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"volume: {args.bscans} x {args.height} x {args.width}, {dcm.stat().st_size / 1e6:.1f} MB DICOM "
+            f"(simulated + written in {time.perf_counter() - t:.1f} s)"
+        )
         rss_before = _peak_rss_mb()
 
         screener = Screener(card, backend=args.backend, threads=args.threads, batch_size=args.batch, int8=args.int8)
-        screener.predict(np.zeros((1, 3, *card.input_size), np.float32))        # warm-up (session init)
+        screener.predict(np.zeros((1, 3, *card.input_size), np.float32))  # warm-up (session init)
         steps: dict[str, float] = {}
         t0 = time.perf_counter()
         t = time.perf_counter()
@@ -128,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in steps.items():
         print(f"{k:22s} {v:9.2f} {1000 * v / vr.n:10.1f} {100 * v / total:6.1f}%")
     print(f"{'total':22s} {total:9.2f} {1000 * total / vr.n:10.1f}   ({vr.n / total:.1f} B-scans/s)")
-    print(f"\ndecision: {eye.headline}; gradable {eye.n_gradable}/{eye.n_bscans}; "
-          f"evidence {[i + 1 for i in eye.evidence]}")
+    print(
+        f"\ndecision: {eye.headline}; gradable {eye.n_gradable}/{eye.n_bscans}; "
+        f"evidence {[i + 1 for i in eye.evidence]}"
+    )
     print(f"peak RSS: {_peak_rss_mb():.0f} MB (before screening: {rss_before:.0f} MB)")
     return 0
 

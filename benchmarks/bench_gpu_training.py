@@ -34,6 +34,7 @@ def _timer(device):
     import torch
 
     if device.type == "cuda":
+
         def run(fn, n):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -43,11 +44,13 @@ def _timer(device):
             torch.cuda.synchronize()
             return start.elapsed_time(end) / 1000.0
     else:
+
         def run(fn, n):
             t = time.perf_counter()
             for _ in range(n):
                 fn()
             return time.perf_counter() - t
+
     return run
 
 
@@ -97,12 +100,22 @@ def bench(args) -> list[dict]:
         return x, torch.randint(0, k, (n,), device=device)
 
     def record(what, model_name, n, secs, note=""):
-        mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
-        row = {"what": what, "model": model_name, "batch": n, "ms_per_step": 1000 * secs,
-               "images_per_s": n / secs, "peak_mem_gib": mem, "note": note}
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        row = {
+            "what": what,
+            "model": model_name,
+            "batch": n,
+            "ms_per_step": 1000 * secs,
+            "images_per_s": n / secs,
+            "peak_mem_gib": mem,
+            "note": note,
+        }
         rows.append(row)
-        print(f"{what:<22} {model_name:<18} batch {n:>3}  {n / secs:9.1f} images/s  {1000 * secs:8.2f} ms/step"
-              f"  {mem:6.1f} GiB  {note}", flush=True)
+        print(
+            f"{what:<22} {model_name:<18} batch {n:>3}  {n / secs:9.1f} images/s  {1000 * secs:8.2f} ms/step"
+            f"  {mem:6.1f} GiB  {note}",
+            flush=True,
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
@@ -119,9 +132,12 @@ def bench(args) -> list[dict]:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         return step
 
-    variants = ([] if args.compile_only else [("eager", False)]) + ([("compiled", True)] if args.compile or args.compile_only else [])
+    variants = ([] if args.compile_only else [("eager", False)]) + (
+        [("compiled", True)] if args.compile or args.compile_only else []
+    )
     for n in args.batches:
         x, y = batch(n)
         for tag, comp in variants:
@@ -159,13 +175,15 @@ def bench(args) -> list[dict]:
             del opt
             # inference
             student.eval()
-            for name, model, run in (("teacher", teacher, t_run), ("student", student, s_run)):
+            for name, _model, run in (("teacher", teacher, t_run), ("student", student, s_run)):
                 arch = args.teacher if name == "teacher" else args.student
                 xi, _ = batch(args.infer_batch)
                 for mode in ("bf16", "fp32") if device.type == "cuda" else ("fp32",):
+
                     def infer(run=run, xi=xi, mode=mode):
                         with torch.no_grad(), autocast_context(device, amp if mode == "bf16" else "off"):
                             run(xi)
+
                     secs = measure(infer, device, steps=args.steps, warmup=args.warmup)
                     record(f"inference {mode}", arch, args.infer_batch, secs, tag)
             del teacher, student, t_run, s_run
@@ -185,8 +203,10 @@ def summarize(run_dir: Path) -> str:
             continue
         rates = [r.get("images_per_s") or r["samples_this_rank"] / r["seconds"] for r in rows if r.get("seconds")]
         rate = statistics.median(rates[1:] if len(rates) > 1 else rates)
-        lines.append(f"{str(hist.parent.relative_to(run_dir)):<34} {len(rows):>6} {rate:15.1f} "
-                     f"{100 * rows[-1]['val_acc']:14.1f}%")
+        lines.append(
+            f"{str(hist.parent.relative_to(run_dir)):<34} {len(rows):>6} {rate:15.1f} "
+            f"{100 * rows[-1]['val_acc']:14.1f}%"
+        )
     return "\n".join(lines)
 
 
@@ -214,21 +234,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "CPU"
-    print(f"device: {dev}; torch {torch.__version__}; {args.size} px; amp {args.amp}; "
-          f"channels_last {not args.no_channels_last}", flush=True)
+    print(
+        f"device: {dev}; torch {torch.__version__}; {args.size} px; amp {args.amp}; "
+        f"channels_last {not args.no_channels_last}",
+        flush=True,
+    )
     rows = bench(args)
     by = {(r["what"], r["batch"], r["note"].split(",")[0]): r["images_per_s"] for r in rows}
     print("\nratios (same batch, eager):")
     for n in args.batches:
         s, d, t = (by.get((w, n, "eager")) for w in ("student train", "distillation step", "teacher train"))
         if s and d and t:
-            print(f"  batch {n}: distillation runs at {d / s:.2f}x the student-alone rate, "
-                  f"{d / t:.2f}x the teacher-training rate")
+            print(
+                f"  batch {n}: distillation runs at {d / s:.2f}x the student-alone rate, "
+                f"{d / t:.2f}x the teacher-training rate"
+            )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_gpu_training.json").write_text(json.dumps({"device": dev, "torch": torch.__version__,
-                                                                  "size": args.size, "rows": rows}, indent=1))
+        (out / "bench_gpu_training.json").write_text(
+            json.dumps({"device": dev, "torch": torch.__version__, "size": args.size, "rows": rows}, indent=1)
+        )
     return 0
 
 

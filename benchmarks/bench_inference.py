@@ -43,7 +43,7 @@ def _time_interleaved(fns: dict[str, object], x: np.ndarray, reps: int) -> dict[
     """Median seconds per call of each fn(x), timed round-robin (one call of each per round) so
     that a busy or throttling CPU affects all models alike."""
     for fn in fns.values():
-        fn(x)                                    # warm-up: session init, allocator, caches
+        fn(x)  # warm-up: session init, allocator, caches
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         def f(a):
             with torch.inference_mode():
                 return model(torch.from_numpy(a))
+
         return f
 
     fns: dict[str, object] = {f"student {args.student} PyTorch eager": torch_run(net)}
@@ -122,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         for method in ("dynamic", "static"):
             name = f"student ONNX int8 ({method})"
             try:
-                q = quantize_int8(fp32, Path(td) / f"s.{method}.onnx", calib if method == "static" else None,
-                                  method=method)
+                q = quantize_int8(
+                    fp32, Path(td) / f"s.{method}.onnx", calib if method == "static" else None, method=method
+                )
                 s = _ort_session(q, args.threads)
             except Exception as e:  # report, keep benchmarking the rest
                 notes[name] = f"failed: {type(e).__name__}: {e}"[:90]
@@ -131,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             fns[name] = lambda a, s=s: s.run(["logits", "cams"], {"input": a})
             notes[name] = f"{q.stat().st_size / 1e6:.1f} MB; " + _agreement(ref, fns[name](x))
         per_call = _time_interleaved(fns, x, args.reps)
-    rows: list[tuple[str, float, str]] = [(k, per_call.get(k, float("nan")) / len(x), notes.get(k, ""))
-                                          for k in [*fns, *(n for n in notes if n not in fns)]]
+    rows: list[tuple[str, float, str]] = [
+        (k, per_call.get(k, float("nan")) / len(x), notes.get(k, ""))
+        for k in [*fns, *(n for n in notes if n not in fns)]
+    ]
 
     if not args.no_teacher:
         teacher, _ = build(args.teacher, 3)

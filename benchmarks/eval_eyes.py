@@ -51,17 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     m = evaluate_eyes(eyes, thresholds=card.thresholds)
     m["bscan_accuracy_on_eye_class_bscans"] = frame_hits / max(1, frame_n)
     m["seconds"] = time.perf_counter() - t0
-    print(f"model {card.name} v{card.version} ({card.arch}, input {card.input_size}); "
-          f"{len(eyes)} synthetic eyes, {a.bscans} B-scans each, simulator seed {a.seed}")
+    print(
+        f"model {card.name} v{card.version} ({card.arch}, input {card.input_size}); "
+        f"{len(eyes)} synthetic eyes, {a.bscans} B-scans each, simulator seed {a.seed}"
+    )
     classes = sorted(m["confusion"])
     labels = sorted({k for row in m["confusion"].values() for k in row})
     print("truth \\ decided  " + "  ".join(f"{c:>10}" for c in labels))
     for t in classes:
         print(f"{t:>15}  " + "  ".join(f"{m['confusion'][t].get(c, 0):>10}" for c in labels))
-    print(f"per-eye accuracy {m['accuracy']:.3f} (rescans excluded; {m['n_rescan']} rescans), "
-          f"referral sensitivity {m['referral_sensitivity']:.3f}, specificity {m['referral_specificity']:.3f}, "
-          f"urgent (CNV) sensitivity {m['urgent_sensitivity']:.3f}")
-    print(f"per-B-scan accuracy on B-scans labelled with their eye's class: {m['bscan_accuracy_on_eye_class_bscans']:.3f}")
+    print(
+        f"per-eye accuracy {m['accuracy']:.3f} (rescans excluded; {m['n_rescan']} rescans), "
+        f"referral sensitivity {m['referral_sensitivity']:.3f}, specificity {m['referral_specificity']:.3f}, "
+        f"urgent (CNV) sensitivity {m['urgent_sensitivity']:.3f}"
+    )
+    print(
+        f"per-B-scan accuracy on B-scans labelled with their eye's class: {m['bscan_accuracy_on_eye_class_bscans']:.3f}"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(m, indent=2, default=float) + "\n")
     return 0

@@ -60,8 +60,12 @@ def _per_bscan(screener: Screener, samples: list[Sample], aspect: str, batch: in
     card = screener.card
     out = []
     for i in range(0, len(samples), batch):
-        x = np.concatenate([preprocess_bscans(read_grey(s.path), card.input_size, card.mean, card.std, aspect)
-                            for s in samples[i:i + batch]])
+        x = np.concatenate(
+            [
+                preprocess_bscans(read_grey(s.path), card.input_size, card.mean, card.std, aspect)
+                for s in samples[i : i + batch]
+            ]
+        )
         out.append(screener.predict(x)[0])
     return np.concatenate(out)
 
@@ -129,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     classes = list(card.classes)
     y = np.array([classes.index(s.label) for s in samples])
     counts = Counter(s.label for s in samples)
-    print(f"model {card.name} v{card.version} ({card.arch}, input {card.input_size[0]}x{card.input_size[1]}, "
-          f"aspect {card.aspect}) on {len(samples)} real B-scans of "
-          f"{len({s.group for s in samples})} patients: {what}")
+    print(
+        f"model {card.name} v{card.version} ({card.arch}, input {card.input_size[0]}x{card.input_size[1]}, "
+        f"aspect {card.aspect}) on {len(samples)} real B-scans of "
+        f"{len({s.group for s in samples})} patients: {what}"
+    )
     print("  classes: " + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes))
     print(f"  {card.warning}")
-    results: dict = {"model": card.name, "version": card.version, "samples": what, "n": len(samples),
-                     "per_aspect": {}}
+    results: dict = {"model": card.name, "version": card.version, "samples": what, "n": len(samples), "per_aspect": {}}
     print(f"\nper B-scan{'':12}balanced acc  macro AUC  ECE    " + "  ".join(f"{c:>12}" for c in classes))
     print(f"{'':23}{'':34}" + "  ".join(f"{'sens / spec':>12}" for _ in classes))
     for aspect in ASPECT_POLICIES:
@@ -143,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         m = classification_metrics(y, probs, classes)
         results["per_aspect"][aspect] = m
         mark = " (card)" if aspect == card.aspect else ""
-        cells = "  ".join(f"{100 * m['per_class'][c]['sensitivity']:5.1f}/{100 * m['per_class'][c]['specificity']:5.1f}"
-                          if m["per_class"][c]["support"] else f"{'-':>12}" for c in classes)
+        cells = "  ".join(
+            f"{100 * m['per_class'][c]['sensitivity']:5.1f}/{100 * m['per_class'][c]['specificity']:5.1f}"
+            if m["per_class"][c]["support"]
+            else f"{'-':>12}"
+            for c in classes
+        )
         print(f"  {aspect + mark:<21}{100 * _balanced(m):10.1f} %  {m['macro_auc']:9.3f}  {m['ece']:.3f}  {cells}")
     wb = _width_baseline(train, samples, classes)
     if wb is not None:
@@ -155,18 +164,26 @@ def main(argv: list[str] | None = None) -> int:
     em = evaluate_eyes(eyes, truth=truth, thresholds=card.thresholds)
     results["per_eye"] = em
     sizes = Counter(e.n_bscans for e in eyes)
-    print(f"\nper pseudo-exam ({len(eyes)} exams of one patient's B-scans; B-scans per exam: "
-          + ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items())) + f"; {n_bad} unreadable)")
+    print(
+        f"\nper pseudo-exam ({len(eyes)} exams of one patient's B-scans; B-scans per exam: "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items()))
+        + f"; {n_bad} unreadable)"
+    )
     print("  tiers: " + ", ".join(f"{k} {v}" for k, v in sorted(em["tiers"].items())))
     labels = sorted({k for row in em["confusion"].values() for k in row})
     print("  truth \\ decided " + " ".join(f"{c:>10}" for c in labels))
     for t in sorted(em["confusion"]):
         print(f"  {t:>15} " + " ".join(f"{em['confusion'][t].get(c, 0):>10}" for c in labels))
-    print(f"  label accuracy {100 * em['accuracy']:.1f} %, referral sensitivity {100 * em['referral_sensitivity']:.1f} %, "
-          f"specificity {100 * em['referral_specificity']:.1f} %, CNV urgent {100 * em['urgent_sensitivity']:.1f} %, "
-          f"review {em['n_review']}, diseased eyes sent home {em['referable_sent_home']}")
-    print("  (a pseudo-exam of fewer than "
-          f"{card.thresholds.min_gradable} B-scans can refer but never gets 'no referral': normal ones go to review)")
+    print(
+        f"  label accuracy {100 * em['accuracy']:.1f} %, "
+        f"referral sensitivity {100 * em['referral_sensitivity']:.1f} %, "
+        f"specificity {100 * em['referral_specificity']:.1f} %, CNV urgent {100 * em['urgent_sensitivity']:.1f} %, "
+        f"review {em['n_review']}, diseased eyes sent home {em['referable_sent_home']}"
+    )
+    print(
+        "  (a pseudo-exam of fewer than "
+        f"{card.thresholds.min_gradable} B-scans can refer but never gets 'no referral': normal ones go to review)"
+    )
     results["seconds"] = time.perf_counter() - t0
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

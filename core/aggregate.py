@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from core.tiers import resolve_tiers
 __all__ = ["calibrate_thresholds", "decide", "top_k", "eye_scores", "evaluate_eyes", "UNGRADABLE"]
 
 UNGRADABLE = "ungradable"
-_EPS = 1e-6   # float32 probabilities: compare scores and thresholds to 6 decimals (0.4 is 0.4000000060)
+_EPS = 1e-6  # float32 probabilities: compare scores and thresholds to 6 decimals (0.4 is 0.4000000060)
 
 
 def top_k(n_gradable: int, fraction: float) -> int:
@@ -53,8 +53,9 @@ def review_margin(threshold: float, margin: float) -> float:
     return min(margin, threshold / 2, (1 - threshold) / 2)
 
 
-def eye_scores(probs: np.ndarray, classes: Sequence[str], k: int, evidence_of_absence: Sequence[str] = ()
-               ) -> dict[str, float]:
+def eye_scores(
+    probs: np.ndarray, classes: Sequence[str], k: int, evidence_of_absence: Sequence[str] = ()
+) -> dict[str, float]:
     """Per class, the mean of its top-k probabilities (``probs`` holds only the gradable B-scans).
 
     For the classes in ``evidence_of_absence`` (the normal class) it is the mean of the *lowest* k:
@@ -82,17 +83,31 @@ def _fmt(cls: str, score: float) -> str:
 def _rescan(vr: VolumeResult, th: Thresholds, gradable: np.ndarray, required: int) -> EyeResult:
     n, n_ok = vr.n, int(gradable.sum())
     bad = [i for i in range(n) if not gradable[i]]
-    reasons = [f"Only {n_ok} of {n} B-scans are gradable; at least {required} and "
-               f"{100 * th.min_gradable_fraction:.0f} % are needed to decide."]
+    reasons = [
+        f"Only {n_ok} of {n} B-scans are gradable; at least {required} and "
+        f"{100 * th.min_gradable_fraction:.0f} % are needed to decide."
+    ]
     causes = Counter(vr.quality_reasons[i].split(" (")[0] for i in bad if i < len(vr.quality_reasons))
     for cause, count in causes.most_common():
         if cause:
             reasons.append(f"{count} B-scan{'s' if count != 1 else ''}: {cause}.")
     k = top_k(n_ok, th.top_k_fraction)
     scores = eye_scores(vr.probs[gradable], vr.classes, k, list(th.normal))
-    return EyeResult(eye=vr.volume.eye, label=UNGRADABLE, urgency=Urgency.RESCAN, scores=scores, confidence=0.0,
-                     needs_review=False, evidence=[], n_bscans=n, n_gradable=n_ok, ungradable=bad,
-                     reasons=reasons, volume_result=vr, tiers=resolve_tiers(th.tiers))
+    return EyeResult(
+        eye=vr.volume.eye,
+        label=UNGRADABLE,
+        urgency=Urgency.RESCAN,
+        scores=scores,
+        confidence=0.0,
+        needs_review=False,
+        evidence=[],
+        n_bscans=n,
+        n_gradable=n_ok,
+        ungradable=bad,
+        reasons=reasons,
+        volume_result=vr,
+        tiers=resolve_tiers(th.tiers),
+    )
 
 
 def decide(vr: VolumeResult, thresholds: Thresholds | None = None) -> EyeResult:
@@ -118,8 +133,8 @@ def decide(vr: VolumeResult, thresholds: Thresholds | None = None) -> EyeResult:
     scores = eye_scores(probs, classes, k, list(normal))
     tiers: list[tuple[Urgency, dict[str, float]]] = []
     named: set[str] = set(normal)
-    for urgency, tier in ((Urgency.URGENT, th.urgent), (Urgency.SOON, th.soon), (Urgency.ROUTINE, th.routine)):
-        tiers.append((urgency, {c: float(t) for c, t in tier.items() if c in scores and c not in named}))
+    for urg, tier in ((Urgency.URGENT, th.urgent), (Urgency.SOON, th.soon), (Urgency.ROUTINE, th.routine)):
+        tiers.append((urg, {c: float(t) for c, t in tier.items() if c in scores and c not in named}))
         named |= set(tier)
     how = f"mean of the top {k} of {n_ok} gradable B-scans"
     words = resolve_tiers(th.tiers)
@@ -130,13 +145,15 @@ def decide(vr: VolumeResult, thresholds: Thresholds | None = None) -> EyeResult:
 
     reasons: list[str] = []
     checked: list[dict[str, float]] = []
-    urgency = None
+    urgency: Urgency | None = None
     for urg, tier in tiers:
         checked.append(tier)
         if hits := crossed(tier):
             urgency, label = urg, hits[0]
-            reasons.append(f"{_fmt(label, scores[label])} reaches the {words[urg.value].name.lower()} threshold "
-                           f"{tier[label]:.2f} ({how}).")
+            reasons.append(
+                f"{_fmt(label, scores[label])} reaches the {words[urg.value].name.lower()} threshold "
+                f"{tier[label]:.2f} ({how})."
+            )
             break
     single = n < max(1, int(th.min_gradable))
     if urgency is None:
@@ -147,28 +164,40 @@ def decide(vr: VolumeResult, thresholds: Thresholds | None = None) -> EyeResult:
         reasons.append(nothing)
         if normal and scores.get(label, 0.0) < normal.get(label, 0.0) - _EPS:
             urgency = Urgency.REVIEW
-            reasons.append(f"Review advised: the {label} score {scores[label]:.2f} (mean of the {k} least {label} "
-                           f"B-scans) is below its threshold {normal[label]:.2f}, so the model is not confident "
-                           "the eye is free of disease.")
+            reasons.append(
+                f"Review advised: the {label} score {scores[label]:.2f} (mean of the {k} least {label} "
+                f"B-scans) is below its threshold {normal[label]:.2f}, so the model is not confident "
+                "the eye is free of disease."
+            )
         elif single:
             urgency = Urgency.REVIEW
-            reasons.append(f"Review advised: {'a single B-scan' if n == 1 else f'{n} B-scans'} cannot rule out "
-                           "disease (a volume scan is needed for a no-referral decision).")
+            reasons.append(
+                f"Review advised: {'a single B-scan' if n == 1 else f'{n} B-scans'} cannot rule out "
+                "disease (a volume scan is needed for a no-referral decision)."
+            )
         else:
             urgency = Urgency.NONE
             if normal:
                 checked.append(normal)
-                reasons.append(f"{_fmt(label, scores[label])} (mean of the {k} least {label} B-scans) reaches its "
-                               f"threshold {normal[label]:.2f}.")
+                reasons.append(
+                    f"{_fmt(label, scores[label])} (mean of the {k} least {label} B-scans) reaches its "
+                    f"threshold {normal[label]:.2f}."
+                )
     for c, t in {c: t for _, tier in tiers for c, t in tier.items()}.items():
         if c != label and scores[c] >= t - _EPS:
             reasons.append(f"Also above threshold: {_fmt(c, scores[c])} (threshold {t:.2f}).")
 
-    near = [(c, t) for tier in checked for c, t in tier.items()
-            if round(abs(scores[c] - t), 6) < review_margin(t, th.review_margin)]
+    near = [
+        (c, t)
+        for tier in checked
+        for c, t in tier.items()
+        if round(abs(scores[c] - t), 6) < review_margin(t, th.review_margin)
+    ]
     for c, t in near:
-        reasons.append(f"Review advised: {_fmt(c, scores[c])} is within {review_margin(t, th.review_margin):.2f} "
-                       f"of its threshold {t:.2f}.")
+        reasons.append(
+            f"Review advised: {_fmt(c, scores[c])} is within {review_margin(t, th.review_margin):.2f} "
+            f"of its threshold {t:.2f}."
+        )
     unused = [c for c in classes if c not in named and c != label and scores[c] >= 0.5]
     for c in unused:
         reasons.append(f"{_fmt(c, scores[c])} (this class is not used for referral by the model card).")
@@ -176,19 +205,34 @@ def decide(vr: VolumeResult, thresholds: Thresholds | None = None) -> EyeResult:
         reasons.append(f"{n - n_ok} of {n} B-scans were ungradable and excluded.")
 
     col = classes.index(label) if label in classes else int(np.argmax([scores[c] for c in classes]))
-    if label in normal:   # evidence of a normal eye: its least normal B-scans, the ones a reader should check
+    if label in normal:  # evidence of a normal eye: its least normal B-scans, the ones a reader should check
         order = np.argsort(probs[:, col], kind="stable")[:k]
         evidence = [int(index[i]) for i in order]
     else:
         evidence = _evidence(probs, index, col, k)
-    return EyeResult(eye=vr.volume.eye, label=label, urgency=urgency, scores=scores, confidence=scores.get(label, 0.0),
-                     needs_review=bool(near) or urgency is Urgency.REVIEW, evidence=evidence, n_bscans=n,
-                     n_gradable=n_ok, ungradable=[int(i) for i in np.flatnonzero(~gradable)], reasons=reasons,
-                     volume_result=vr, tiers=words)
+    return EyeResult(
+        eye=vr.volume.eye,
+        label=label,
+        urgency=urgency,
+        scores=scores,
+        confidence=scores.get(label, 0.0),
+        needs_review=bool(near) or urgency is Urgency.REVIEW,
+        evidence=evidence,
+        n_bscans=n,
+        n_gradable=n_ok,
+        ungradable=[int(i) for i in np.flatnonzero(~gradable)],
+        reasons=reasons,
+        volume_result=vr,
+        tiers=words,
+    )
 
 
-def evaluate_eyes(items: Iterable[EyeResult | VolumeResult], truth: Sequence[str] | None = None,
-                  thresholds: Thresholds | None = None, referable: Sequence[str] | None = None) -> dict:
+def evaluate_eyes(
+    items: Iterable[EyeResult | VolumeResult],
+    truth: Sequence[str] | None = None,
+    thresholds: Thresholds | None = None,
+    referable: Sequence[str] | None = None,
+) -> dict:
     """Per-eye metrics for eyes with known labels.
 
     items: EyeResults, or VolumeResults (decided here with ``thresholds``). truth: the true eye
@@ -238,8 +282,7 @@ def evaluate_eyes(items: Iterable[EyeResult | VolumeResult], truth: Sequence[str
         "per_class": per_class,
         "confusion": confusion,
         "referral_sensitivity": rate([p for p in decided if p[1] in refer], lambda e, t: e.urgency in referred),
-        "referral_specificity": rate([p for p in decided if p[1] not in refer],
-                                     lambda e, t: e.urgency not in referred),
+        "referral_specificity": rate([p for p in decided if p[1] not in refer], lambda e, t: e.urgency not in referred),
         "urgent_sensitivity": rate([p for p in decided if p[1] in th.urgent], lambda e, t: e.urgency is Urgency.URGENT),
         "n_review": sum(1 for e, _ in decided if e.urgency is Urgency.REVIEW),
         # the dangerous error: an eye of a referable class sent home with "no referral"
@@ -253,8 +296,13 @@ def evaluate_eyes(items: Iterable[EyeResult | VolumeResult], truth: Sequence[str
 DEFAULT_MIN_SENSITIVITY: dict[str, float] = {"cnv": 0.95, "dme": 0.90, "drusen": 0.90, "normal": 0.90}
 
 
-def calibrate_thresholds(eyes: Sequence[EyeResult], truth: Sequence[str], thresholds: Thresholds | None = None, *,
-                         min_sensitivity: float | Mapping[str, float] | None = None) -> tuple[Thresholds, dict]:
+def calibrate_thresholds(
+    eyes: Sequence[EyeResult],
+    truth: Sequence[str],
+    thresholds: Thresholds | None = None,
+    *,
+    min_sensitivity: float | Mapping[str, float] | None = None,
+) -> tuple[Thresholds, dict]:
     """Per-model decision thresholds from eyes with known labels (a calibration set, never the test set).
 
     For each class named in the thresholds (urgent tier first, then soon, routine and last the
@@ -290,17 +338,29 @@ def calibrate_thresholds(eyes: Sequence[EyeResult], truth: Sequence[str], thresh
                 continue
             s_min = float(want.get(cls, 0.9))
             need = max(1, int(np.ceil(round(s_min * pos.size, 9))))
-            t_hi = float(np.sort(pos)[::-1][need - 1])          # highest threshold with >= need positives
+            t_hi = float(np.sort(pos)[::-1][need - 1])  # highest threshold with >= need positives
             below = neg[neg < t_hi]
             t = (t_hi + float(below.max())) / 2 if below.size else t_hi
             t = float(np.clip(t, 0.05, 0.99))
-            tier[cls] = math.floor(t * 1e4) / 1e4     # rounded down: rounding up could drop the lowest positive
-            report[cls] = {"threshold": tier[cls], "min_sensitivity": s_min,
-                           "sensitivity": float((pos >= tier[cls]).mean()),
-                           "specificity": float((neg < tier[cls]).mean()) if neg.size else float("nan"),
-                           "n_pos": int(pos.size), "n_neg": int(neg.size)}
+            tier[cls] = math.floor(t * 1e4) / 1e4  # rounded down: rounding up could drop the lowest positive
+            report[cls] = {
+                "threshold": tier[cls],
+                "min_sensitivity": s_min,
+                "sensitivity": float((pos >= tier[cls]).mean()),
+                "specificity": float((neg < tier[cls]).mean()) if neg.size else float("nan"),
+                "n_pos": int(pos.size),
+                "n_neg": int(neg.size),
+            }
         more_urgent |= set(tier)
-    new = Thresholds(urgent=tiers[0], soon=tiers[1], routine=tiers[2], normal=tiers[3],
-                     review_margin=th.review_margin, top_k_fraction=th.top_k_fraction, min_gradable=th.min_gradable,
-                     min_gradable_fraction=th.min_gradable_fraction, tiers=dict(th.tiers))
+    new = Thresholds(
+        urgent=tiers[0],
+        soon=tiers[1],
+        routine=tiers[2],
+        normal=tiers[3],
+        review_margin=th.review_margin,
+        top_k_fraction=th.top_k_fraction,
+        min_gradable=th.min_gradable,
+        min_gradable_fraction=th.min_gradable_fraction,
+        tiers=dict(th.tiers),
+    )
     return new, report

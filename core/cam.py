@@ -34,7 +34,7 @@ def overlay(bscan: np.ndarray, cam: np.ndarray | None, alpha: float = 0.4, thres
     if cam is None or alpha <= 0:
         return rgb
     h, w = grey.shape
-    c = cam.astype(np.float32)
+    c: np.ndarray = cam.astype(np.float32)
     if c.shape != (h, w):
         c = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
     c = np.clip(c, 0.0, 1.0)
@@ -76,18 +76,21 @@ def gap_linear_head(model):
     from torch import nn
 
     name = type(model).__name__
-    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")
-            and hasattr(model, "get_classifier")):
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head") and hasattr(model, "get_classifier")):
         raise CamHeadError(f"{name}: not a timm model (needs forward_features / forward_head / get_classifier)")
     fc = model.get_classifier()
     if not isinstance(fc, nn.Linear):
-        raise CamHeadError(f"{name}: classifier is {type(fc).__name__}, not a single linear layer; "
-                           "CAMs need a global-average-pool + linear head")
+        raise CamHeadError(
+            f"{name}: classifier is {type(fc).__name__}, not a single linear layer; "
+            "CAMs need a global-average-pool + linear head"
+        )
     pool = getattr(model, "global_pool", None)
     pool_type = getattr(pool, "pool_type", None)
     if pool is None or pool_type not in ("avg", "fast"):
-        raise CamHeadError(f"{name}: head is not plain global average pooling + linear "
-                           f"(pool {pool_type or 'inside a head module'}); CAM would not equal Grad-CAM")
+        raise CamHeadError(
+            f"{name}: head is not plain global average pooling + linear "
+            f"(pool {pool_type or 'inside a head module'}); CAM would not equal Grad-CAM"
+        )
     k = fc.in_features
     was_training = model.training
     model.eval()
@@ -100,8 +103,10 @@ def gap_linear_head(model):
     finally:
         model.train(was_training)
     if ref.shape != mine.shape or not torch.allclose(ref, mine, atol=1e-4, rtol=1e-4):
-        raise CamHeadError(f"{name}: forward_head is not global-average-pool + linear "
-                           "(it transforms the pooled features); CAM would not equal Grad-CAM")
+        raise CamHeadError(
+            f"{name}: forward_head is not global-average-pool + linear "
+            "(it transforms the pooled features); CAM would not equal Grad-CAM"
+        )
     return fc
 
 
@@ -156,7 +161,7 @@ def gradcam(model, x, class_idx: int):
         with torch.enable_grad():
             feats = model.forward_features(x.detach()).detach().requires_grad_(True)
             logits = model.forward_head(feats)
-            grads, = torch.autograd.grad(logits[:, class_idx].sum(), feats)
+            (grads,) = torch.autograd.grad(logits[:, class_idx].sum(), feats)
     finally:
         model.train(was_training)
     weights = grads.mean(dim=(2, 3), keepdim=True)

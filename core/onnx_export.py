@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,15 @@ from core.fileio import atomic_output
 from core.modelcard import ModelCard, save_card, save_weights, sha256_file
 from core.preprocess import normalise
 
-__all__ = ["export_onnx", "quantize_int8", "export_model_files", "random_calibration", "compare_onnx",
-           "INPUT_NAME", "OUTPUT_NAMES"]
+__all__ = [
+    "export_onnx",
+    "quantize_int8",
+    "export_model_files",
+    "random_calibration",
+    "compare_onnx",
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +46,41 @@ def _export_to(cam_net, dummy, tmp: Path, opset: int) -> None:
         batch = torch.export.Dim("batch", min=1, max=4096)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prog = torch.onnx.export(cam_net, (dummy,), None, dynamo=True, opset_version=opset,
-                                     input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                                     dynamic_shapes=({0: batch},), external_data=False, verbose=False,
-                                     report=False)
+            prog = torch.onnx.export(
+                cam_net,
+                (dummy,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
+                report=False,
+            )
+        assert prog is not None  # dynamo=True returns an ONNXProgram (an AssertionError falls back below)
         prog.save(str(tmp), external_data=False)
         return
     except Exception as e:  # the dynamo exporter still rejects some graphs; the legacy one is fine for CNNs
-        log.warning("dynamo ONNX export failed (%s: %s); falling back to the TorchScript exporter",
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        log.warning(
+            "dynamo ONNX export failed (%s: %s); falling back to the TorchScript exporter",
+            type(e).__name__,
+            str(e).splitlines()[0] if str(e) else "",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(cam_net, (dummy,), str(tmp), dynamo=False, opset_version=min(opset, 17),
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}, "cams": {0: "batch"}},
-                          do_constant_folding=True)
+        torch.onnx.export(
+            cam_net,
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            opset_version=min(opset, 17),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}, "cams": {0: "batch"}},
+            do_constant_folding=True,
+        )
 
 
 def export_onnx(model, card: ModelCard, path: str | Path, *, opset: int = 18) -> Path:
@@ -88,9 +116,14 @@ def export_onnx(model, card: ModelCard, path: str | Path, *, opset: int = 18) ->
     return path
 
 
-def random_calibration(input_size: tuple[int, int], n_batches: int = 4, batch_size: int = 4, seed: int = 0,
-                       mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                       std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> list[np.ndarray]:
+def random_calibration(
+    input_size: tuple[int, int],
+    n_batches: int = 4,
+    batch_size: int = 4,
+    seed: int = 0,
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+) -> list[np.ndarray]:
     """Calibration batches for static quantization when no real B-scans are given: OCT-like
     images (a bright horizontal band over speckle on a dark background), standardised with
     ``mean`` / ``std`` like ``core.preprocess``."""
@@ -102,16 +135,22 @@ def random_calibration(input_size: tuple[int, int], n_batches: int = 4, batch_si
         batch = []
         for _ in range(batch_size):
             centre = rng.uniform(0.3, 0.7)
-            band = np.exp(-((rows - centre) / rng.uniform(0.03, 0.1)) ** 2)
+            band = np.exp(-(((rows - centre) / rng.uniform(0.03, 0.1)) ** 2))
             img = np.clip(band * rng.uniform(0.5, 1.0) + rng.gamma(2.0, 0.05, size=(h, w)), 0, 1)
             batch.append(img.astype(np.float32))
         out.append(normalise(np.stack(batch), mean, std))
     return out
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calibration: Iterable[np.ndarray] | None = None, *,
-                  method: str = "static", mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                  std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> Path:
+def quantize_int8(
+    src: str | Path,
+    dst: str | Path,
+    calibration: Iterable[np.ndarray] | None = None,
+    *,
+    method: str = "static",
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+) -> Path:
     """Quantize an exported ONNX model to int8 (onnxruntime.quantization); atomic write, returns ``dst``.
 
     method='static' (default): QDQ, per-channel int8 weights, uint8 activations calibrated on
@@ -122,8 +161,13 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: Iterable[np.nda
     runs ConvInteger, which measured ~8x *slower* than fp32 on an x86 CPU
     (benchmarks/bench_inference.py), so it is kept only for comparison.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
@@ -143,8 +187,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: Iterable[np.nda
                 m = onnx.load(str(pre), load_external_data=False)
                 dims = m.graph.input[0].type.tensor_type.shape.dim
                 size = (int(dims[2].dim_value), int(dims[3].dim_value))
-                batches = calibration if calibration is not None else random_calibration(
-                    size, mean=mean, std=std)
+                batches = calibration if calibration is not None else random_calibration(size, mean=mean, std=std)
 
                 class _Reader(CalibrationDataReader):
                     def __init__(self) -> None:
@@ -154,17 +197,30 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: Iterable[np.nda
                         b = next(self._it, None)
                         return None if b is None else {INPUT_NAME: np.asarray(b, np.float32)}
 
-                quantize_static(str(pre), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                per_channel=True)
+                quantize_static(
+                    str(pre),
+                    str(tmp),
+                    _Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                )
             else:
                 raise ValueError(f"unknown quantization method {method!r} (dynamic | static)")
     return dst
 
 
-def export_model_files(model, card: ModelCard, folder: str | Path, int8: bool = False, *,
-                       opset: int = 18, int8_method: str = "static",
-                       calibration: Iterable[np.ndarray] | None = None) -> Path:
+def export_model_files(
+    model,
+    card: ModelCard,
+    folder: str | Path,
+    int8: bool = False,
+    *,
+    opset: int = 18,
+    int8_method: str = "static",
+    calibration: Iterable[np.ndarray] | None = None,
+) -> Path:
     """Write ``<name>.safetensors``, ``<name>.onnx`` (and ``<name>.int8.onnx`` with ``int8``) into
     ``folder``, fill in the card's file names and sha256, and save ``<name>.json``. Returns the card path.
 
@@ -192,8 +248,14 @@ def export_model_files(model, card: ModelCard, folder: str | Path, int8: bool = 
         onnx_path = export_onnx(model, card, folder / f"{card.name}.onnx", opset=opset)
         card.onnx_file, card.onnx_sha256 = onnx_path.name, sha256_file(onnx_path)
         if int8:
-            q = quantize_int8(onnx_path, folder / f"{card.name}.int8.onnx", calibration, method=int8_method,
-                              mean=card.mean, std=card.std)
+            q = quantize_int8(
+                onnx_path,
+                folder / f"{card.name}.int8.onnx",
+                calibration,
+                method=int8_method,
+                mean=card.mean,
+                std=card.std,
+            )
             card.onnx_int8_file, card.onnx_int8_sha256 = q.name, sha256_file(q)
     # save_weights writes the safetensors and then the card (with every file name and hash filled).
     save_weights(card, model.state_dict(), folder)
@@ -211,7 +273,7 @@ def _batches(inputs: np.ndarray | Iterable[np.ndarray], batch: int) -> Iterable[
         if inputs.ndim != 4:
             raise ValueError(f"inputs must be [n, 3, H, W], got shape {list(inputs.shape)}")
         for i in range(0, len(inputs), batch):
-            yield inputs[i:i + batch]
+            yield inputs[i : i + batch]
     else:
         for b in inputs:
             b = np.asarray(b)
@@ -220,8 +282,14 @@ def _batches(inputs: np.ndarray | Iterable[np.ndarray], batch: int) -> Iterable[
             yield b
 
 
-def compare_onnx(fp32_path: str | Path, int8_path: str | Path, inputs: np.ndarray | Iterable[np.ndarray],
-                 targets: np.ndarray | None = None, *, batch: int = 32) -> dict[str, Any]:
+def compare_onnx(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    inputs: np.ndarray | Iterable[np.ndarray],
+    targets: np.ndarray | None = None,
+    *,
+    batch: int = 32,
+) -> dict[str, Any]:
     """Run two ONNX models of the same classifier (fp32 and its int8 quantization) with ONNX Runtime
     (CPU provider) on the same preprocessed inputs and say how far apart they are.
 
@@ -249,8 +317,10 @@ def compare_onnx(fp32_path: str | Path, int8_path: str | Path, inputs: np.ndarra
             continue
         p32, p8 = (_softmax(s.run(["logits"], {name: x})[0]) for s, name in zip(sessions, names))
         if p32.shape != p8.shape:
-            raise ValueError(f"{int8_path}: logits of shape {list(p8.shape)}, but {fp32_path} gives "
-                             f"{list(p32.shape)}; not the same classifier")
+            raise ValueError(
+                f"{int8_path}: logits of shape {list(p8.shape)}, but {fp32_path} gives "
+                f"{list(p32.shape)}; not the same classifier"
+            )
         d = np.abs(p8 - p32)
         max_d, sum_d, n_d, n = max(max_d, float(d.max())), sum_d + float(d.sum()), n_d + d.size, n + len(x)
         preds[0].append(p32.argmax(1))
@@ -258,15 +328,24 @@ def compare_onnx(fp32_path: str | Path, int8_path: str | Path, inputs: np.ndarra
     if n == 0:
         raise ValueError("compare_onnx: no inputs to compare on")
     a32, a8 = np.concatenate(preds[0]), np.concatenate(preds[1])
-    out: dict[str, Any] = {"n": n, "agreement": float(np.mean(a32 == a8)), "max_abs_dprob": max_d,
-                           "mean_abs_dprob": sum_d / n_d}
+    out: dict[str, Any] = {
+        "n": n,
+        "agreement": float(np.mean(a32 == a8)),
+        "max_abs_dprob": max_d,
+        "mean_abs_dprob": sum_d / n_d,
+    }
     if targets is not None:
         t = np.asarray(targets).reshape(-1)
         if len(t) != n:
             raise ValueError(f"compare_onnx: {len(t)} targets for {n} inputs")
         acc32, acc8 = float(np.mean(a32 == t)), float(np.mean(a8 == t))
         out.update(accuracy_fp32=acc32, accuracy_int8=acc8, accuracy_change_pp=100.0 * (acc8 - acc32))
-    log.info("int8 vs fp32 on %d inputs: argmax agreement %.4f, max |dp| %.4f, mean |dp| %.5f%s", n,
-             out["agreement"], max_d, out["mean_abs_dprob"],
-             f", accuracy {out['accuracy_fp32']:.4f} -> {out['accuracy_int8']:.4f}" if targets is not None else "")
+    log.info(
+        "int8 vs fp32 on %d inputs: argmax agreement %.4f, max |dp| %.4f, mean |dp| %.5f%s",
+        n,
+        out["agreement"],
+        max_d,
+        out["mean_abs_dprob"],
+        f", accuracy {out['accuracy_fp32']:.4f} -> {out['accuracy_int8']:.4f}" if targets is not None else "",
+    )
     return out

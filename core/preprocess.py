@@ -68,19 +68,19 @@ def fit_aspect(img: np.ndarray, size: tuple[int, int], policy: str = "squash") -
     if policy == "crop":
         if want_w <= w:
             x0 = (w - want_w) // 2
-            return img[:, x0:x0 + max(1, want_w)]
+            return img[:, x0 : x0 + max(1, want_w)]
         want_h = max(1, int(round(w / ratio)))
         y0 = (h - want_h) // 2
-        return img[y0:y0 + want_h]
+        return img[y0 : y0 + want_h]
     if want_w >= w:
         out = np.zeros((h, want_w), img.dtype)
         x0 = (want_w - w) // 2
-        out[:, x0:x0 + w] = img
+        out[:, x0 : x0 + w] = img
         return out
     want_h = int(round(w / ratio))
     out = np.zeros((want_h, w), img.dtype)
     y0 = (want_h - h) // 2
-    out[y0:y0 + h] = img
+    out[y0 : y0 + h] = img
     return out
 
 
@@ -92,8 +92,13 @@ def normalise(unit: np.ndarray, mean, std) -> np.ndarray:
     return ((x - m) / s).astype(np.float32, copy=False)
 
 
-def preprocess_bscans(bscans: np.ndarray, input_size: tuple[int, int], mean=(0.485, 0.456, 0.406),
-                      std=(0.229, 0.224, 0.225), aspect: str = "squash") -> np.ndarray:
+def preprocess_bscans(
+    bscans: np.ndarray,
+    input_size: tuple[int, int],
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    aspect: str = "squash",
+) -> np.ndarray:
     """``[n, h, w]`` (or one ``[h, w]``) uint8/uint16 B-scans to a float32 ``[n, 3, H, W]`` batch."""
     b = np.asarray(bscans)
     if b.ndim == 2:

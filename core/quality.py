@@ -34,21 +34,21 @@ __all__ = ["assess", "assess_bscan", "measure", "BScanQuality", "QualityLimits",
 class QualityLimits:
     """Thresholds of the gradability rules (intensities in [0, 1])."""
 
-    blank_range: float = 0.04          # p99.5 - p0.5 below this: blank frame
-    border_fraction: float = 0.5       # flat white/black fill above this fraction: mostly border
-    saturated_fraction: float = 0.1    # pixels at maximum (outside the border) above this: saturated
-    tissue_contrast: float = 0.12      # a column holds retina when its smoothed peak exceeds its median by this
-    low_signal: float = 0.12           # 90th percentile of column contrasts below this: low signal
-    retina_columns: float = 0.4        # fewer columns with retina than this fraction: too little retina
-    relative_signal: float = 0.7       # signal below this fraction of the volume's median: low signal (blink)
-    relative_min_bscans: int = 5       # the relative rule needs at least this many B-scans
+    blank_range: float = 0.04  # p99.5 - p0.5 below this: blank frame
+    border_fraction: float = 0.5  # flat white/black fill above this fraction: mostly border
+    saturated_fraction: float = 0.1  # pixels at maximum (outside the border) above this: saturated
+    tissue_contrast: float = 0.12  # a column holds retina when its smoothed peak exceeds its median by this
+    low_signal: float = 0.12  # 90th percentile of column contrasts below this: low signal
+    retina_columns: float = 0.4  # fewer columns with retina than this fraction: too little retina
+    relative_signal: float = 0.7  # signal below this fraction of the volume's median: low signal (blink)
+    relative_min_bscans: int = 5  # the relative rule needs at least this many B-scans
 
 
 DEFAULT_LIMITS = QualityLimits()
 
-_WORK_HEIGHT = 256          # B-scans are measured at (at most) this many rows ...
-_WORK_WIDTH = 256           # ... and columns: enough for the rules, fast for 128-frame volumes
-_FLAT_STD = 2.5 / 255.0     # local standard deviation of fill (JPEG noise included)
+_WORK_HEIGHT = 256  # B-scans are measured at (at most) this many rows ...
+_WORK_WIDTH = 256  # ... and columns: enough for the rules, fast for 128-frame volumes
+_FLAT_STD = 2.5 / 255.0  # local standard deviation of fill (JPEG noise included)
 _WHITE, _BLACK = 0.96, 1.5 / 255.0  # fill is (near) pure white or pure black; dim speckle is not fill
 
 
@@ -56,11 +56,11 @@ _WHITE, _BLACK = 0.96, 1.5 / 255.0  # fill is (near) pure white or pure black; d
 class BScanQuality:
     """Measurements of one B-scan (fractions in [0, 1])."""
 
-    value_range: float         # p99.5 - p0.5 of intensities
-    border: float              # fraction of flat white/black fill
-    saturated: float           # fraction of non-border pixels at the frame's (clipped) maximum value
-    signal: float              # 90th percentile over columns of (smoothed column peak - column median)
-    retina_columns: float      # fraction of non-border columns whose contrast reaches the tissue threshold
+    value_range: float  # p99.5 - p0.5 of intensities
+    border: float  # fraction of flat white/black fill
+    saturated: float  # fraction of non-border pixels at the frame's (clipped) maximum value
+    signal: float  # 90th percentile over columns of (smoothed column peak - column median)
+    retina_columns: float  # fraction of non-border columns whose contrast reaches the tissue threshold
 
     def reason(self, limits: QualityLimits = DEFAULT_LIMITS) -> str:
         """Why this B-scan is ungradable ('' when gradable); the first rule that fails."""
@@ -99,8 +99,9 @@ def _saturated_fraction(full: np.ndarray, border_mask: np.ndarray) -> float:
     top = full.max()
     if top == 0:
         return 0.0
-    inside = cv2.resize(border_mask.astype(np.uint8), (full.shape[1], full.shape[0]),
-                        interpolation=cv2.INTER_NEAREST) == 0
+    inside = (
+        cv2.resize(border_mask.astype(np.uint8), (full.shape[1], full.shape[0]), interpolation=cv2.INTER_NEAREST) == 0
+    )
     n_inside = int(inside.sum())
     return float(((full == top) & inside).sum() / n_inside) if n_inside else 0.0
 
@@ -117,7 +118,7 @@ def measure(bscan: np.ndarray, limits: QualityLimits = DEFAULT_LIMITS) -> BScanQ
     # Fill: locally flat and at an extreme (white registration wedges, black padding).
     mean = cv2.blur(img, (5, 5))
     var = np.maximum(cv2.blur(img * img, (5, 5)) - mean * mean, 0.0)
-    flat = var < _FLAT_STD ** 2
+    flat = var < _FLAT_STD**2
     border_mask = flat & ((mean >= _WHITE) | (mean <= _BLACK))
     border = float(border_mask.mean())
     inside = ~border_mask
@@ -155,11 +156,11 @@ def assess(volume: OctVolume, limits: QualityLimits = DEFAULT_LIMITS) -> tuple[n
     reasons: list[str] = []
     for b in volume.bscans:
         try:
-            q = measure(b, limits)
-        except ValueError as e:          # e.g. a 4 x 4 "B-scan": nothing to grade
+            measured = measure(b, limits)
+        except ValueError as e:  # e.g. a 4 x 4 "B-scan": nothing to grade
             q, reason = None, f"cannot be graded ({e})"
         else:
-            reason = q.reason(limits)
+            q, reason = measured, measured.reason(limits)
         qs.append(q)
         reasons.append(reason)
     ok_signal = [q.signal for q, r in zip(qs, reasons, strict=True) if r == "" and q is not None]
@@ -167,6 +168,8 @@ def assess(volume: OctVolume, limits: QualityLimits = DEFAULT_LIMITS) -> tuple[n
         median = float(np.median(ok_signal))
         for i, q in enumerate(qs):
             if reasons[i] == "" and q is not None and q.signal < limits.relative_signal * median:
-                reasons[i] = (f"low signal compared with the rest of the volume ({100 * q.signal / median:.0f} % "
-                              "of the median; blink or defocus)")
+                reasons[i] = (
+                    f"low signal compared with the rest of the volume ({100 * q.signal / median:.0f} % "
+                    "of the median; blink or defocus)"
+                )
     return np.array([r == "" for r in reasons], dtype=bool), reasons

@@ -26,7 +26,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -35,12 +35,23 @@ import core
 from core.cam import overlay
 from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard, Thresholds
-from core.results import EyeResult, ExamResult, Urgency, VolumeResult
+from core.results import ExamResult, EyeResult, Urgency, VolumeResult
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS, class_colour
 from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo
 
-__all__ = ["ReportOptions", "write_report", "atomic_output", "pseudonym_for", "new_report_id", "display_name",
-           "format_date", "URGENCY_COLOURS", "DEIDENTIFIED_MARKER", "PSEUDONYM_KEYWORD", "preview_exam"]
+__all__ = [
+    "ReportOptions",
+    "write_report",
+    "atomic_output",
+    "pseudonym_for",
+    "new_report_id",
+    "display_name",
+    "format_date",
+    "URGENCY_COLOURS",
+    "DEIDENTIFIED_MARKER",
+    "PSEUDONYM_KEYWORD",
+    "preview_exam",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +59,17 @@ log = logging.getLogger(__name__)
 #: followed by ``pseudonym=<id>`` so the DICOM export can reuse the report's pseudonym.
 DEIDENTIFIED_MARKER = "de-identified"
 PSEUDONYM_KEYWORD = re.compile(r"pseudonym=([A-Za-z0-9._-]{1,64})(?=[,)\s]|$)")
-DISCLAIMER = ("OCT Screen is a screening aid; it does not replace examination by an eye-care "
-              "professional. The decision above is a suggestion for referral triage and must be "
-              "reviewed and signed by a qualified clinician.")
+DISCLAIMER = (
+    "OCT Screen is a screening aid; it does not replace examination by an eye-care "
+    "professional. The decision above is a suggestion for referral triage and must be "
+    "reviewed and signed by a qualified clinician."
+)
 
 #: Urgency -> (background, text colour) of its decision box, from ``core.tiers`` (the one owner;
 #: the GUI uses the same). The box always carries the tier in words as well.
-URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {u: (DEFAULT_TIERS[u.value].colour, DEFAULT_TIERS[u.value].text_colour)
-                                                   for u in Urgency}
+URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {
+    u: (DEFAULT_TIERS[u.value].colour, DEFAULT_TIERS[u.value].text_colour) for u in Urgency
+}
 _RED, _GREY, _DARK = "#C62828", "#666666", "#1A1A1A"
 _EVIDENCE_COLOUR = "#1565C0"
 _SEX = {"M": "Male", "F": "Female", "O": "Other"}
@@ -66,20 +80,21 @@ class ReportOptions:
     """How a report looks and whom it names. All optional."""
 
     institution: str = ""
-    institution_address: str = ""        # one or more lines ('\n' separated)
-    logo: Path | None = None             # PNG/JPEG; an unreadable logo is skipped with a warning
+    institution_address: str = ""  # one or more lines ('\n' separated)
+    logo: Path | None = None  # PNG/JPEG; an unreadable logo is skipped with a warning
     page_size: Literal["A4", "Letter"] = "A4"
     deidentify: bool = False
     software_version: str = core.__version__
-    report_id: str | None = None         # default: a short id derived from a random UUID
-    clinician: str = ""                  # pre-filled name on the signature line
-    pseudo_id: str | None = None         # patient pseudonym when de-identifying (default 'ANON-<report id>')
+    report_id: str | None = None  # default: a short id derived from a random UUID
+    clinician: str = ""  # pre-filled name on the signature line
+    pseudo_id: str | None = None  # patient pseudonym when de-identifying (default 'ANON-<report id>')
     generated: _dt.datetime | None = None  # generation time (default: now, local time zone)
 
 
 # ----------------------------------------------------------------------------------------------
 # small helpers shared with core.dicom_export
 # ----------------------------------------------------------------------------------------------
+
 
 def pseudonym_for(report_id: str) -> str:
     """The default patient pseudonym of a de-identified report: 'ANON-<report id>'.
@@ -122,9 +137,15 @@ def _class_colour(classes: list[str], name: str) -> str:
 # fonts
 # ----------------------------------------------------------------------------------------------
 
-_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF",
-              "/usr/local/share/fonts", "/Library/Fonts", str(Path.home() / ".fonts"),
-              str(Path(os.environ.get("WINDIR", "C:/Windows")) / "Fonts"))
+_FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",
+    "/usr/share/fonts/dejavu",
+    "/usr/share/fonts/TTF",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+    str(Path.home() / ".fonts"),
+    str(Path(os.environ.get("WINDIR", "C:/Windows")) / "Fonts"),
+)
 _fonts: tuple[str, str] | None = None
 
 
@@ -142,8 +163,13 @@ def _report_fonts() -> tuple[str, str]:
                 try:
                     pdfmetrics.registerFont(TTFont("OctDejaVu", str(regular)))
                     pdfmetrics.registerFont(TTFont("OctDejaVu-Bold", str(bold)))
-                    pdfmetrics.registerFontFamily("OctDejaVu", normal="OctDejaVu", bold="OctDejaVu-Bold",
-                                                  italic="OctDejaVu", boldItalic="OctDejaVu-Bold")
+                    pdfmetrics.registerFontFamily(
+                        "OctDejaVu",
+                        normal="OctDejaVu",
+                        bold="OctDejaVu-Bold",
+                        italic="OctDejaVu",
+                        boldItalic="OctDejaVu-Bold",
+                    )
                     _fonts = ("OctDejaVu", "OctDejaVu-Bold")
                 except Exception as e:  # a damaged font file must not stop a report
                     log.warning("cannot use font %s (%s); using Helvetica", regular, e)
@@ -171,8 +197,15 @@ def _x(text: object) -> str:
 # the report
 # ----------------------------------------------------------------------------------------------
 
-def write_report(path: str | Path, exam: ExamResult, card: ModelCard, options: ReportOptions | None = None,
-                 *, overwrite: bool = False) -> Path:
+
+def write_report(
+    path: str | Path,
+    exam: ExamResult,
+    card: ModelCard,
+    options: ReportOptions | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Write the screening report of one patient exam as a PDF at ``path``; return ``path``.
 
     Atomic: the PDF is built in a temp file beside ``path`` and renamed at the end; on any error
@@ -200,11 +233,13 @@ class _ReportBuilder:
         self.page = A4 if opts.page_size == "A4" else letter
         self.report_id = opts.report_id or new_report_id()
         self.generated = (opts.generated or _dt.datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M %Z").strip()
-        self.demo = bool(card.demo) or any(e.volume_result is not None and e.volume_result.demo_model
-                                           for e in exam.eyes)
+        self.demo = bool(card.demo) or any(
+            e.volume_result is not None and e.volume_result.demo_model for e in exam.eyes
+        )
         self.notice = DEMO_WARNING if self.demo else card.warning
-        self.patient_id = (opts.pseudo_id or pseudonym_for(self.report_id)) if opts.deidentify \
-            else exam.patient.patient_id
+        self.patient_id = (
+            (opts.pseudo_id or pseudonym_for(self.report_id)) if opts.deidentify else exam.patient.patient_id
+        )
         self.font, self.bold = _report_fonts()
         self.styles = self._styles()
 
@@ -214,8 +249,7 @@ class _ReportBuilder:
         from reportlab.lib.enums import TA_CENTER, TA_RIGHT
         from reportlab.lib.styles import ParagraphStyle
 
-        base = ParagraphStyle("base", fontName=self.font, fontSize=9, leading=11.5,
-                              textColor=colors.HexColor(_DARK))
+        base = ParagraphStyle("base", fontName=self.font, fontSize=9, leading=11.5, textColor=colors.HexColor(_DARK))
         s = {"base": base}
         s["small"] = ParagraphStyle("small", base, fontSize=7.5, leading=9.5, textColor=colors.HexColor(_GREY))
         s["label"] = ParagraphStyle("label", base, fontSize=8, textColor=colors.HexColor(_GREY))
@@ -223,17 +257,17 @@ class _ReportBuilder:
         s["title"] = ParagraphStyle("title", base, fontName=self.bold, fontSize=17, leading=21, alignment=TA_RIGHT)
         s["subtitle"] = ParagraphStyle("subtitle", s["small"], alignment=TA_RIGHT)
         s["inst"] = ParagraphStyle("inst", base, fontName=self.bold, fontSize=12, leading=15)
-        s["h2"] = ParagraphStyle("h2", base, fontName=self.bold, fontSize=11.5, leading=14, spaceBefore=4,
-                                 spaceAfter=3)
-        s["h3"] = ParagraphStyle("h3", base, fontName=self.bold, fontSize=9.5, leading=12, spaceBefore=3,
-                                 spaceAfter=2)
+        s["h2"] = ParagraphStyle("h2", base, fontName=self.bold, fontSize=11.5, leading=14, spaceBefore=4, spaceAfter=3)
+        s["h3"] = ParagraphStyle("h3", base, fontName=self.bold, fontSize=9.5, leading=12, spaceBefore=3, spaceAfter=2)
         s["box_eye"] = ParagraphStyle("box_eye", base, fontName=self.bold, fontSize=9, leading=11)
         s["box_head"] = ParagraphStyle("box_head", base, fontName=self.bold, fontSize=12.5, leading=15)
         s["box_text"] = ParagraphStyle("box_text", base, fontSize=8.5, leading=10.5)
-        s["banner"] = ParagraphStyle("banner", base, fontName=self.bold, fontSize=12, leading=15,
-                                     alignment=TA_CENTER, textColor=colors.white)
-        s["banner_small"] = ParagraphStyle("banner_small", base, fontSize=8.5, leading=10.5,
-                                           alignment=TA_CENTER, textColor=colors.white)
+        s["banner"] = ParagraphStyle(
+            "banner", base, fontName=self.bold, fontSize=12, leading=15, alignment=TA_CENTER, textColor=colors.white
+        )
+        s["banner_small"] = ParagraphStyle(
+            "banner_small", base, fontSize=8.5, leading=10.5, alignment=TA_CENTER, textColor=colors.white
+        )
         s["caption"] = ParagraphStyle("caption", base, fontSize=8, leading=10, alignment=TA_CENTER)
         s["bullet"] = ParagraphStyle("bullet", base, leftIndent=9, bulletIndent=0)
         return s
@@ -245,15 +279,31 @@ class _ReportBuilder:
 
         subject = "OCT screening report" + (f" ({DEIDENTIFIED_MARKER})" if self.opts.deidentify else "")
         doc = BaseDocTemplate(
-            str(target), pagesize=self.page, leftMargin=15 * mm, rightMargin=15 * mm,
-            topMargin=13 * mm, bottomMargin=19 * mm,
-            title=f"OCT screening report {self.report_id}", author=f"OCT Screen {self.opts.software_version}",
-            subject=subject, creator=f"OCT Screen {self.opts.software_version}",
-            keywords=", ".join(["OCT", "screening"] + self._deidentified_keywords()
-                               + (["demonstration model"] if self.demo else [])),
+            str(target),
+            pagesize=self.page,
+            leftMargin=15 * mm,
+            rightMargin=15 * mm,
+            topMargin=13 * mm,
+            bottomMargin=19 * mm,
+            title=f"OCT screening report {self.report_id}",
+            author=f"OCT Screen {self.opts.software_version}",
+            subject=subject,
+            creator=f"OCT Screen {self.opts.software_version}",
+            keywords=", ".join(
+                ["OCT", "screening"] + self._deidentified_keywords() + (["demonstration model"] if self.demo else [])
+            ),
         )
-        frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, id="body",
-                      leftPadding=0, rightPadding=0, topPadding=0, bottomPadding=0)
+        frame = Frame(
+            doc.leftMargin,
+            doc.bottomMargin,
+            doc.width,
+            doc.height,
+            id="body",
+            leftPadding=0,
+            rightPadding=0,
+            topPadding=0,
+            bottomPadding=0,
+        )
         doc.addPageTemplates([PageTemplate(id="page", frames=[frame])])
         self.width = doc.width
         story = self._story()
@@ -265,8 +315,11 @@ class _ReportBuilder:
             return []
         tag = f"pseudonym={self.patient_id}"
         if PSEUDONYM_KEYWORD.fullmatch(tag) is None:
-            log.warning("pseudonym %r has characters other than letters, digits, '.', '_', '-': not recorded "
-                        "in the PDF keywords", self.patient_id)
+            log.warning(
+                "pseudonym %r has characters other than letters, digits, '.', '_', '-': not recorded "
+                "in the PDF keywords",
+                self.patient_id,
+            )
             return [DEIDENTIFIED_MARKER]
         return [DEIDENTIFIED_MARKER, tag]
 
@@ -317,8 +370,14 @@ class _ReportBuilder:
             canvas.drawCentredString(w / 2, 10.5 * mm, _fit(self.notice.upper()))
         canvas.setFont(self.font, 7.5)
         canvas.setFillColor(colors.HexColor(_GREY))
-        canvas.drawString(left, 6 * mm, _fit(f"Report {self.report_id} \u00b7 OCT Screen {self.opts.software_version}"
-                                             f" \u00b7 generated {self.generated}"))
+        canvas.drawString(
+            left,
+            6 * mm,
+            _fit(
+                f"Report {self.report_id} \u00b7 OCT Screen {self.opts.software_version}"
+                f" \u00b7 generated {self.generated}"
+            ),
+        )
         canvas.drawRightString(right, 6 * mm, f"page {number} of {total}")
         canvas.restoreState()
 
@@ -346,21 +405,33 @@ class _ReportBuilder:
 
         s = self.styles
         logo = self._logo(16 * mm)
-        inst_lines = [f'<font name="{self.bold}" size="12">{_x(self.opts.institution)}</font>'] \
-            if self.opts.institution else []
+        inst_lines = (
+            [f'<font name="{self.bold}" size="12">{_x(self.opts.institution)}</font>'] if self.opts.institution else []
+        )
         inst_lines += [_x(line) for line in self.opts.institution_address.splitlines() if line.strip()]
         inst = Paragraph("<br/>".join(inst_lines), s["base"]) if inst_lines else Paragraph("", s["base"])
-        title = [Paragraph("OCT screening report", s["title"]),
-                 Paragraph(_x(f"Retinal OCT: {' / '.join(self.card.classes)} \u00b7 generated {self.generated}"),
-                           s["subtitle"])]
+        title = [
+            Paragraph("OCT screening report", s["title"]),
+            Paragraph(
+                _x(f"Retinal OCT: {' / '.join(self.card.classes)} \u00b7 generated {self.generated}"), s["subtitle"]
+            ),
+        ]
         logo_w = 30 * mm if logo is not None else 0.1
-        t = Table([[logo if isinstance(logo, Image) else "", inst, title]],
-                  colWidths=[logo_w, self.width * 0.45 - logo_w, self.width * 0.55])
-        t.setStyle(TableStyle([
-            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
-            ("RIGHTPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
-            ("LINEBELOW", (0, 0), (-1, 0), 1.2, colors.HexColor(_DARK)),
-        ]))
+        t = Table(
+            [[logo if isinstance(logo, Image) else "", inst, title]],
+            colWidths=[logo_w, self.width * 0.45 - logo_w, self.width * 0.55],
+        )
+        t.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
+                    ("LINEBELOW", (0, 0), (-1, 0), 1.2, colors.HexColor(_DARK)),
+                ]
+            )
+        )
         return t
 
     def _logo(self, height: float):
@@ -383,14 +454,30 @@ class _ReportBuilder:
         from reportlab.platypus import Paragraph, Table, TableStyle
 
         s = self.styles
-        detail = ("Trained on synthetic data: its results demonstrate the software only and "
-                  "must not be used for any clinical decision.") if self.demo else (
-                  f"Trained on {self.card.trained_on}. A research model, not a medical device: its results "
-                  "must not be used for any clinical decision without a clinician's own assessment.")
-        t = Table([[Paragraph(_x(self.notice.upper()), s["banner"])],
-                   [Paragraph(_x(detail), s["banner_small"])]], colWidths=[self.width])
-        t.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(_RED)),
-                               ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)]))
+        detail = (
+            (
+                "Trained on synthetic data: its results demonstrate the software only and "
+                "must not be used for any clinical decision."
+            )
+            if self.demo
+            else (
+                f"Trained on {self.card.trained_on}. A research model, not a medical device: its results "
+                "must not be used for any clinical decision without a clinician's own assessment."
+            )
+        )
+        t = Table(
+            [[Paragraph(_x(self.notice.upper()), s["banner"])], [Paragraph(_x(detail), s["banner_small"])]],
+            colWidths=[self.width],
+        )
+        t.setStyle(
+            TableStyle(
+                [
+                    ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(_RED)),
+                    ("TOPPADDING", (0, 0), (-1, -1), 2),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+                ]
+            )
+        )
         return t
 
     def _patient_block(self):
@@ -402,25 +489,47 @@ class _ReportBuilder:
             name, birth = "(removed: de-identified report)", "(removed)"
             accession = "(removed)"
         else:
-            name, birth, accession = display_name(p.name) or "unknown", format_date(p.birth_date) or "unknown", \
-                st.accession_number or "\u2013"
+            name, birth, accession = (
+                display_name(p.name) or "unknown",
+                format_date(p.birth_date) or "unknown",
+                st.accession_number or "\u2013",
+            )
         exam_date = format_date(st.study_date) or "unknown"
         if st.study_time and len(st.study_time) >= 4:
             exam_date += f" {st.study_time[:2]}:{st.study_time[2:4]}"
-        rows = [("Patient name", name, "Exam date", exam_date),
-                ("Patient ID" + (" (pseudonym)" if self.opts.deidentify else ""), self.patient_id or "unknown",
-                 "Device", str(self.exam.device) or "unknown"),
-                ("Birth date", birth, "Accession no.", accession),
-                ("Sex", _SEX.get(p.sex.upper(), p.sex or "unknown"), "Study", st.description or "\u2013")]
-        data = [[Paragraph(_x(a), s["label"]), Paragraph(_x(b), s["value"]),
-                 Paragraph(_x(c), s["label"]), Paragraph(_x(d), s["value"])] for a, b, c, d in rows]
+        rows = [
+            ("Patient name", name, "Exam date", exam_date),
+            (
+                "Patient ID" + (" (pseudonym)" if self.opts.deidentify else ""),
+                self.patient_id or "unknown",
+                "Device",
+                str(self.exam.device) or "unknown",
+            ),
+            ("Birth date", birth, "Accession no.", accession),
+            ("Sex", _SEX.get(p.sex.upper(), p.sex or "unknown"), "Study", st.description or "\u2013"),
+        ]
+        data = [
+            [
+                Paragraph(_x(a), s["label"]),
+                Paragraph(_x(b), s["value"]),
+                Paragraph(_x(c), s["label"]),
+                Paragraph(_x(d), s["value"]),
+            ]
+            for a, b, c, d in rows
+        ]
         w = self.width
         t = Table(data, colWidths=[0.15 * w, 0.35 * w, 0.15 * w, 0.35 * w])
-        t.setStyle(TableStyle([
-            ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#F3F5F7")),
-            ("BOX", (0, 0), (-1, -1), 0.5, colors.HexColor("#C8CDD2")),
-            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
+        t.setStyle(
+            TableStyle(
+                [
+                    ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#F3F5F7")),
+                    ("BOX", (0, 0), (-1, -1), 0.5, colors.HexColor("#C8CDD2")),
+                    ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                    ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+                ]
+            )
+        )
         return t
 
     def _decision_box(self, eye: EyeResult, width: float, with_eye: bool = True):
@@ -434,31 +543,56 @@ class _ReportBuilder:
         col = colors.HexColor(fg)
         rows = []
         if with_eye:
-            rows.append([Paragraph(_x(_eye_title(eye.eye.laterality).upper()),
-                                   ParagraphStyle("e", s["box_eye"], textColor=col))])
+            rows.append(
+                [
+                    Paragraph(
+                        _x(_eye_title(eye.eye.laterality).upper()), ParagraphStyle("e", s["box_eye"], textColor=col)
+                    )
+                ]
+            )
         headline = eye.headline.replace(" (review advised)", "")
         rows.append([Paragraph(_x(headline), ParagraphStyle("h", s["box_head"], textColor=col))])
         if eye.rescan:
             detail = f"{eye.n_gradable} of {eye.n_bscans} B-scans gradable: repeat the scan"
         else:
-            detail = f"eye score {eye.label}: {eye.confidence:.2f} \u00b7 {eye.n_gradable} of {eye.n_bscans} " \
-                     "B-scans gradable"
+            detail = (
+                f"eye score {eye.label}: {eye.confidence:.2f} \u00b7 {eye.n_gradable} of {eye.n_bscans} "
+                "B-scans gradable"
+            )
         rows.append([Paragraph(_x(detail), ParagraphStyle("d", s["box_text"], textColor=col))])
-        rows.append([Paragraph(_x(f"{eye.tier.action} {eye.tier.time_frame}."),
-                               ParagraphStyle("a", s["box_text"], fontName=self.bold, textColor=col))])
+        rows.append(
+            [
+                Paragraph(
+                    _x(f"{eye.tier.action} {eye.tier.time_frame}."),
+                    ParagraphStyle("a", s["box_text"], fontName=self.bold, textColor=col),
+                )
+            ]
+        )
         if eye.needs_review and eye.urgency is not Urgency.REVIEW:
-            rows.append([Paragraph(_x("REVIEW ADVISED: a score is close to a decision threshold"),
-                                   ParagraphStyle("r", s["box_text"], fontName=self.bold,
-                                                  textColor=colors.black))])
+            rows.append(
+                [
+                    Paragraph(
+                        _x("REVIEW ADVISED: a score is close to a decision threshold"),
+                        ParagraphStyle("r", s["box_text"], fontName=self.bold, textColor=colors.black),
+                    )
+                ]
+            )
         t = Table(rows, colWidths=[width])
-        style = [("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(bg)),
-                 ("LEFTPADDING", (0, 0), (-1, -1), 7), ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-                 ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5), ("TOPPADDING", (0, 0), (-1, 0), 5),
-                 ("BOTTOMPADDING", (0, -1), (-1, -1), 5)]
+        style: list[tuple[Any, ...]] = [
+            ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(bg)),
+            ("LEFTPADDING", (0, 0), (-1, -1), 7),
+            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+            ("TOPPADDING", (0, 0), (-1, 0), 5),
+            ("BOTTOMPADDING", (0, -1), (-1, -1), 5),
+        ]
         if eye.needs_review and eye.urgency is not Urgency.REVIEW:
-            style += [("BACKGROUND", (0, -1), (-1, -1), colors.HexColor("#FFF3C4")),
-                      ("TOPPADDING", (0, -1), (-1, -1), 3), ("BOTTOMPADDING", (0, -1), (-1, -1), 3),
-                      ("BOX", (0, -1), (-1, -1), 1, colors.black)]
+            style += [
+                ("BACKGROUND", (0, -1), (-1, -1), colors.HexColor("#FFF3C4")),
+                ("TOPPADDING", (0, -1), (-1, -1), 3),
+                ("BOTTOMPADDING", (0, -1), (-1, -1), 3),
+                ("BOX", (0, -1), (-1, -1), 1, colors.black),
+            ]
         t.setStyle(TableStyle(style))
         return t
 
@@ -482,10 +616,14 @@ class _ReportBuilder:
         for i in range(n):
             widths += ([gap] if i else []) + [w]
         t = Table([cells], colWidths=widths)
-        style = [("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0),
-                 ("TOPPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 0),
-                 ("VALIGN", (0, 0), (-1, -1), "TOP")]
-        for i, eye in enumerate(self.exam.eyes):   # boxes of equal height: the cell takes the box colour
+        style = [
+            ("LEFTPADDING", (0, 0), (-1, -1), 0),
+            ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+            ("TOPPADDING", (0, 0), (-1, -1), 0),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 0),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ]
+        for i, eye in enumerate(self.exam.eyes):  # boxes of equal height: the cell takes the box colour
             style.append(("BACKGROUND", (2 * i, 0), (2 * i, 0), colors.HexColor(eye.tier.colour)))
         t.setStyle(TableStyle(style))
         return t
@@ -498,12 +636,21 @@ class _ReportBuilder:
         s = self.styles
         vr = eye.volume_result
         bg = eye.tier.colour
-        head = Table([["", Paragraph(_x(f"{_eye_title(eye.eye.laterality)} \u2013 {eye.headline}"), s["h2"])]],
-                     colWidths=[4, self.width - 4])
-        head.setStyle(TableStyle([("BACKGROUND", (0, 0), (0, 0), colors.HexColor(bg)),
-                                  ("LEFTPADDING", (1, 0), (1, 0), 6), ("TOPPADDING", (0, 0), (-1, -1), 1),
-                                  ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-                                  ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.HexColor("#BBBBBB"))]))
+        head = Table(
+            [["", Paragraph(_x(f"{_eye_title(eye.eye.laterality)} \u2013 {eye.headline}"), s["h2"])]],
+            colWidths=[4, self.width - 4],
+        )
+        head.setStyle(
+            TableStyle(
+                [
+                    ("BACKGROUND", (0, 0), (0, 0), colors.HexColor(bg)),
+                    ("LEFTPADDING", (1, 0), (1, 0), 6),
+                    ("TOPPADDING", (0, 0), (-1, -1), 1),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                    ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.HexColor("#BBBBBB")),
+                ]
+            )
+        )
         top = [head, Spacer(1, 4), self._scores_and_reasons(eye)]
         parts: list = top + [Spacer(1, 6)]
         if vr is not None:
@@ -520,33 +667,60 @@ class _ReportBuilder:
         s = self.styles
         th: Thresholds = self.card.thresholds
         classes = list(eye.scores) or list(self.card.classes)
-        rows = [[Paragraph("Class", s["label"]), Paragraph("Eye score", s["label"]),
-                 Paragraph("Decision rule", s["label"])]]
+        rows = [
+            [Paragraph("Class", s["label"]), Paragraph("Eye score", s["label"]), Paragraph("Decision rule", s["label"])]
+        ]
         for c in classes:
             score = eye.scores.get(c)
-            rule = (f"\u2265 {th.urgent[c]:.2f}: urgent referral" if c in th.urgent else
-                    f"\u2265 {th.routine[c]:.2f}: routine referral" if c in th.routine else "\u2013")
+            rule = (
+                f"\u2265 {th.urgent[c]:.2f}: urgent referral"
+                if c in th.urgent
+                else f"\u2265 {th.routine[c]:.2f}: routine referral"
+                if c in th.routine
+                else "\u2013"
+            )
             st = s["value"] if c == eye.label else s["base"]
             shown = "\u2013" if score is None or not math.isfinite(score) else f"{score:.2f}"
-            rows.append([Paragraph(_x(c), st), Paragraph(shown, st),
-                         Paragraph(_x(rule), s["base"])])
+            rows.append([Paragraph(_x(c), st), Paragraph(shown, st), Paragraph(_x(rule), s["base"])])
         w = self.width * 0.5
         scores = Table(rows, colWidths=[0.27 * w, 0.23 * w, 0.5 * w])
-        scores.setStyle(TableStyle([("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.HexColor("#999999")),
-                                    ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-                                    ("LEFTPADDING", (0, 0), (-1, -1), 2)]))
+        scores.setStyle(
+            TableStyle(
+                [
+                    ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.HexColor("#999999")),
+                    ("TOPPADDING", (0, 0), (-1, -1), 1),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 2),
+                ]
+            )
+        )
         k = max(1, math.ceil(th.top_k_fraction * max(eye.n_gradable, 1)))
         why = [Paragraph("Why", s["label"])]
-        why += [Paragraph(_x(r), s["bullet"], bulletText="\u2022") for r in eye.reasons] or \
-            [Paragraph("\u2013", s["base"])]
+        why += [Paragraph(_x(r), s["bullet"], bulletText="\u2022") for r in eye.reasons] or [
+            Paragraph("\u2013", s["base"])
+        ]
         if not eye.rescan:
-            why.append(Paragraph(_x(f"Eye score = mean of the {k} highest gradable B-scan probabilities; "
-                                    f"review advised within \u00b1{th.review_margin:.2f} of a threshold (narrower for thresholds near 0 or 1)."),
-                                 s["small"]))
+            why.append(
+                Paragraph(
+                    _x(
+                        f"Eye score = mean of the {k} highest gradable B-scan probabilities; "
+                        f"review advised within \u00b1{th.review_margin:.2f} of a threshold "
+                        "(narrower for thresholds near 0 or 1)."
+                    ),
+                    s["small"],
+                )
+            )
         why += self._gradability(eye)
         t = Table([[scores, why]], colWidths=[w, self.width - w])
-        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                               ("LEFTPADDING", (1, 0), (1, 0), 12)]))
+        t.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("LEFTPADDING", (1, 0), (1, 0), 12),
+                ]
+            )
+        )
         return t
 
     def _strip_chart(self, eye: EyeResult, vr: VolumeResult):
@@ -572,16 +746,27 @@ class _ReportBuilder:
 
         ungradable = set(eye.ungradable) | {i for i in range(n) if not bool(vr.gradable[i])}
         for i in sorted(ungradable):
-            d.add(Rect(px(i + 0.5), lp.y, px(i + 1.5) - px(i + 0.5), lp.height,
-                       fillColor=colors.HexColor("#D5D5D5"), strokeColor=None))
+            d.add(
+                Rect(
+                    px(i + 0.5),
+                    lp.y,
+                    px(i + 1.5) - px(i + 0.5),
+                    lp.height,
+                    fillColor=colors.HexColor("#D5D5D5"),
+                    strokeColor=None,
+                )
+            )
         lp.data = [[(i + 1, float(vr.probs[i, c])) for i in range(n)] for c in range(len(vr.classes))]
         for c, name in enumerate(vr.classes):
             line = lp.lines[c]
             line.strokeColor = colors.HexColor(_class_colour(vr.classes, name))
             line.strokeWidth = 1.3
             if n <= 40:
-                line.symbol = makeMarker("FilledCircle", size=2.2 if n > 15 else 3.5,
-                                         fillColor=colors.HexColor(_class_colour(vr.classes, name)))
+                line.symbol = makeMarker(
+                    "FilledCircle",
+                    size=2.2 if n > 15 else 3.5,
+                    fillColor=colors.HexColor(_class_colour(vr.classes, name)),
+                )
         step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000) if n / s <= 13)
         lp.xValueAxis.valueMin, lp.xValueAxis.valueMax = x0, x1
         lp.xValueAxis.valueSteps = [1] + list(range(step, n + 1, step)) if step > 1 else list(range(1, n + 1))
@@ -598,27 +783,67 @@ class _ReportBuilder:
         th = self.card.thresholds
         for cls_name, t in list(th.urgent.items()) + list(th.routine.items()):
             if cls_name in vr.classes:
-                d.add(Line(lp.x, py(t), lp.x + lp.width, py(t), strokeDashArray=[1.5, 2], strokeWidth=0.7,
-                           strokeColor=colors.HexColor(_class_colour(vr.classes, cls_name))))
-        placed: list[tuple[float, int]] = []          # (x, level) of the E labels, to avoid overlaps
+                d.add(
+                    Line(
+                        lp.x,
+                        py(t),
+                        lp.x + lp.width,
+                        py(t),
+                        strokeDashArray=[1.5, 2],
+                        strokeWidth=0.7,
+                        strokeColor=colors.HexColor(_class_colour(vr.classes, cls_name)),
+                    )
+                )
+        placed: list[tuple[float, int]] = []  # (x, level) of the E labels, to avoid overlaps
         for rank, i in enumerate(eye.evidence[:3], start=1):
             x = px(i + 1)
             level = min(lv for lv in range(3) if all(abs(x - px_) >= 11 or lv != lv_ for px_, lv_ in placed))
             placed.append((x, level))
             top = lp.y + lp.height + 2 + 8 * level
-            d.add(Line(x, lp.y, x, top, strokeColor=colors.HexColor(_EVIDENCE_COLOUR),
-                       strokeWidth=0.8, strokeDashArray=[2, 1.5]))
-            d.add(String(x, top + 2, f"E{rank}", fontName=self.bold, fontSize=7,
-                         fillColor=colors.HexColor(_EVIDENCE_COLOUR), textAnchor="middle"))
-        d.add(String(lp.x + lp.width / 2, 3, "B-scan number", fontName=self.font, fontSize=7,
-                     fillColor=colors.HexColor(_GREY), textAnchor="middle"))
+            d.add(
+                Line(
+                    x,
+                    lp.y,
+                    x,
+                    top,
+                    strokeColor=colors.HexColor(_EVIDENCE_COLOUR),
+                    strokeWidth=0.8,
+                    strokeDashArray=[2, 1.5],
+                )
+            )
+            d.add(
+                String(
+                    x,
+                    top + 2,
+                    f"E{rank}",
+                    fontName=self.bold,
+                    fontSize=7,
+                    fillColor=colors.HexColor(_EVIDENCE_COLOUR),
+                    textAnchor="middle",
+                )
+            )
+        d.add(
+            String(
+                lp.x + lp.width / 2,
+                3,
+                "B-scan number",
+                fontName=self.font,
+                fontSize=7,
+                fillColor=colors.HexColor(_GREY),
+                textAnchor="middle",
+            )
+        )
         # title at the left, legend at the right of the top line
         y = height - 10
-        d.add(String(0, y, "Probability per B-scan", fontName=self.bold, fontSize=9.5,
-                     fillColor=colors.HexColor(_DARK)))
+        d.add(
+            String(0, y, "Probability per B-scan", fontName=self.bold, fontSize=9.5, fillColor=colors.HexColor(_DARK))
+        )
         items = [(name, _class_colour(vr.classes, name), "line") for name in vr.classes]
-        items += [("ungradable", "#D5D5D5", "box"), ("evidence B-scan (E1\u2013E3)", _EVIDENCE_COLOUR, "dash"),
-                  ("threshold", "#888888", "dots")]
+        items += [
+            ("ungradable", "#D5D5D5", "box"),
+            ("evidence B-scan (E1\u2013E3)", _EVIDENCE_COLOUR, "dash"),
+            ("threshold", "#888888", "dots"),
+        ]
         from reportlab.pdfbase.pdfmetrics import stringWidth
 
         labels = [_fit(label) for label, _, _ in items]
@@ -629,8 +854,17 @@ class _ReportBuilder:
                 d.add(Rect(x, y - 1, 10, 6, fillColor=col, strokeColor=None))
             else:
                 dash = {"line": None, "dash": [2, 1.5], "dots": [1.5, 2]}[kind]
-                d.add(Line(x, y + 2, x + 10, y + 2, strokeColor=col, strokeWidth=1.4 if kind == "line" else 0.8,
-                           strokeDashArray=dash))
+                d.add(
+                    Line(
+                        x,
+                        y + 2,
+                        x + 10,
+                        y + 2,
+                        strokeColor=col,
+                        strokeWidth=1.4 if kind == "line" else 0.8,
+                        strokeDashArray=dash,
+                    )
+                )
             d.add(String(x + 13, y, label, fontName=self.font, fontSize=7, fillColor=colors.HexColor(_DARK)))
             x += 13 + stringWidth(label, self.font, 7) + 12
         return d
@@ -647,9 +881,9 @@ class _ReportBuilder:
             return [title, Paragraph(_x(f"No evidence B-scans ({why})."), s["base"])]
         gap = 6
         h0, w0 = vr.volume.bscans.shape[1:]
-        cols = 3 if w0 <= 1.6 * h0 else 2             # wide B-scans (1024+ A-scans): two per row
+        cols = 3 if w0 <= 1.6 * h0 else 2  # wide B-scans (1024+ A-scans): two per row
         w = (self.width - (cols - 1) * gap) / cols
-        max_aspect = 0.9 if self.opts.page_size == "A4" else 0.7   # Letter is shorter: flatter images
+        max_aspect = 0.9 if self.opts.page_size == "A4" else 0.7  # Letter is shorter: flatter images
         has_cam = vr.cams is not None and eye.label in vr.classes
         cells, captions = [], []
         c = vr.classes.index(eye.label) if eye.label in vr.classes else None
@@ -663,16 +897,30 @@ class _ReportBuilder:
             cells.append("")
             captions.append("")
         data = []
-        for start in range(0, len(cells), cols):   # rows of images, each followed by its captions
-            for row in (cells[start:start + cols], captions[start:start + cols]):
+        for start in range(0, len(cells), cols):  # rows of images, each followed by its captions
+            for row in (cells[start : start + cols], captions[start : start + cols]):
                 data.append([x for k, item in enumerate(row) for x in ([item] if k == 0 else ["", item])])
         t = Table(data, colWidths=[w] + [gap, w] * (cols - 1))
-        t.setStyle(TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0),
-                               ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-                               ("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
-        note = (f"Heat colours show where the model found evidence of {eye.label} (blue weak \u2192 red strong); "
-                "uncoloured areas did not contribute.") if has_cam else \
-            "No activation maps were computed; the B-scans are shown without overlay."
+        t.setStyle(
+            TableStyle(
+                [
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                    ("TOPPADDING", (0, 0), (-1, -1), 1),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                    ("ALIGN", (0, 0), (-1, -1), "CENTER"),
+                    ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ]
+            )
+        )
+        note = (
+            (
+                f"Heat colours show where the model found evidence of {eye.label} (blue weak \u2192 red strong); "
+                "uncoloured areas did not contribute."
+            )
+            if has_cam
+            else "No activation maps were computed; the B-scans are shown without overlay."
+        )
         return [title, t, Paragraph(_x(note), s["small"])]
 
     def _gradability(self, eye: EyeResult) -> list:
@@ -690,8 +938,9 @@ class _ReportBuilder:
                 by_reason.setdefault(reason or "reason not recorded", []).append(i + 1)
             parts = []
             for reason, numbers in by_reason.items():
-                shown = ", ".join(str(k) for k in numbers[:30]) + (f" and {len(numbers) - 30} more"
-                                                                   if len(numbers) > 30 else "")
+                shown = ", ".join(str(k) for k in numbers[:30]) + (
+                    f" and {len(numbers) - 30} more" if len(numbers) > 30 else ""
+                )
                 parts.append(f"{reason}: B-scan{'s' if len(numbers) > 1 else ''} {shown}")
             text += " Not gradable (excluded from the decision) \u2013 " + "; ".join(parts) + "."
         out = [Spacer(1, 4), Paragraph("Image quality", s["label"]), Paragraph(_x(text), s["base"])]
@@ -710,14 +959,16 @@ class _ReportBuilder:
         out = [Paragraph("Model", s["h2"])]
         for line in self.card.summary().splitlines():
             out.append(Paragraph(_x(line), red if line.strip().lower() == self.notice.lower() else s["base"]))
-        backends = sorted({e.volume_result.backend for e in self.exam.eyes
-                           if e.volume_result is not None and e.volume_result.backend})
+        backends = sorted(
+            {e.volume_result.backend for e in self.exam.eyes if e.volume_result is not None and e.volume_result.backend}
+        )
         if backends:
             out.append(Paragraph(_x(f"run with: {', '.join(backends)}"), s["base"]))
         if self.card.intended_use:
             out.append(Paragraph(_x(f"Intended use: {self.card.intended_use}"), s["base"]))
-        if self.notice and not any(line.strip().lower() == self.notice.lower()
-                                   for line in self.card.summary().splitlines()):
+        if self.notice and not any(
+            line.strip().lower() == self.notice.lower() for line in self.card.summary().splitlines()
+        ):
             out.append(Paragraph(_x(self.notice.upper()), red))
         return out
 
@@ -727,19 +978,50 @@ class _ReportBuilder:
 
         s = self.styles
         disclaimer = Table([[Paragraph(_x(DISCLAIMER), s["base"])]], colWidths=[self.width])
-        disclaimer.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.8, colors.HexColor("#888888")),
-                                        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#F7F7F7")),
-                                        ("TOPPADDING", (0, 0), (-1, -1), 4), ("BOTTOMPADDING", (0, 0), (-1, -1), 5)]))
+        disclaimer.setStyle(
+            TableStyle(
+                [
+                    ("BOX", (0, 0), (-1, -1), 0.8, colors.HexColor("#888888")),
+                    ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#F7F7F7")),
+                    ("TOPPADDING", (0, 0), (-1, -1), 4),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
+                ]
+            )
+        )
         w = self.width
         line = colors.HexColor("#444444")
-        rows = [[Paragraph("Reviewing clinician", s["label"]), Paragraph(_x(self.opts.clinician), s["value"]), "",
-                 Paragraph("Date", s["label"]), ""],
-                [Paragraph("Signature", s["label"]), "", "", Paragraph("Decision", s["label"]),
-                 Paragraph("\u25a1 confirmed&nbsp;&nbsp;&nbsp;\u25a1 changed" if self.font != "Helvetica"
-                           else "[ ] confirmed&nbsp;&nbsp;&nbsp;[ ] changed", s["base"])]]
+        rows = [
+            [
+                Paragraph("Reviewing clinician", s["label"]),
+                Paragraph(_x(self.opts.clinician), s["value"]),
+                "",
+                Paragraph("Date", s["label"]),
+                "",
+            ],
+            [
+                Paragraph("Signature", s["label"]),
+                "",
+                "",
+                Paragraph("Decision", s["label"]),
+                Paragraph(
+                    "\u25a1 confirmed&nbsp;&nbsp;&nbsp;\u25a1 changed"
+                    if self.font != "Helvetica"
+                    else "[ ] confirmed&nbsp;&nbsp;&nbsp;[ ] changed",
+                    s["base"],
+                ),
+            ],
+        ]
         t = Table(rows, colWidths=[0.2 * w, 0.38 * w, 0.04 * w, 0.1 * w, 0.28 * w], rowHeights=[24, 30])
-        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "BOTTOM"), ("LEFTPADDING", (0, 0), (0, -1), 0),
-                               ("LINEBELOW", (1, 0), (1, 1), 0.6, line), ("LINEBELOW", (4, 0), (4, 0), 0.6, line)]))
+        t.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
+                    ("LEFTPADDING", (0, 0), (0, -1), 0),
+                    ("LINEBELOW", (1, 0), (1, 1), 0.6, line),
+                    ("LINEBELOW", (4, 0), (4, 0), 0.6, line),
+                ]
+            )
+        )
         return [disclaimer, Spacer(1, 6), Paragraph("Clinical review", s["h3"]), t]
 
 
@@ -760,8 +1042,10 @@ def _rgb_image(rgb: np.ndarray, max_width: float, max_height: float):
 # a synthetic exam for layout previews (settings dialog, docs) and tests
 # ----------------------------------------------------------------------------------------------
 
-def _preview_cams(volume: OctVolume, lesion_free: OctVolume | None, c: int, n_classes: int,
-                  grid: int = 16) -> np.ndarray:
+
+def _preview_cams(
+    volume: OctVolume, lesion_free: OctVolume | None, c: int, n_classes: int, grid: int = 16
+) -> np.ndarray:
     """Made-up CAMs ``[n, C, grid, grid]``: for class ``c`` where the volume differs from its
     lesion-free twin (the lesion), or the bright retina for 'normal'; faint noise elsewhere."""
     import cv2
@@ -775,12 +1059,17 @@ def _preview_cams(volume: OctVolume, lesion_free: OctVolume | None, c: int, n_cl
             img = np.abs(img - lesion_free.bscans[i].astype(np.float32))
         img = cv2.GaussianBlur(img, (0, 0), 9)
         small = cv2.resize(img, (grid, grid), interpolation=cv2.INTER_AREA) / 255.0
-        cams[i, c] = small if lesion_free is not None else small ** 3   # 'normal': brightest layers only
+        cams[i, c] = small if lesion_free is not None else small**3  # 'normal': brightest layers only
     return cams
 
 
-def preview_exam(seed: int = 0, n: int = 25, size: tuple[int, int] = (496, 512),
-                 findings: tuple[str, str] = ("cnv", "normal"), demo: bool = True) -> ExamResult:
+def preview_exam(
+    seed: int = 0,
+    n: int = 25,
+    size: tuple[int, int] = (496, 512),
+    findings: tuple[str, str] = ("cnv", "normal"),
+    demo: bool = True,
+) -> ExamResult:
     """A made-up two-eye exam (OD, OS) with plausible results, to preview the report layout.
 
     The B-scans come from the simulator (``core.synthetic``); ``findings`` gives the lesion per
@@ -792,41 +1081,71 @@ def preview_exam(seed: int = 0, n: int = 25, size: tuple[int, int] = (496, 512),
     rng = np.random.default_rng(seed)
     classes = ["normal", "drusen", "cnv"]
     patient = PatientInfo("PID-0042-7", "Doe^Jane", "19510317", "F")
-    study = StudyInfo(study_uid="1.2.826.0.1.3680043.8.498.1001", study_date="20261124", study_time="093000",
-                      accession_number="ACC-88121", description="Macula cube 25 lines")
+    study = StudyInfo(
+        study_uid="1.2.826.0.1.3680043.8.498.1001",
+        study_date="20261124",
+        study_time="093000",
+        accession_number="ACC-88121",
+        description="Macula cube 25 lines",
+    )
     device = DeviceInfo("Heidelberg Engineering", "Spectralis")
     eyes = []
     for k, (lat, finding) in enumerate(zip((Laterality.OD, Laterality.OS), findings)):
-        sim = dict(n_bscans=n, height=size[0], width=size[1], seed=seed * 2 + k, laterality=lat,
-                   patient=patient, study=study)
+        sim: dict[str, Any] = dict(
+            n_bscans=n, height=size[0], width=size[1], seed=seed * 2 + k, laterality=lat, patient=patient, study=study
+        )
         vol = simulate_volume(finding, **sim)
         vol.device, vol.source = device, Path(f"/data/exports/{lat.value}_cube.dcm")
+        assert vol.frame_labels is not None  # the simulator labels every B-scan
         twin = simulate_volume("normal", **sim) if finding != "normal" else None
         c = classes.index(finding)
-        lesion_at = np.array([lab == finding for lab in vol.frame_labels]) if twin is not None \
-            else np.zeros(n, bool)
+        lesion_at = np.array([lab == finding for lab in vol.frame_labels]) if twin is not None else np.zeros(n, bool)
         probs = rng.dirichlet([6, 1, 1], size=n).astype(np.float32)
         strong = rng.dirichlet([1, 1, 1], size=n).astype(np.float32)
         strong[:, c] += 6
         probs[lesion_at] = (strong / strong.sum(1, keepdims=True))[lesion_at]
         gradable = np.ones(n, bool)
-        ungradable = sorted(set(int(i) for i in vol.extra.get("low_signal_frames", []))
-                            | {int(rng.integers(0, max(1, n // 5)))})
+        ungradable = sorted(
+            set(int(i) for i in vol.extra.get("low_signal_frames", [])) | {int(rng.integers(0, max(1, n // 5)))}
+        )
         gradable[ungradable] = False
         reasons = ["" if g else "low signal" for g in gradable]
-        vr = VolumeResult(vol, classes, probs, _preview_cams(vol, twin, c, len(classes)), gradable, reasons,
-                          model_name="kdoct-student-demo", model_version="0.1.0", demo_model=demo,
-                          backend="onnxruntime (CPU)")
+        vr = VolumeResult(
+            vol,
+            classes,
+            probs,
+            _preview_cams(vol, twin, c, len(classes)),
+            gradable,
+            reasons,
+            model_name="kdoct-student-demo",
+            model_version="0.1.0",
+            demo_model=demo,
+            backend="onnxruntime (CPU)",
+        )
         k_top = max(1, math.ceil(0.1 * gradable.sum()))
         g_idx = np.flatnonzero(gradable)
         scores = {cl: float(np.sort(probs[g_idx, j])[::-1][:k_top].mean()) for j, cl in enumerate(classes)}
         evidence = [int(i) for i in g_idx[np.argsort(-probs[g_idx, c])][:k_top]]
         urgency = {"cnv": Urgency.URGENT, "drusen": Urgency.ROUTINE, "normal": Urgency.NONE}[finding]
-        why = {"cnv": f"cnv score {scores['cnv']:.2f} \u2265 threshold 0.50",
-               "drusen": f"drusen score {scores['drusen']:.2f} \u2265 threshold 0.50",
-               "normal": "no disease score reaches its threshold"}[finding]
-        eyes.append(EyeResult(EyeKey(patient.patient_id, study.study_uid, lat), finding, urgency, scores,
-                              scores[finding], needs_review=bool(0.4 < scores["drusen"] < 0.6), evidence=evidence,
-                              n_bscans=n, n_gradable=int(gradable.sum()), ungradable=ungradable, reasons=[why],
-                              volume_result=vr))
+        why = {
+            "cnv": f"cnv score {scores['cnv']:.2f} \u2265 threshold 0.50",
+            "drusen": f"drusen score {scores['drusen']:.2f} \u2265 threshold 0.50",
+            "normal": "no disease score reaches its threshold",
+        }[finding]
+        eyes.append(
+            EyeResult(
+                EyeKey(patient.patient_id, study.study_uid, lat),
+                finding,
+                urgency,
+                scores,
+                scores[finding],
+                needs_review=bool(0.4 < scores["drusen"] < 0.6),
+                evidence=evidence,
+                n_bscans=n,
+                n_gradable=int(gradable.sum()),
+                ungradable=ungradable,
+                reasons=[why],
+                volume_result=vr,
+            )
+        )
     return ExamResult(patient, study, device, eyes)

@@ -21,12 +21,12 @@ class Urgency(str, enum.Enum):
     """Outcome tier of an eye (De Fauw et al. 2018 categories, plus review and rescan; ``core.tiers``
     owns their wording, time frames and colours)."""
 
-    URGENT = "urgent"        # CNV
-    SOON = "soon"            # DME (semi-urgent)
-    ROUTINE = "routine"      # drusen
-    REVIEW = "review"        # no referral threshold reached, but normal not confident (or a single B-scan)
-    NONE = "none"            # observation only / no referral
-    RESCAN = "rescan"        # not enough gradable B-scans to decide
+    URGENT = "urgent"  # CNV
+    SOON = "soon"  # DME (semi-urgent)
+    ROUTINE = "routine"  # drusen
+    REVIEW = "review"  # no referral threshold reached, but normal not confident (or a single B-scan)
+    NONE = "none"  # observation only / no referral
+    RESCAN = "rescan"  # not enough gradable B-scans to decide
 
     @property
     def text(self) -> str:
@@ -64,9 +64,9 @@ class VolumeResult:
     model_name: str = ""
     model_version: str = ""
     demo_model: bool = False
-    model_notice: str = ""              # the card's warning ("... not for clinical use"), shown with every result
+    model_notice: str = ""  # the card's warning ("... not for clinical use"), shown with every result
     backend: str = ""
-    timings: dict[str, float] = field(default_factory=dict)   # seconds: read, preprocess, model, ...
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: read, preprocess, model, ...
 
     @property
     def n(self) -> int:
@@ -100,16 +100,16 @@ class EyeResult:
     eye: EyeKey
     label: str
     urgency: Urgency
-    scores: dict[str, float]            # eye score per class (top-k mean of B-scan probabilities)
-    confidence: float                   # eye score of the decisive class
-    needs_review: bool                  # a score lies within the review margin of a threshold
-    evidence: list[int]                 # B-scan indices (0-based) that drove the decision, strongest first
+    scores: dict[str, float]  # eye score per class (top-k mean of B-scan probabilities)
+    confidence: float  # eye score of the decisive class
+    needs_review: bool  # a score lies within the review margin of a threshold
+    evidence: list[int]  # B-scan indices (0-based) that drove the decision, strongest first
     n_bscans: int
     n_gradable: int
     ungradable: list[int]
-    reasons: list[str] = field(default_factory=list)   # human-readable why (thresholds crossed, rescan cause)
+    reasons: list[str] = field(default_factory=list)  # human-readable why (thresholds crossed, rescan cause)
     volume_result: VolumeResult | None = None
-    tiers: dict | None = None           # tier id -> core.tiers.Tier (the card's wording); None: the defaults
+    tiers: dict | None = None  # tier id -> core.tiers.Tier (the card's wording); None: the defaults
 
     @property
     def rescan(self) -> bool:
@@ -137,10 +137,10 @@ class EyeResult:
 class ExamResult:
     """One patient exam (one study): both eyes' decisions, what one PDF report covers."""
 
-    patient: "PatientInfo"
-    study: "StudyInfo"
-    device: "DeviceInfo"
-    eyes: list[EyeResult]               # sorted OD, OS, unknown
+    patient: PatientInfo
+    study: StudyInfo
+    device: DeviceInfo
+    eyes: list[EyeResult]  # sorted OD, OS, unknown
 
     @property
     def worst(self) -> EyeResult | None:

@@ -9,13 +9,13 @@ collecting their ``InputError``s.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from core.aggregate import decide
 from core.errors import InputError
 from core.modelcard import Thresholds
-from core.results import EyeResult, ExamResult
+from core.results import ExamResult, EyeResult
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, StudyInfo
 
 __all__ = ["screen_volumes", "screen_paths", "open_volumes", "group_exams", "exam_key"]
@@ -43,15 +43,26 @@ def group_exams(eyes: Iterable[EyeResult]) -> list[ExamResult]:
         if vol is not None:
             exams.append(ExamResult(patient=vol.patient, study=vol.study, device=vol.device, eyes=members))
         else:
-            e = members[0].eye
-            exams.append(ExamResult(patient=PatientInfo(patient_id=e.patient_id),
-                                    study=StudyInfo(study_uid=e.study_uid), device=DeviceInfo(), eyes=members))
+            key = members[0].eye
+            exams.append(
+                ExamResult(
+                    patient=PatientInfo(patient_id=key.patient_id),
+                    study=StudyInfo(study_uid=key.study_uid),
+                    device=DeviceInfo(),
+                    eyes=members,
+                )
+            )
     return exams
 
 
-def screen_volumes(volumes: Sequence[OctVolume], screener, *, thresholds: Thresholds | None = None,
-                   progress: Callable[[int, int, str], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> list[ExamResult]:
+def screen_volumes(
+    volumes: Sequence[OctVolume],
+    screener,
+    *,
+    thresholds: Thresholds | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[ExamResult]:
     """Screen every volume and group the eye decisions into exams.
 
     screener: a ``core.inference.Screener`` (anything with ``.screen(volume, progress, cancel)`` and
@@ -63,6 +74,7 @@ def screen_volumes(volumes: Sequence[OctVolume], screener, *, thresholds: Thresh
     done_before = 0
     eyes: list[EyeResult] = []
     for vol in volumes:
+
         def vol_progress(done: int, _n: int, msg: str, _base: int = done_before) -> None:
             if progress is not None:
                 progress(_base + done, total, msg)
@@ -86,14 +98,20 @@ def open_volumes(paths: Iterable[str | Path], errors: list | None = None) -> lis
             if errors is None:
                 raise
             log.warning("%s", e)
-            if not any(e is x for x in errors):   # open_path may have collected it already
+            if not any(e is x for x in errors):  # open_path may have collected it already
                 errors.append(e)
     return volumes
 
 
-def screen_paths(paths: Iterable[str | Path], screener, *, errors: list | None = None,
-                 thresholds: Thresholds | None = None, progress: Callable[[int, int, str], None] | None = None,
-                 cancel: Callable[[], bool] | None = None) -> list[ExamResult]:
+def screen_paths(
+    paths: Iterable[str | Path],
+    screener,
+    *,
+    errors: list | None = None,
+    thresholds: Thresholds | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[ExamResult]:
     """Open each path (file or folder) with ``core.io.open_path`` and screen what it holds.
 
     Bad files are collected in ``errors`` (``InputError``s, in order) and skipped; without

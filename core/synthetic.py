@@ -31,9 +31,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -41,29 +41,37 @@ import numpy as np
 from core.fileio import write_bytes_atomic
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
-__all__ = ["CLASSES", "MANIFEST_COLUMNS", "LESION_FLOOR_UM", "LESION_MIN_UM", "DEVICE", "SimulatedBScan",
-           "simulate_bscan", "simulate_volume", "simulate_patient", "patient_labels", "write_dataset"]
+__all__ = [
+    "CLASSES",
+    "MANIFEST_COLUMNS",
+    "LESION_FLOOR_UM",
+    "LESION_MIN_UM",
+    "DEVICE",
+    "SimulatedBScan",
+    "simulate_bscan",
+    "simulate_volume",
+    "simulate_patient",
+    "patient_labels",
+    "write_dataset",
+]
 
 log = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("normal", "drusen", "cnv")
-MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "patient_id", "eye", "volume_id", "bscan_index",
-                                     "eye_label")
-LESION_FLOOR_UM = 6.0         # lesion heights below this are not rendered (a dome's rim)
-LESION_MIN_UM = 4.0           # a B-scan whose rendered lesion is lower than this is labelled normal
+MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "patient_id", "eye", "volume_id", "bscan_index", "eye_label")
+LESION_FLOOR_UM = 6.0  # lesion heights below this are not rendered (a dome's rim)
+LESION_MIN_UM = 4.0  # a B-scan whose rendered lesion is lower than this is labelled normal
 CYST_MIN_MM, CYST_MIN_UM = 0.04, 15.0  # smallest cyst cross-section drawn (half-width, half-height)
 DEVICE = DeviceInfo(manufacturer="OCT Screen", model="simulator", software_version="1")
-SCAN_MM = 6.0                 # lateral extent of a B-scan and of the volume
-DEPTH_MM = 1.93               # axial extent of a B-scan (Spectralis: 496 rows x 3.9 um)
-_UID_ROOT = "1.2.826.0.1.3680043.8.498."   # pydicom's root, as used by generate_uid
+SCAN_MM = 6.0  # lateral extent of a B-scan and of the volume
+DEPTH_MM = 1.93  # axial extent of a B-scan (Spectralis: 496 rows x 3.9 um)
+_UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as used by generate_uid
 
 # Layers from top to bottom. Index = number of boundaries above a pixel.
-(VIT, NFL, GCL, IPL, INL, OPL, ONL, ELM, MYO, EZ, OS, IZ, SRF, SHRM, RPE, SUBRPE, BM, CHOROID,
- SCLERA) = range(19)
+(VIT, NFL, GCL, IPL, INL, OPL, ONL, ELM, MYO, EZ, OS, IZ, SRF, SHRM, RPE, SUBRPE, BM, CHOROID, SCLERA) = range(19)
 N_LAYERS = 19
 # Reflectivity above the noise floor in dB (textbook order: NFL bright, INL/ONL dark, RPE brightest).
-_BASE_DB = np.array([-60, 25, 15, 20, 10, 19, 8, 16, 9, 28, 12, 22, -8, 24, 35, 18, 23, 20, 6],
-                    np.float32)
+_BASE_DB = np.array([-60, 25, 15, 20, 10, 19, 8, 16, 9, 28, 12, 22, -8, 24, 35, 18, 23, 20, 6], np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,8 +84,8 @@ class _Dome:
 
     x0: float
     y0: float
-    ax: float        # semi-axis in x, mm
-    ay: float        # semi-axis in y, mm
+    ax: float  # semi-axis in x, mm
+    ay: float  # semi-axis in y, mm
     h_um: float
     p: float = 0.8
 
@@ -93,11 +101,11 @@ class _Cyst:
 
     x0: float
     y0: float
-    rx: float        # mm
-    ry: float        # mm
+    rx: float  # mm
+    ry: float  # mm
     rz_um: float
-    layer: int       # INL or ONL
-    frac: float      # where in the layer's depth the centre sits (0 = top, 1 = bottom)
+    layer: int  # INL or ONL
+    frac: float  # where in the layer's depth the centre sits (0 = top, 1 = bottom)
 
 
 @dataclass
@@ -105,7 +113,7 @@ class _Vessel:
     """A retinal vessel: a straight line in the (x, y) plane, seen in cross-section in each B-scan."""
 
     x0: float
-    slope: float     # dx/dy
+    slope: float  # dx/dy
     width_um: float
     shadow_db: float
 
@@ -115,17 +123,17 @@ class _Eye:
     """Everything drawn once per volume: anatomy, lesions and the device's look."""
 
     label: str
-    nasal_sign: float                 # +1: nasal side on the right of the B-scan (OD)
+    nasal_sign: float  # +1: nasal side on the right of the B-scan (OD)
     fovea: tuple[float, float]
-    base_mm: float                    # Bruch's membrane depth at the fovea, mm from the top
-    tilt: tuple[float, float]         # mm depth per mm in x, y
-    curvature: float                  # mm depth per mm^2 (positive: edges higher, a bowl)
+    base_mm: float  # Bruch's membrane depth at the fovea, mm from the top
+    tilt: tuple[float, float]  # mm depth per mm in x, y
+    curvature: float  # mm depth per mm^2 (positive: edges higher, a bowl)
     wave: tuple[float, float, float]  # low-frequency waviness: amplitude mm, frequency, phase
-    thick: dict[str, float]           # layer thicknesses, um
-    pit_depth: float                  # fraction of the inner retina missing at the foveal centre
-    pit_sigma: float                  # mm
+    thick: dict[str, float]  # layer thicknesses, um
+    pit_depth: float  # fraction of the inner retina missing at the foveal centre
+    pit_sigma: float  # mm
     choroid_um: float
-    layer_db: np.ndarray              # reflectivity per layer (dB), jittered
+    layer_db: np.ndarray  # reflectivity per layer (dB), jittered
     drusen: list[_Dome] = field(default_factory=list)
     ped: list[_Dome] = field(default_factory=list)
     shrm: list[_Dome] = field(default_factory=list)
@@ -133,24 +141,24 @@ class _Eye:
     cysts: list[_Cyst] = field(default_factory=list)
     vessels: list[_Vessel] = field(default_factory=list)
     drusen_db: float = 17.0
-    tissue_texture_db: float = 1.5             # slow reflectivity variation inside layers
-    drusen_absorb: float = 0.6                  # fraction of a druse's height taken from the ONL
+    tissue_texture_db: float = 1.5  # slow reflectivity variation inside layers
+    drusen_absorb: float = 0.6  # fraction of a druse's height taken from the ONL
     # image formation / device
     gain_db: float = 0.0
-    psf: tuple[float, float] = (0.8, 1.2)       # blur sigma rows, cols
-    looks: float = 4.0                          # speckle: frames averaged (std 1/sqrt(looks))
-    grain: tuple[float, float] = (0.6, 0.9)     # speckle correlation sigma rows, cols
-    retina_att: float = 8.0                     # dB per mm below the ILM
-    choroid_att: float = 30.0                   # extra dB per mm below Bruch's membrane
-    rolloff_db: float = 3.0                     # sensitivity roll-off top to bottom of the frame
+    psf: tuple[float, float] = (0.8, 1.2)  # blur sigma rows, cols
+    looks: float = 4.0  # speckle: frames averaged (std 1/sqrt(looks))
+    grain: tuple[float, float] = (0.6, 0.9)  # speckle correlation sigma rows, cols
+    retina_att: float = 8.0  # dB per mm below the ILM
+    choroid_att: float = 30.0  # extra dB per mm below Bruch's membrane
+    rolloff_db: float = 3.0  # sensitivity roll-off top to bottom of the frame
     vignette_db: float = 2.0
-    lo_db: float = -8.0                         # display window
+    lo_db: float = -8.0  # display window
     hi_db: float = 33.0
     gamma: float = 1.0
-    border: str = "none"                        # registration border: none / white / black
+    border: str = "none"  # registration border: none / white / black
     rot_deg: float = 0.0
-    motion_px: float = 2.0                      # axial motion between B-scans, px std
-    low_signal: dict[int, float] = field(default_factory=dict)   # frame index -> dB lost
+    motion_px: float = 2.0  # axial motion between B-scans, px std
+    low_signal: dict[int, float] = field(default_factory=dict)  # frame index -> dB lost
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -160,19 +168,28 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 def _draw_eye(label: str, laterality: Laterality, rng: np.random.Generator, n_bscans: int) -> _Eye:
     """Draw anatomy, lesions and the device look of one eye."""
     # the operator centres the cube on the fovea (fixation): small offsets, smaller across slices
-    fovea = (float(np.clip(rng.normal(0.0, 0.25), -0.6, 0.6)),
-             float(np.clip(rng.normal(0.0, 0.05), -0.1, 0.1)))
+    fovea = (float(np.clip(rng.normal(0.0, 0.25), -0.6, 0.6)), float(np.clip(rng.normal(0.0, 0.05), -0.1, 0.1)))
     scale = _u(rng, 0.85, 1.15)
     thick = {
-        "nfl": _u(rng, 18, 30), "nfl_nasal": _u(rng, 15, 35), "gcl": _u(rng, 35, 50),
-        "ipl": _u(rng, 30, 40), "inl": _u(rng, 28, 40), "opl": _u(rng, 20, 30), "onl": _u(rng, 60, 90),
-        "elm": _u(rng, 3, 6), "myo": _u(rng, 14, 22), "ez": _u(rng, 8, 14), "os": _u(rng, 12, 20),
-        "iz": _u(rng, 6, 11), "rpe": _u(rng, 15, 25), "bm": _u(rng, 4, 8),
+        "nfl": _u(rng, 18, 30),
+        "nfl_nasal": _u(rng, 15, 35),
+        "gcl": _u(rng, 35, 50),
+        "ipl": _u(rng, 30, 40),
+        "inl": _u(rng, 28, 40),
+        "opl": _u(rng, 20, 30),
+        "onl": _u(rng, 60, 90),
+        "elm": _u(rng, 3, 6),
+        "myo": _u(rng, 14, 22),
+        "ez": _u(rng, 8, 14),
+        "os": _u(rng, 12, 20),
+        "iz": _u(rng, 6, 11),
+        "rpe": _u(rng, 15, 25),
+        "bm": _u(rng, 4, 8),
     }
     thick = {k: v * scale for k, v in thick.items()}
     layer_db = _BASE_DB + rng.normal(0.0, 1.2, N_LAYERS).astype(np.float32)
     layer_db[VIT] = -60.0
-    layer_db[RPE] = max(layer_db[RPE], layer_db[EZ] + 4.0, layer_db[NFL] + 7.0)   # RPE: the brightest band
+    layer_db[RPE] = max(layer_db[RPE], layer_db[EZ] + 4.0, layer_db[NFL] + 7.0)  # RPE: the brightest band
     eye = _Eye(
         label=label,
         nasal_sign=1.0 if laterality != Laterality.OS else -1.0,
@@ -205,8 +222,9 @@ def _draw_eye(label: str, laterality: Laterality, rng: np.random.Generator, n_bs
     # Retinal vessels (avoid the foveal avascular zone), with their shadows.
     for _ in range(int(rng.integers(2, 7))):
         x0 = float(rng.choice([-1, 1])) * _u(rng, 0.6, 3.0) + fovea[0]
-        eye.vessels.append(_Vessel(x0=x0, slope=_u(rng, -0.5, 0.5), width_um=_u(rng, 40, 120),
-                                   shadow_db=_u(rng, 1.5, 6.0)))
+        eye.vessels.append(
+            _Vessel(x0=x0, slope=_u(rng, -0.5, 0.5), width_um=_u(rng, 40, 120), shadow_db=_u(rng, 1.5, 6.0))
+        )
     # Blinks / low-signal frames.
     if rng.random() < 0.3:
         for i in rng.choice(n_bscans, size=min(n_bscans, int(rng.integers(1, 3))), replace=False):
@@ -233,9 +251,8 @@ def _add_drusen(eye: _Eye, rng: np.random.Generator) -> None:
             x0, y0 = fx + rng.normal(0, spread), fy + rng.normal(0, spread * 0.8)
             diam = float(np.clip(rng.lognormal(np.log(0.2), 0.6), 0.06, 1.0))
         height = float(np.clip(diam * _u(rng, 90, 220), 20, 150))
-        ecc = _u(rng, 0.7, 1.4) if i else _u(rng, 0.8, 1.0)   # the first, large one spans several B-scans
-        eye.drusen.append(_Dome(float(x0), float(y0), diam / 2 * ecc, diam / 2 / ecc, height,
-                                p=_u(rng, 0.5, 1.1)))
+        ecc = _u(rng, 0.7, 1.4) if i else _u(rng, 0.8, 1.0)  # the first, large one spans several B-scans
+        eye.drusen.append(_Dome(float(x0), float(y0), diam / 2 * ecc, diam / 2 / ecc, height, p=_u(rng, 0.5, 1.1)))
     eye.drusen_db = _u(rng, 18.0, 25.0)
     eye.drusen_absorb = _u(rng, 0.6, 0.95)
 
@@ -245,20 +262,52 @@ def _add_cnv(eye: _Eye, rng: np.random.Generator) -> None:
     fx, fy = eye.fovea
     cx, cy = fx + rng.normal(0, 0.4), fy + rng.normal(0, 0.3)
     for _ in range(int(rng.integers(2, 6))):
-        eye.ped.append(_Dome(cx + rng.normal(0, 0.35), cy + rng.normal(0, 0.3), _u(rng, 0.25, 0.8),
-                             _u(rng, 0.25, 0.7), _u(rng, 40, 200), p=_u(rng, 0.45, 0.9)))
+        eye.ped.append(
+            _Dome(
+                cx + rng.normal(0, 0.35),
+                cy + rng.normal(0, 0.3),
+                _u(rng, 0.25, 0.8),
+                _u(rng, 0.25, 0.7),
+                _u(rng, 40, 200),
+                p=_u(rng, 0.45, 0.9),
+            )
+        )
     if rng.random() < 0.7:
-        eye.shrm.append(_Dome(cx + rng.normal(0, 0.2), cy + rng.normal(0, 0.2), _u(rng, 0.25, 0.8),
-                              _u(rng, 0.25, 0.7), _u(rng, 25, 120), p=_u(rng, 0.4, 0.9)))
+        eye.shrm.append(
+            _Dome(
+                cx + rng.normal(0, 0.2),
+                cy + rng.normal(0, 0.2),
+                _u(rng, 0.25, 0.8),
+                _u(rng, 0.25, 0.7),
+                _u(rng, 25, 120),
+                p=_u(rng, 0.4, 0.9),
+            )
+        )
     if rng.random() < 0.8:
-        eye.srf.append(_Dome(cx + rng.normal(0, 0.3), cy + rng.normal(0, 0.25), _u(rng, 0.6, 1.7),
-                             _u(rng, 0.5, 1.4), _u(rng, 40, 250), p=_u(rng, 0.7, 1.2)))
+        eye.srf.append(
+            _Dome(
+                cx + rng.normal(0, 0.3),
+                cy + rng.normal(0, 0.25),
+                _u(rng, 0.6, 1.7),
+                _u(rng, 0.5, 1.4),
+                _u(rng, 40, 250),
+                p=_u(rng, 0.7, 1.2),
+            )
+        )
     if rng.random() < 0.65:
         for _ in range(int(rng.integers(2, 16))):
             layer = INL if rng.random() < 0.4 else ONL
-            eye.cysts.append(_Cyst(cx + rng.normal(0, 0.6), cy + rng.normal(0, 0.45), _u(rng, 0.05, 0.25),
-                                   _u(rng, 0.05, 0.25), _u(rng, 25, 90) if layer == ONL else _u(rng, 18, 45),
-                                   layer, _u(rng, 0.3, 0.7)))
+            eye.cysts.append(
+                _Cyst(
+                    cx + rng.normal(0, 0.6),
+                    cy + rng.normal(0, 0.45),
+                    _u(rng, 0.05, 0.25),
+                    _u(rng, 0.05, 0.25),
+                    _u(rng, 25, 90) if layer == ONL else _u(rng, 18, 45),
+                    layer,
+                    _u(rng, 0.3, 0.7),
+                )
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,8 +327,8 @@ def _lesion_heights(domes: list[_Dome], x: np.ndarray, y: float, combine: str = 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
     """Unit-variance Gaussian noise smoothed with (row, col) sigmas."""
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=max(sigma[1], 0.3), sigmaY=max(sigma[0], 0.3))
+    white = rng.standard_normal(shape, dtype=np.float32)
+    noise: np.ndarray = cv2.GaussianBlur(white, (0, 0), sigmaX=max(sigma[1], 0.3), sigmaY=max(sigma[0], 0.3))
     std = float(noise[::3, ::3].std()) if noise.size > 4096 else float(noise.std())
     if std > 0:
         noise *= 1.0 / std
@@ -290,9 +339,9 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple
 class SimulatedBScan:
     """One rendered B-scan before quantisation and registration (for tests and teaching)."""
 
-    image: np.ndarray      # float32 [h, w] in [0, 1]
-    layers: np.ndarray     # int8 [h, w]: layer index per pixel (VIT, NFL, ..., CHOROID, SCLERA)
-    label: str             # 'normal' or the lesion this B-scan cuts
+    image: np.ndarray  # float32 [h, w] in [0, 1]
+    layers: np.ndarray  # int8 [h, w]: layer index per pixel (VIT, NFL, ..., CHOROID, SCLERA)
+    label: str  # 'normal' or the lesion this B-scan cuts
 
 
 @dataclass
@@ -300,9 +349,9 @@ class _Lesions:
     """Lesion heights (um) along one B-scan, each less LESION_FLOOR_UM."""
 
     drusen: np.ndarray
-    ped: np.ndarray      # fibrovascular pigment epithelial detachment (CNV)
-    shrm: np.ndarray     # subretinal hyper-reflective material
-    srf: np.ndarray      # subretinal fluid
+    ped: np.ndarray  # fibrovascular pigment epithelial detachment (CNV)
+    shrm: np.ndarray  # subretinal hyper-reflective material
+    srf: np.ndarray  # subretinal fluid
 
     @property
     def cnv(self) -> np.ndarray:
@@ -311,9 +360,13 @@ class _Lesions:
 
 
 def _lesions(eye: _Eye, x: np.ndarray, y: float) -> _Lesions:
-    les = _Lesions(_lesion_heights(eye.drusen, x, y), _lesion_heights(eye.ped, x, y),
-                   _lesion_heights(eye.shrm, x, y), _lesion_heights(eye.srf, x, y))
-    if eye.ped:   # irregular lobes: slow ripples on top of the PED
+    les = _Lesions(
+        _lesion_heights(eye.drusen, x, y),
+        _lesion_heights(eye.ped, x, y),
+        _lesion_heights(eye.shrm, x, y),
+        _lesion_heights(eye.srf, x, y),
+    )
+    if eye.ped:  # irregular lobes: slow ripples on top of the PED
         les.ped *= 1.0 + 0.15 * np.sin(x * 7.0 + y * 3.0) * np.sin(x * 2.7 - 3.0)
     if eye.srf and les.srf.any():
         # fluid fills the crevices between lobes: the detached retina lies on a smoother surface
@@ -328,12 +381,12 @@ def _thickness(eye: _Eye, x: np.ndarray, r: np.ndarray, les: _Lesions) -> np.nda
     foveal pit (inner layers missing, ONL and outer segments longer), nasal NFL, lesions."""
     t = eye.thick
     pit = np.exp(-0.5 * (r / eye.pit_sigma) ** 2)
-    rim = 1.0 + 0.25 * np.exp(-((r - 1.0) / 0.5) ** 2)                 # thickest ring around the pit
+    rim = 1.0 + 0.25 * np.exp(-(((r - 1.0) / 0.5) ** 2))  # thickest ring around the pit
     inner = (1.0 - eye.pit_depth * pit) * rim
-    nasal = 1.0 / (1.0 + np.exp(-eye.nasal_sign * (x - eye.fovea[0]) * 2.0))   # 0 temporal .. 1 nasal
-    swell = 1.0 + 0.35 * np.clip(les.cnv / 80.0, 0.0, 1.0)             # thickening over a CNV
+    nasal = 1.0 / (1.0 + np.exp(-eye.nasal_sign * (x - eye.fovea[0]) * 2.0))  # 0 temporal .. 1 nasal
+    swell = 1.0 + 0.35 * np.clip(les.cnv / 80.0, 0.0, 1.0)  # thickening over a CNV
     th = np.zeros((N_LAYERS, x.size), np.float32)
-    nfl_pit = 1.0 - 0.97 * np.exp(-0.5 * (r / (1.6 * eye.pit_sigma)) ** 2)   # no NFL over the foveola
+    nfl_pit = 1.0 - 0.97 * np.exp(-0.5 * (r / (1.6 * eye.pit_sigma)) ** 2)  # no NFL over the foveola
     th[NFL] = (t["nfl"] + t["nfl_nasal"] * nasal) * nfl_pit
     th[GCL] = t["gcl"] * inner * 1.05
     th[IPL] = t["ipl"] * inner
@@ -354,16 +407,22 @@ def _thickness(eye: _Eye, x: np.ndarray, r: np.ndarray, les: _Lesions) -> np.nda
     return th
 
 
-def _boundaries(eye: _Eye, x: np.ndarray, y: float, r: np.ndarray, th: np.ndarray, height: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _boundaries(
+    eye: _Eye, x: np.ndarray, y: float, r: np.ndarray, th: np.ndarray, height: int, rng: np.random.Generator
+) -> np.ndarray:
     """``bounds[j, col]``: the top row of layer j + 1 (NFL .. SCLERA), from Bruch's membrane (eye
     curvature, tilt, waviness, axial motion) up through the layer thicknesses and down through the
     choroid."""
     row_um = DEPTH_MM * 1000.0 / height
-    bruch_mm = (eye.base_mm + eye.tilt[0] * x + eye.tilt[1] * y - eye.curvature * (x ** 2 + y ** 2)
-                + eye.wave[0] * np.sin(eye.wave[1] * x * 2 * np.pi + eye.wave[2]))
-    bruch = bruch_mm / DEPTH_MM * height + rng.normal(0.0, eye.motion_px)   # axial motion between frames
-    above = np.cumsum(th[:CHOROID][::-1], axis=0)[::-1] / row_um         # rows from layer k's top to Bruch's
+    bruch_mm = (
+        eye.base_mm
+        + eye.tilt[0] * x
+        + eye.tilt[1] * y
+        - eye.curvature * (x**2 + y**2)
+        + eye.wave[0] * np.sin(eye.wave[1] * x * 2 * np.pi + eye.wave[2])
+    )
+    bruch = bruch_mm / DEPTH_MM * height + rng.normal(0.0, eye.motion_px)  # axial motion between frames
+    above = np.cumsum(th[:CHOROID][::-1], axis=0)[::-1] / row_um  # rows from layer k's top to Bruch's
     choroid_rows = eye.choroid_um / row_um * (1.0 + 0.25 * np.exp(-0.5 * (r / 1.5) ** 2))
     bounds = np.concatenate([bruch[None, :] - above[1:], bruch[None], (bruch + choroid_rows)[None]], axis=0)
     # keep the retina inside the frame: shift the whole B-scan down if the ILM would leave it
@@ -379,13 +438,18 @@ def _choroid_texture(eye: _Eye, n_rows: int, width: int, rng: np.random.Generato
     coarse = _smooth_noise(rng, (n_rows, width), (3.5, 10.0))
     field_ = (1.0 - depth_w) * fine + depth_w * coarse
     lumen = 1.0 / (1.0 + np.exp(-(field_ - 0.5 + 0.9 * depth_w) * 3.5))  # 1 = vessel lumen
-    lumen *= np.clip(depth_w * 8.0, 0.0, 1.0)                          # choriocapillaris: no lumens
-    return (eye.layer_db[CHOROID] + 3.0 * (1.0 - depth_w) ** 3 - 14.0 * lumen
-            - (eye.layer_db[CHOROID] - eye.layer_db[SCLERA]) * depth_w ** 3)
+    lumen *= np.clip(depth_w * 8.0, 0.0, 1.0)  # choriocapillaris: no lumens
+    return (
+        eye.layer_db[CHOROID]
+        + 3.0 * (1.0 - depth_w) ** 3
+        - 14.0 * lumen
+        - (eye.layer_db[CHOROID] - eye.layer_db[SCLERA]) * depth_w**3
+    )
 
 
-def _draw_cysts(eye: _Eye, db: np.ndarray, x: np.ndarray, y: float, bounds: np.ndarray, z: np.ndarray,
-                row_um: float) -> int:
+def _draw_cysts(
+    eye: _Eye, db: np.ndarray, x: np.ndarray, y: float, bounds: np.ndarray, z: np.ndarray, row_um: float
+) -> int:
     """Paint the intraretinal cysts this B-scan cuts into ``db`` (fluid: no signal); a cyst's pole
     (cross-section under CYST_MIN_MM x CYST_MIN_UM) is not drawn. Returns how many were drawn."""
     drawn = 0
@@ -406,8 +470,17 @@ def _draw_cysts(eye: _Eye, db: np.ndarray, x: np.ndarray, y: float, bounds: np.n
     return drawn
 
 
-def _attenuate(eye: _Eye, db: np.ndarray, x: np.ndarray, y: float, bounds: np.ndarray, z: np.ndarray,
-               les: _Lesions, row_um: float, rng: np.random.Generator) -> None:
+def _attenuate(
+    eye: _Eye,
+    db: np.ndarray,
+    x: np.ndarray,
+    y: float,
+    bounds: np.ndarray,
+    z: np.ndarray,
+    les: _Lesions,
+    row_um: float,
+    rng: np.random.Generator,
+) -> None:
     """Subtract (in place, dB) the losses: attenuation with depth in the retina and the choroid,
     shadows under dense lesions and retinal vessels (whose walls are bright), streaks, roll-off,
     vignetting."""
@@ -416,10 +489,10 @@ def _attenuate(eye: _Eye, db: np.ndarray, x: np.ndarray, y: float, bounds: np.nd
     bruch = bounds[CHOROID - 1]
     att = (eye.retina_att * mm_per_row) * np.maximum(z - bounds[0][None, :], 0.0)
     att += (eye.choroid_att * mm_per_row) * np.maximum(z - bruch[None, :], 0.0)
-    lesion_shadow = 0.06 * (les.ped + 0.5 * les.shrm)                  # dB lost below dense material
+    lesion_shadow = 0.06 * (les.ped + 0.5 * les.shrm)  # dB lost below dense material
     lesion_shadow += 2.0 * np.abs(_smooth_noise(rng, (1, x.size), (0.3, 1.5))[0])  # vertical streaks
     att += np.where(z > bruch[None, :], lesion_shadow[None, :], 0.0)
-    vessel_row = bounds[NFL]                                            # vessels sit at the NFL/GCL junction
+    vessel_row = bounds[NFL]  # vessels sit at the NFL/GCL junction
     vessel = np.zeros(x.size, np.float32)
     shadow = np.zeros(x.size, np.float32)
     for v in eye.vessels:
@@ -450,8 +523,7 @@ def _form_image(eye: _Eye, db: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return (np.clip((out_db - eye.lo_db) / (eye.hi_db - eye.lo_db), 0.0, 1.0) ** eye.gamma).astype(np.float32)
 
 
-def _render_bscan(eye: _Eye, index: int, y: float, height: int, width: int,
-                  rng: np.random.Generator) -> SimulatedBScan:
+def _render_bscan(eye: _Eye, index: int, y: float, height: int, width: int, rng: np.random.Generator) -> SimulatedBScan:
     """Render B-scan ``index`` at slice position ``y`` (mm) of ``eye``."""
     row_um = DEPTH_MM * 1000.0 / height
     x = np.linspace(-SCAN_MM / 2, SCAN_MM / 2, width, dtype=np.float32)
@@ -473,8 +545,9 @@ def _render_bscan(eye: _Eye, index: int, y: float, height: int, width: int,
     # textures: heterogeneous PED / SHRM content, slow variation inside the other tissue layers
     hetero = _smooth_noise(rng, (height, width), (1.5, 3.0))
     fibrovascular = (layer == SHRM) | ((layer == SUBRPE) & (les.ped > les.drusen)[None, :])
-    db += np.where(fibrovascular, 7.0 * hetero,
-                   np.where((layer > VIT) & (layer < CHOROID), eye.tissue_texture_db * hetero, 0.0))
+    db += np.where(
+        fibrovascular, 7.0 * hetero, np.where((layer > VIT) & (layer < CHOROID), eye.tissue_texture_db * hetero, 0.0)
+    )
     # the choroid, textured in flattened coordinates (depth below Bruch's membrane)
     bruch = bounds[CHOROID - 1]
     n_ch = int(np.ceil((bounds[-1] - bruch).max())) + 2
@@ -524,9 +597,14 @@ def _synthetic_study(seed: int, patient_id: str) -> StudyInfo:
     day = np.datetime64("2024-01-01") + int(rng.integers(0, 3 * 365))
     date = str(day).replace("-", "")
     time = f"{int(rng.integers(8, 18)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
-    return StudyInfo(study_uid=_uid("study", seed, patient_id), study_date=date, study_time=time,
-                     study_id=f"S{seed % 100000:05d}", accession_number=f"SYN{seed % 1000000:06d}",
-                     description="Synthetic macular cube (OCT Screen simulator)")
+    return StudyInfo(
+        study_uid=_uid("study", seed, patient_id),
+        study_date=date,
+        study_time=time,
+        study_id=f"S{seed % 100000:05d}",
+        accession_number=f"SYN{seed % 1000000:06d}",
+        description="Synthetic macular cube (OCT Screen simulator)",
+    )
 
 
 def _register(img: np.ndarray, eye: _Eye, rng: np.random.Generator) -> np.ndarray:
@@ -539,8 +617,7 @@ def _register(img: np.ndarray, eye: _Eye, rng: np.random.Generator) -> np.ndarra
     m[0, 2] += float(rng.normal(0.0, 0.02 * w))
     m[1, 2] += float(rng.normal(0.0, 0.03 * h))
     value = 1.0 if eye.border == "white" else 0.0
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=value)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=value)
 
 
 def _slice_positions(n_bscans: int) -> np.ndarray:
@@ -557,8 +634,16 @@ def _check_args(label: str, n_bscans: int, height: int, width: int, bit_depth: i
         raise ValueError(f"volume too small: {n_bscans} x {height} x {width} (at least 1 x 32 x 32)")
 
 
-def simulate_bscan(label: str, index: int, *, n_bscans: int = 25, height: int = 496, width: int = 512,
-                   seed: int, laterality: str | Laterality = "OD") -> SimulatedBScan:
+def simulate_bscan(
+    label: str,
+    index: int,
+    *,
+    n_bscans: int = 25,
+    height: int = 496,
+    width: int = 512,
+    seed: int,
+    laterality: str | Laterality = "OD",
+) -> SimulatedBScan:
     """B-scan ``index`` of the volume ``simulate_volume`` makes with the same arguments, before
     quantisation and registration, with its per-pixel layer map (for tests and teaching)."""
     _check_args(label, n_bscans, height, width)
@@ -567,9 +652,18 @@ def simulate_bscan(label: str, index: int, *, n_bscans: int = 25, height: int = 
     return _render_bscan(eye, index, y, height, width, np.random.default_rng(_seed_int(seed, 3, index)))
 
 
-def simulate_volume(label: str, *, n_bscans: int = 25, height: int = 496, width: int = 512, seed: int,
-                    laterality: str | Laterality = "OD", patient: PatientInfo | None = None,
-                    bit_depth: int = 8, study: StudyInfo | None = None) -> OctVolume:
+def simulate_volume(
+    label: str,
+    *,
+    n_bscans: int = 25,
+    height: int = 496,
+    width: int = 512,
+    seed: int,
+    laterality: str | Laterality = "OD",
+    patient: PatientInfo | None = None,
+    bit_depth: int = 8,
+    study: StudyInfo | None = None,
+) -> OctVolume:
     """Simulate one macular OCT volume of an eye with ``label`` ('normal', 'drusen' or 'cnv').
 
     Deterministic for a given seed. The same seed with another label gives the same anatomy and
@@ -591,14 +685,24 @@ def simulate_volume(label: str, *, n_bscans: int = 25, height: int = 496, width:
         labels.append(rendered.label)
     patient = patient or _synthetic_patient(seed % 10000)
     study = study or _synthetic_study(seed, patient.patient_id)
-    study = dataclasses.replace(study, series_uid=_uid("series", study.study_uid, lat.value),
-                                series_number=1 if lat != Laterality.OS else 2)
+    study = dataclasses.replace(
+        study, series_uid=_uid("series", study.study_uid, lat.value), series_number=1 if lat != Laterality.OS else 2
+    )
     return OctVolume(
-        bscans=bscans, laterality=lat, patient=patient, study=study, device=DEVICE,
+        bscans=bscans,
+        laterality=lat,
+        patient=patient,
+        study=study,
+        device=DEVICE,
         spacing=PixelSpacing(slice=SCAN_MM / n_bscans, row=DEPTH_MM / height, column=SCAN_MM / width),
-        label=label, frame_labels=tuple(labels),
-        extra={"synthetic": True, "seed": int(seed), "low_signal_frames": sorted(eye.low_signal),
-               "fovea_mm": eye.fovea},
+        label=label,
+        frame_labels=tuple(labels),
+        extra={
+            "synthetic": True,
+            "seed": int(seed),
+            "low_signal_frames": sorted(eye.low_signal),
+            "fovea_mm": eye.fovea,
+        },
     )
 
 
@@ -625,9 +729,18 @@ def patient_labels(patient_index: int, *, seed: int, classes: Sequence[str] = CL
     return (main, fellow) if rng.random() < 0.5 else (fellow, main)
 
 
-def simulate_patient(patient_index: int, *, seed: int, labels: tuple[str, str] | None = None,
-                     n_bscans: int = 25, height: int = 496, width: int = 512, bit_depth: int = 8,
-                     classes: Sequence[str] = CLASSES, patient: PatientInfo | None = None) -> list[OctVolume]:
+def simulate_patient(
+    patient_index: int,
+    *,
+    seed: int,
+    labels: tuple[str, str] | None = None,
+    n_bscans: int = 25,
+    height: int = 496,
+    width: int = 512,
+    bit_depth: int = 8,
+    classes: Sequence[str] = CLASSES,
+    patient: PatientInfo | None = None,
+) -> list[OctVolume]:
     """Both eyes of one synthetic patient: ``[OD, OS]``, same patient and study, seed-deterministic.
 
     ``labels`` = (OD label, OS label); by default drawn with :func:`patient_labels`.
@@ -635,10 +748,20 @@ def simulate_patient(patient_index: int, *, seed: int, labels: tuple[str, str] |
     labels = labels or patient_labels(patient_index, seed=seed, classes=classes)
     patient = patient or _synthetic_patient(patient_index)
     study = _synthetic_study(_seed_int(seed, 5, patient_index), patient.patient_id)
-    return [simulate_volume(lab, n_bscans=n_bscans, height=height, width=width,
-                            seed=_seed_int(seed, 6, patient_index, k), laterality=lat, patient=patient,
-                            bit_depth=bit_depth, study=study)
-            for k, (lab, lat) in enumerate(zip(labels, ("OD", "OS")))]
+    return [
+        simulate_volume(
+            lab,
+            n_bscans=n_bscans,
+            height=height,
+            width=width,
+            seed=_seed_int(seed, 6, patient_index, k),
+            laterality=lat,
+            patient=patient,
+            bit_depth=bit_depth,
+            study=study,
+        )
+        for k, (lab, lat) in enumerate(zip(labels, ("OD", "OS")))
+    ]
 
 
 def _encode_png(img: np.ndarray) -> bytes:
@@ -648,24 +771,39 @@ def _encode_png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _patient_files(p: int, *, seed: int, n_bscans: int, height: int, width: int, classes: tuple[str, ...],
-                   fmt: str) -> list[tuple[list[tuple[Path, object]], list[dict[str, object]]]]:
+def _patient_files(
+    p: int, *, seed: int, n_bscans: int, height: int, width: int, classes: tuple[str, ...], fmt: str
+) -> list[tuple[list[tuple[Path, bytes | OctVolume]], list[dict[str, object]]]]:
     """One patient of :func:`write_dataset`: per eye, (files to write, manifest rows). A PNG file is
     its encoded bytes; a DICOM file is the volume (written by the io layer in the parent process)."""
     eyes = []
     for vol in simulate_patient(p, seed=seed, n_bscans=n_bscans, height=height, width=width, classes=classes):
         pid, eye = vol.patient.patient_id, vol.laterality.value
         volume_id = f"{pid}_{eye}"
-        files: list[tuple[Path, object]]
+        frame_labels = vol.frame_labels
+        assert vol.label is not None and frame_labels is not None  # the simulator labels every eye and B-scan
+        files: list[tuple[Path, bytes | OctVolume]]
         if fmt == "png":
-            paths = [Path(vol.label.upper(), pid, eye, f"{i + 1:03d}_{lab.upper()}.png")
-                     for i, lab in enumerate(vol.frame_labels)]
+            paths = [
+                Path(vol.label.upper(), pid, eye, f"{i + 1:03d}_{lab.upper()}.png")
+                for i, lab in enumerate(frame_labels)
+            ]
             files = [(rel, _encode_png(img)) for rel, img in zip(paths, vol.bscans)]
         else:
             paths = [Path(pid, f"{volume_id}.dcm")] * vol.n_bscans
             files = [(paths[0], vol)]
-        rows = [dict(path=rel.as_posix(), label=lab, patient_id=pid, eye=eye, volume_id=volume_id, bscan_index=i,
-                     eye_label=vol.label) for i, (rel, lab) in enumerate(zip(paths, vol.frame_labels))]
+        rows: list[dict[str, object]] = [
+            dict(
+                path=rel.as_posix(),
+                label=lab,
+                patient_id=pid,
+                eye=eye,
+                volume_id=volume_id,
+                bscan_index=i,
+                eye_label=vol.label,
+            )
+            for i, (rel, lab) in enumerate(zip(paths, frame_labels))
+        ]
         eyes.append((files, rows))
     return eyes
 
@@ -693,9 +831,20 @@ def _remove_previous_dataset(out: Path) -> None:
             d.rmdir()
 
 
-def write_dataset(out_dir: str | Path, *, patients: int, fmt: str, seed: int, n_bscans: int = 25,
-                  classes: Sequence[str] = CLASSES, progress: Callable[[int, int], None] | None = None,
-                  overwrite: bool = False, height: int = 496, width: int = 512, workers: int = 1) -> Path:
+def write_dataset(
+    out_dir: str | Path,
+    *,
+    patients: int,
+    fmt: str,
+    seed: int,
+    n_bscans: int = 25,
+    classes: Sequence[str] = CLASSES,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+    height: int = 496,
+    width: int = 512,
+    workers: int = 1,
+) -> Path:
     """Write ``patients`` synthetic patients (both eyes) to ``out_dir`` and return ``out_dir``.
 
     fmt 'png': ``OUT/<CLASS>/<patient_id>/<OD|OS>/<NNN>_<LABEL>.png`` (CLASS = eye label, LABEL =
@@ -721,18 +870,19 @@ def write_dataset(out_dir: str | Path, *, patients: int, fmt: str, seed: int, n_
         raise FileExistsError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: folder is not empty (use overwrite to replace an earlier dataset)")
-    write_opt = None
+    write_opt: Callable[[OctVolume, Path], Path] | None = None
     if fmt == "dicom":
         from core.io import write_opt  # the DICOM OPT writer of the io layer
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()                                  # (mkdir honours the umask, mkdtemp would not)
+    tmp.mkdir()  # (mkdir honours the umask, mkdtemp would not)
     try:
         rows: list[dict[str, object]] = []
         total = 2 * patients
-        job = functools.partial(_patient_files, seed=seed, n_bscans=n_bscans, height=height, width=width,
-                                classes=tuple(classes), fmt=fmt)
+        job = functools.partial(
+            _patient_files, seed=seed, n_bscans=n_bscans, height=height, width=width, classes=tuple(classes), fmt=fmt
+        )
         n_proc = min(patients, workers if workers > 0 else (os.cpu_count() or 1))
         with contextlib.ExitStack() as stack:
             if n_proc > 1:
@@ -744,10 +894,11 @@ def write_dataset(out_dir: str | Path, *, patients: int, fmt: str, seed: int, n_
                 results = pool.map(job, range(patients), chunksize=max(1, patients // (8 * n_proc)))
             else:
                 results = map(job, range(patients))
-            for p, eyes in enumerate(results):   # in patient order whatever the workers
+            for p, eyes in enumerate(results):  # in patient order whatever the workers
                 for k, (files, eye_rows) in enumerate(eyes):
                     for rel, data in files:
                         if isinstance(data, OctVolume):
+                            assert write_opt is not None  # volumes are only made for fmt="dicom"
                             write_opt(data, tmp / rel)
                         else:
                             write_bytes_atomic(tmp / rel, data, overwrite=True)

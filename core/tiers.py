@@ -11,8 +11,9 @@ all take tier names and colours from here (colour is never the only carrier: the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["Tier", "DEFAULT_TIERS", "TIER_ORDER", "resolve_tiers", "tier_colours", "CLASS_COLOURS", "class_colour"]
 
@@ -21,13 +22,13 @@ __all__ = ["Tier", "DEFAULT_TIERS", "TIER_ORDER", "resolve_tiers", "tier_colours
 class Tier:
     """One outcome of the per-eye decision."""
 
-    id: str                 # urgent | soon | routine | none | review | rescan
-    name: str               # shown on badges and in the report, e.g. "Urgent referral"
-    action: str             # what to do ("Refer to a medical retina clinic")
-    time_frame: str         # by when ("within 2 weeks"); the report writes "<action> <time frame>."
-    colour: str             # badge background (hex)
-    text_colour: str        # badge text (hex)
-    refers: bool = False    # a referral tier
+    id: str  # urgent | soon | routine | none | review | rescan
+    name: str  # shown on badges and in the report, e.g. "Urgent referral"
+    action: str  # what to do ("Refer to a medical retina clinic")
+    time_frame: str  # by when ("within 2 weeks"); the report writes "<action> <time frame>."
+    colour: str  # badge background (hex)
+    text_colour: str  # badge text (hex)
+    refers: bool = False  # a referral tier
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -36,20 +37,55 @@ class Tier:
 #: Most urgent first; ``ExamResult.worst`` and summaries use this order.
 TIER_ORDER = ("urgent", "soon", "routine", "review", "rescan", "none")
 
-DEFAULT_TIERS: dict[str, Tier] = {t.id: t for t in [
-    Tier("urgent", "Urgent referral", "Refer to a medical retina clinic", "within 2 weeks",
-         "#c62828", "#ffffff", True),
-    Tier("soon", "Soon referral (semi-urgent)", "Refer to a medical retina clinic", "within 4-6 weeks",
-         "#e65100", "#ffffff", True),
-    Tier("routine", "Routine referral", "Refer to an ophthalmologist", "within 3-4 months",
-         "#f2a900", "#1f1f1f", True),
-    Tier("review", "Review advised", "A clinician reviews the B-scans", "before the patient leaves",
-         "#7c3aed", "#ffffff"),
-    Tier("rescan", "Rescan: image quality insufficient", "Repeat the scan", "at this visit",
-         "#6b7280", "#ffffff"),
-    Tier("none", "No referral (observation)", "No referral; usual screening interval", "next routine screening",
-         "#2e7d32", "#ffffff"),
-]}
+DEFAULT_TIERS: dict[str, Tier] = {
+    t.id: t
+    for t in [
+        Tier(
+            "urgent",
+            "Urgent referral",
+            "Refer to a medical retina clinic",
+            "within 2 weeks",
+            "#c62828",
+            "#ffffff",
+            True,
+        ),
+        Tier(
+            "soon",
+            "Soon referral (semi-urgent)",
+            "Refer to a medical retina clinic",
+            "within 4-6 weeks",
+            "#e65100",
+            "#ffffff",
+            True,
+        ),
+        Tier(
+            "routine",
+            "Routine referral",
+            "Refer to an ophthalmologist",
+            "within 3-4 months",
+            "#f2a900",
+            "#1f1f1f",
+            True,
+        ),
+        Tier(
+            "review",
+            "Review advised",
+            "A clinician reviews the B-scans",
+            "before the patient leaves",
+            "#7c3aed",
+            "#ffffff",
+        ),
+        Tier("rescan", "Rescan: image quality insufficient", "Repeat the scan", "at this visit", "#6b7280", "#ffffff"),
+        Tier(
+            "none",
+            "No referral (observation)",
+            "No referral; usual screening interval",
+            "next routine screening",
+            "#2e7d32",
+            "#ffffff",
+        ),
+    ]
+}
 
 
 def resolve_tiers(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Tier]:
@@ -64,7 +100,8 @@ def resolve_tiers(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str
         bad = set(change) - fields
         if bad:
             raise ValueError(f"tier '{tid}': unknown field(s) {', '.join(sorted(bad))}")
-        out[tid] = dataclasses.replace(out[tid], **{k: str(v) for k, v in change.items()})
+        words: dict[str, Any] = {k: str(v) for k, v in change.items()}
+        out[tid] = dataclasses.replace(out[tid], **words)
     return out
 
 

@@ -25,7 +25,7 @@ class Laterality(str, enum.Enum):
     UNKNOWN = "unknown"
 
     @classmethod
-    def parse(cls, value: object) -> "Laterality":
+    def parse(cls, value: object) -> Laterality:
         """Accept DICOM 'R'/'L', 'OD'/'OS', 'right'/'left' (any case); anything else is UNKNOWN."""
         if isinstance(value, Laterality):
             return value
@@ -49,11 +49,11 @@ class PatientInfo:
     """Who the exam belongs to. All fields optional: image stacks often carry only an id."""
 
     patient_id: str = ""
-    name: str = ""           # DICOM PN style 'Family^Given' is kept as given
-    birth_date: str = ""     # YYYYMMDD as in DICOM, '' when unknown
-    sex: str = ""            # 'M', 'F', 'O' or ''
+    name: str = ""  # DICOM PN style 'Family^Given' is kept as given
+    birth_date: str = ""  # YYYYMMDD as in DICOM, '' when unknown
+    sex: str = ""  # 'M', 'F', 'O' or ''
 
-    def deidentified(self, pseudo_id: str = "ANON") -> "PatientInfo":
+    def deidentified(self, pseudo_id: str = "ANON") -> PatientInfo:
         return PatientInfo(patient_id=pseudo_id, name="", birth_date="", sex=self.sex)
 
 
@@ -63,8 +63,8 @@ class StudyInfo:
 
     study_uid: str = ""
     series_uid: str = ""
-    study_date: str = ""     # YYYYMMDD
-    study_time: str = ""     # HHMMSS
+    study_date: str = ""  # YYYYMMDD
+    study_time: str = ""  # HHMMSS
     study_id: str = ""
     accession_number: str = ""
     series_number: int | None = None
@@ -113,10 +113,10 @@ class OctVolume:
     device: DeviceInfo = field(default_factory=DeviceInfo)
     spacing: PixelSpacing = field(default_factory=PixelSpacing)
     source: Path | None = None
-    source_files: tuple[Path, ...] = ()           # one per B-scan for image folders / single-frame series
-    label: str | None = None                      # eye-level ground truth, if known
-    frame_labels: tuple[str, ...] | None = None   # per-B-scan ground truth, if known
-    extra: dict = field(default_factory=dict)     # reader-specific notes (e.g. transfer syntax)
+    source_files: tuple[Path, ...] = ()  # one per B-scan for image folders / single-frame series
+    label: str | None = None  # eye-level ground truth, if known
+    frame_labels: tuple[str, ...] | None = None  # per-B-scan ground truth, if known
+    extra: dict = field(default_factory=dict)  # reader-specific notes (e.g. transfer syntax)
 
     def __post_init__(self) -> None:
         b = np.asarray(self.bscans)
@@ -150,7 +150,7 @@ class OctVolume:
         return 16 if self.bscans.dtype == np.uint16 else 8
 
     @property
-    def eye(self) -> "EyeKey":
+    def eye(self) -> EyeKey:
         return EyeKey.of(self)
 
     def describe(self) -> str:
@@ -161,7 +161,7 @@ class OctVolume:
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date
         return f"{who} {self.laterality.value} {date}".strip() + f", {n} x {h} x {w}"
 
-    def with_bscans(self, bscans: np.ndarray) -> "OctVolume":
+    def with_bscans(self, bscans: np.ndarray) -> OctVolume:
         return dataclasses.replace(self, bscans=bscans)
 
 
@@ -174,7 +174,7 @@ class EyeKey:
     laterality: Laterality
 
     @classmethod
-    def of(cls, volume: OctVolume) -> "EyeKey":
+    def of(cls, volume: OctVolume) -> EyeKey:
         return cls(volume.patient.patient_id, volume.study.study_uid, volume.laterality)
 
     def __str__(self) -> str:

@@ -19,7 +19,7 @@ from core.synthetic import simulate_patient
 from core.volume import PatientInfo
 
 DEMO_SEED = 1100
-DEMO_LABELS = ("cnv", "drusen")            # (OD, OS)
+DEMO_LABELS = ("cnv", "drusen")  # (OD, OS)
 DEMO_PATIENT = PatientInfo(patient_id="DEMO0001", name="DEMO^Synthetic", birth_date="19480315", sex="F")
 MAX_TOTAL_BYTES = 10_000_000
 
@@ -43,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         size = path.stat().st_size
         total += size
         lesion = sum(lab != "normal" for lab in vol.frame_labels)
-        print(f"wrote {path} ({size / 1e6:.2f} MB): {vol.laterality.value} {vol.label}, "
-              f"{lesion}/{vol.n_bscans} B-scans through the lesion")
+        print(
+            f"wrote {path} ({size / 1e6:.2f} MB): {vol.laterality.value} {vol.label}, "
+            f"{lesion}/{vol.n_bscans} B-scans through the lesion"
+        )
     if total > MAX_TOTAL_BYTES:
-        print(f"make_demo_sample: the demo exam is {total / 1e6:.1f} MB, over the 10 MB budget",
-              file=sys.stderr)
+        print(f"make_demo_sample: the demo exam is {total / 1e6:.1f} MB, over the 10 MB budget", file=sys.stderr)
         return 1
     return 0
 

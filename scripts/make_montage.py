@@ -18,9 +18,9 @@ import numpy as np
 
 from core.synthetic import simulate_volume
 
-REAL_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "oct2017-sample"   # CC BY 4.0
+REAL_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "oct2017-sample"  # CC BY 4.0
 ROWS = ("normal", "drusen", "cnv")
-TILE = (496, 512)          # height, width of one tile
+TILE = (496, 512)  # height, width of one tile
 LABEL_BAR = 26
 
 
@@ -39,14 +39,26 @@ def synthetic_tiles(label: str, count: int, seed: int) -> list[np.ndarray]:
     """``count`` synthetic B-scans of a class, each from its own simulated eye."""
     tiles = []
     for k in range(count):
-        vol = simulate_volume(label, n_bscans=25, height=TILE[0], width=TILE[1], seed=seed + 101 * k,
-                              laterality="OD" if k % 2 == 0 else "OS")
+        vol = simulate_volume(
+            label,
+            n_bscans=25,
+            height=TILE[0],
+            width=TILE[1],
+            seed=seed + 101 * k,
+            laterality="OD" if k % 2 == 0 else "OS",
+        )
         index = vol.n_bscans // 2
         if label != "normal":
             # same seed, healthy eye: identical anatomy and noise, so the B-scan that differs most
             # is the one through the largest lesion (the one a grader would show)
-            healthy = simulate_volume("normal", n_bscans=25, height=TILE[0], width=TILE[1],
-                                      seed=seed + 101 * k, laterality="OD" if k % 2 == 0 else "OS")
+            healthy = simulate_volume(
+                "normal",
+                n_bscans=25,
+                height=TILE[0],
+                width=TILE[1],
+                seed=seed + 101 * k,
+                laterality="OD" if k % 2 == 0 else "OS",
+            )
             diff = np.abs(vol.bscans.astype(np.int16) - healthy.bscans.astype(np.int16)).mean(axis=(1, 2))
             index = int(np.argmax(diff))
         tiles.append(vol.bscans[index])
@@ -86,7 +98,7 @@ def make_variety(seed: int = 0, rows: int = 3, cols: int = 4) -> np.ndarray:
     lines = []
     for r in range(rows):
         line = tiles[r * cols]
-        for t in tiles[r * cols + 1:(r + 1) * cols]:
+        for t in tiles[r * cols + 1 : (r + 1) * cols]:
             line = np.hstack([line, gap_v, t])
         lines.append(np.pad(line, ((0, 8), (0, 0)), constant_values=255))
     return np.vstack(lines)
@@ -98,9 +110,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-side", type=int, default=2)
     ap.add_argument("--scale", type=float, default=0.5, help="shrink the montage by this factor")
-    ap.add_argument("--variety", action="store_true",
-                    help="a grid of synthetic B-scans only, to show how widely appearance varies "
-                         "(use with --out docs/montage_synthetic_variety.png)")
+    ap.add_argument(
+        "--variety",
+        action="store_true",
+        help="a grid of synthetic B-scans only, to show how widely appearance varies "
+        "(use with --out docs/montage_synthetic_variety.png)",
+    )
     args = ap.parse_args()
     img = make_variety(args.seed) if args.variety else make_montage(args.seed, args.per_side)
     if args.scale != 1.0:

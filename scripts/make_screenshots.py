@@ -75,8 +75,8 @@ def with_dialog(window: MainWindow, box: QMessageBox, path: Path) -> None:
     painter.fillRect(base.rect(), QColor(20, 26, 34, 90))
     x = (base.width() - dialog.width()) // 2
     y = (base.height() - dialog.height()) // 3
-    bar = 30                                                     # a title bar, as a window manager would draw
-    painter.fillRect(x + 4, y - bar + 6, dialog.width(), dialog.height() + bar, QColor(0, 0, 0, 70))   # shadow
+    bar = 30  # a title bar, as a window manager would draw
+    painter.fillRect(x + 4, y - bar + 6, dialog.width(), dialog.height() + bar, QColor(0, 0, 0, 70))  # shadow
     painter.fillRect(x, y - bar, dialog.width(), bar, QColor("#dfe4ea"))
     painter.setPen(QColor("#1b2430"))
     font = QApplication.font()
@@ -101,8 +101,14 @@ def untrained_card(folder: Path) -> Path:
 
     torch.manual_seed(0)
     model, _ = build("test_efficientnet", 3)
-    card = ModelCard(name="untrained-layout-only", arch="test_efficientnet", classes=["normal", "drusen", "cnv"],
-                     input_size=(64, 64), demo=True, intended_use="screenshots of the layout only")
+    card = ModelCard(
+        name="untrained-layout-only",
+        arch="test_efficientnet",
+        classes=["normal", "drusen", "cnv"],
+        input_size=(64, 64),
+        demo=True,
+        intended_use="screenshots of the layout only",
+    )
     export_model_files(model.eval(), card, folder)
     return folder / f"{card.name}.json"
 
@@ -119,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="octscreen-shots-"))
     card = args.model or default_card_path()
     if not card.exists():
-        print(f"WARNING: no model card at {card}; using an UNTRAINED random model, decisions are meaningless. "
-              "Re-run once the demo model exists.", file=sys.stderr)
+        print(
+            f"WARNING: no model card at {card}; using an UNTRAINED random model, decisions are meaningless. "
+            "Re-run once the demo model exists.",
+            file=sys.stderr,
+        )
         card = untrained_card(tmp / "model")
     if not args.exam.exists():
         print(f"{args.exam}: the exam folder does not exist (run scripts/make_demo_sample.py)", file=sys.stderr)

@@ -26,11 +26,17 @@ from core.report import ReportOptions, preview_exam, write_report  # noqa: E402
 
 def sample_card() -> ModelCard:
     """A demonstration model card like the one the project ships."""
-    return ModelCard(name="kdoct-student-demo", arch="efficientnet_b2", classes=["normal", "drusen", "cnv"],
-                     input_size=(260, 260), version="0.1.0", demo=True,
-                     training_data={"description": "synthetic OCT volumes from core.synthetic (seeded)"},
-                     metrics={"accuracy": 0.943},
-                     intended_use="demonstration of the OCT Screen software; not for clinical use")
+    return ModelCard(
+        name="kdoct-student-demo",
+        arch="efficientnet_b2",
+        classes=["normal", "drusen", "cnv"],
+        input_size=(260, 260),
+        version="0.1.0",
+        demo=True,
+        training_data={"description": "synthetic OCT volumes from core.synthetic (seeded)"},
+        metrics={"accuracy": 0.943},
+        intended_use="demonstration of the OCT Screen software; not for clinical use",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,17 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("pdftoppm") is None:
         print("pdftoppm not found (install poppler-utils)", file=sys.stderr)
         return 1
-    opts = ReportOptions(institution="Riverside Eye Clinic", institution_address="Retina Service\n"
-                         "12 Harbour Road, Springfield", page_size=args.page_size, report_id="SAMPLE0001",
-                         generated=datetime(2026, 11, 24, 9, 45, tzinfo=timezone.utc),
-                         clinician="")
+    opts = ReportOptions(
+        institution="Riverside Eye Clinic",
+        institution_address="Retina Service\n12 Harbour Road, Springfield",
+        page_size=args.page_size,
+        report_id="SAMPLE0001",
+        generated=datetime(2026, 11, 24, 9, 45, tzinfo=timezone.utc),
+        clinician="",
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pdf = write_report(Path(tmp) / "report_sample.pdf", preview_exam(seed=3), sample_card(), opts)
         for old in args.out.glob("report_sample_p*.png"):
             old.unlink()
-        subprocess.run(["pdftoppm", "-r", str(args.resolution), "-png", str(pdf),
-                        str(Path(tmp) / "page")], check=True)
+        subprocess.run(["pdftoppm", "-r", str(args.resolution), "-png", str(pdf), str(Path(tmp) / "page")], check=True)
         pages = sorted(Path(tmp).glob("page-*.png"))
         for i, page in enumerate(pages, start=1):
             shutil.copyfile(page, args.out / f"report_sample_p{i}.png")

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -23,8 +23,7 @@ TINY_CLASSES = ["normal", "drusen", "cnv"]
 TINY_SIZE = (64, 64)
 
 
-def synthetic_bscans(n: int = 12, h: int = 128, w: int = 160, seed: int = 0,
-                     dtype: type = np.uint8) -> np.ndarray:
+def synthetic_bscans(n: int = 12, h: int = 128, w: int = 160, seed: int = 0, dtype: type = np.uint8) -> np.ndarray:
     """``[n, h, w]`` B-scans that look like OCT: speckled dark vitreous, a curved retina band with
     layers and a bright RPE line, a fading choroid below. Deterministic for a given seed."""
     rng = np.random.default_rng(seed)
@@ -32,19 +31,19 @@ def synthetic_bscans(n: int = 12, h: int = 128, w: int = 160, seed: int = 0,
     cols = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
     out = np.empty((n, h, w), np.float32)
     for i in range(n):
-        top = h * (0.32 + 0.04 * cols ** 2 + rng.uniform(-0.02, 0.02))          # ILM, gently curved
-        pit = 0.06 * h * np.exp(-(cols / 0.2) ** 2) * np.cos(np.pi * (i / max(n - 1, 1) - 0.5))
-        top = top + pit                                                        # foveal pit near the centre
-        rpe = h * (0.62 + 0.03 * cols ** 2)
-        depth = (rows - top) / np.maximum(rpe - top, 1.0)                      # 0 at ILM, 1 at RPE
+        top = h * (0.32 + 0.04 * cols**2 + rng.uniform(-0.02, 0.02))  # ILM, gently curved
+        pit = 0.06 * h * np.exp(-((cols / 0.2) ** 2)) * np.cos(np.pi * (i / max(n - 1, 1) - 0.5))
+        top = top + pit  # foveal pit near the centre
+        rpe = h * (0.62 + 0.03 * cols**2)
+        depth = (rows - top) / np.maximum(rpe - top, 1.0)  # 0 at ILM, 1 at RPE
         img = np.full((h, w), 0.06, np.float32)
         inside = (depth >= 0) & (depth <= 1)
-        layers = 0.35 + 0.25 * np.cos(depth * 5 * np.pi) ** 2                  # alternating layers
+        layers = 0.35 + 0.25 * np.cos(depth * 5 * np.pi) ** 2  # alternating layers
         img = np.where(inside, layers, img)
-        img += 0.55 * np.exp(-((rows - rpe) / (0.012 * h)) ** 2)               # RPE line
+        img += 0.55 * np.exp(-(((rows - rpe) / (0.012 * h)) ** 2))  # RPE line
         below = rows > rpe
         img = np.where(below, img + 0.35 * np.exp(-(rows - rpe) / (0.12 * h)), img)  # choroid
-        speckle = rng.gamma(4.0, 0.25, size=(h, w)).astype(np.float32)         # mean 1
+        speckle = rng.gamma(4.0, 0.25, size=(h, w)).astype(np.float32)  # mean 1
         out[i] = np.clip(img * speckle, 0.0, 1.0)
     top_value = 255 if dtype == np.uint8 else 4095
     return np.round(out * top_value).astype(dtype)
@@ -56,12 +55,24 @@ def make_bscans() -> Callable[..., np.ndarray]:
     return synthetic_bscans
 
 
-def _make_volume(n: int = 12, h: int = 128, w: int = 160, seed: int = 0, laterality: str = "OD",
-                 patient_id: str = "P001", study_uid: str = "1.2.826.0.1.3680043.8.498.1",
-                 dtype: type = np.uint8, **kwargs) -> OctVolume:
-    return OctVolume(bscans=synthetic_bscans(n, h, w, seed, dtype), laterality=Laterality.parse(laterality),
-                     patient=PatientInfo(patient_id=patient_id, name="Test^Patient"),
-                     study=StudyInfo(study_uid=study_uid, study_date="20260131"), **kwargs)
+def _make_volume(
+    n: int = 12,
+    h: int = 128,
+    w: int = 160,
+    seed: int = 0,
+    laterality: str = "OD",
+    patient_id: str = "P001",
+    study_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    dtype: type = np.uint8,
+    **kwargs,
+) -> OctVolume:
+    return OctVolume(
+        bscans=synthetic_bscans(n, h, w, seed, dtype),
+        laterality=Laterality.parse(laterality),
+        patient=PatientInfo(patient_id=patient_id, name="Test^Patient"),
+        study=StudyInfo(study_uid=study_uid, study_date="20260131"),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,9 +108,16 @@ def tiny_model_dir(tiny_model, tmp_path_factory) -> Path:
     from core.onnx_export import export_model_files
 
     folder = tmp_path_factory.mktemp("tiny_model")
-    card = ModelCard(name="tiny", arch="test_efficientnet", classes=list(TINY_CLASSES), input_size=TINY_SIZE,
-                     version="0.0.1", demo=True, intended_use="unit tests only",
-                     training_data={"description": "random weights (no training)"})
+    card = ModelCard(
+        name="tiny",
+        arch="test_efficientnet",
+        classes=list(TINY_CLASSES),
+        input_size=TINY_SIZE,
+        version="0.0.1",
+        demo=True,
+        intended_use="unit tests only",
+        training_data={"description": "random weights (no training)"},
+    )
     export_model_files(tiny_model, card, folder)
     return folder
 
@@ -118,8 +136,13 @@ def tiny_card(tiny_card_path):
 
 
 #: External tools some tests run, and the Debian package that brings each (``make test`` installs them).
-TOOLS = {"dcmdump": "dcmtk", "pdftotext": "poppler-utils", "pdfinfo": "poppler-utils", "pdftoppm": "poppler-utils",
-         "pdfimages": "poppler-utils"}
+TOOLS = {
+    "dcmdump": "dcmtk",
+    "pdftotext": "poppler-utils",
+    "pdfinfo": "poppler-utils",
+    "pdftoppm": "poppler-utils",
+    "pdfimages": "poppler-utils",
+}
 
 
 def run_tool(args: list[str], **kw):
@@ -130,6 +153,9 @@ def run_tool(args: list[str], **kw):
 
     tool = args[0]
     if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed: it checks our output in this test; install the Debian package "
-                    f"{TOOLS.get(tool, tool)} (make test does: it runs 'make sysdeps')", pytrace=False)
+        pytest.fail(
+            f"{tool} is not installed: it checks our output in this test; install the Debian package "
+            f"{TOOLS.get(tool, tool)} (make test does: it runs 'make sysdeps')",
+            pytrace=False,
+        )
     return subprocess.run(args, **kw)

@@ -13,8 +13,9 @@ from core.volume import Laterality, OctVolume, PatientInfo
 CLASSES = ["normal", "drusen", "cnv"]
 
 
-def vr_of(rows: list[tuple[float, float]], gradable: list[bool] | None = None, classes=CLASSES,
-          label: str | None = None) -> VolumeResult:
+def vr_of(
+    rows: list[tuple[float, float]], gradable: list[bool] | None = None, classes=CLASSES, label: str | None = None
+) -> VolumeResult:
     """A VolumeResult whose B-scan i has drusen / cnv probabilities rows[i] (normal = the rest)."""
     probs = np.array([[1 - d - c, d, c] for d, c in rows], np.float32)
     n = len(rows)
@@ -24,8 +25,14 @@ def vr_of(rows: list[tuple[float, float]], gradable: list[bool] | None = None, c
     return VolumeResult(vol, list(classes), probs, None, g, reasons)
 
 
-TH = Thresholds(urgent={"cnv": 0.5}, routine={"drusen": 0.5}, review_margin=0.1, top_k_fraction=0.1,
-                min_gradable=5, min_gradable_fraction=0.5)
+TH = Thresholds(
+    urgent={"cnv": 0.5},
+    routine={"drusen": 0.5},
+    review_margin=0.1,
+    top_k_fraction=0.1,
+    min_gradable=5,
+    min_gradable_fraction=0.5,
+)
 
 
 def flat(n: int, d: float, c: float) -> list[tuple[float, float]]:
@@ -37,8 +44,14 @@ CASES = [
     ("clear normal", flat(20, 0.05, 0.05), None, "normal", Urgency.NONE, False),
     ("clear cnv", flat(20, 0.05, 0.9), None, "cnv", Urgency.URGENT, False),
     ("clear drusen", flat(20, 0.85, 0.05), None, "drusen", Urgency.ROUTINE, False),
-    ("cnv beats drusen (worst case wins)", flat(10, 0.9, 0.05) + flat(10, 0.05, 0.9), None, "cnv", Urgency.URGENT,
-     False),
+    (
+        "cnv beats drusen (worst case wins)",
+        flat(10, 0.9, 0.05) + flat(10, 0.05, 0.9),
+        None,
+        "cnv",
+        Urgency.URGENT,
+        False,
+    ),
     ("cnv exactly at threshold refers", flat(20, 0.1, 0.5), None, "cnv", Urgency.URGENT, True),
     # no disease threshold crossed, but the normal score 0.41 < 0.5: not green, review
     ("cnv just below threshold", flat(20, 0.1, 0.49), None, "normal", Urgency.REVIEW, True),
@@ -51,17 +64,33 @@ CASES = [
     # 2 of 20 B-scans with CNV: k = 2, so the top-k mean is 0.9 -> urgent although the median is normal.
     ("focal cnv found by top-k", flat(18, 0.02, 0.02) + flat(2, 0.02, 0.9), None, "cnv", Urgency.URGENT, False),
     # 1 of 20: the top-2 mean is (0.9 + 0.02) / 2 = 0.46 -> normal, review.
-    ("single cnv B-scan diluted by k=2", flat(19, 0.02, 0.02) + flat(1, 0.02, 0.9), None, "normal",
-     Urgency.NONE, True),
+    ("single cnv B-scan diluted by k=2", flat(19, 0.02, 0.02) + flat(1, 0.02, 0.9), None, "normal", Urgency.NONE, True),
     # Ungradable B-scans never count, however high their probabilities.
-    ("ungradable cnv ignored", flat(10, 0.02, 0.02) + flat(4, 0.02, 0.99), [True] * 10 + [False] * 4, "normal",
-     Urgency.NONE, False),
-    ("too few gradable -> rescan", flat(10, 0.02, 0.9), [True] * 4 + [False] * 6, "ungradable", Urgency.RESCAN,
-     False),
-    ("below gradable fraction -> rescan", flat(30, 0.02, 0.9), [True] * 14 + [False] * 16, "ungradable",
-     Urgency.RESCAN, False),
-    ("exactly min gradable and fraction passes", flat(10, 0.02, 0.9), [True] * 5 + [False] * 5, "cnv",
-     Urgency.URGENT, False),
+    (
+        "ungradable cnv ignored",
+        flat(10, 0.02, 0.02) + flat(4, 0.02, 0.99),
+        [True] * 10 + [False] * 4,
+        "normal",
+        Urgency.NONE,
+        False,
+    ),
+    ("too few gradable -> rescan", flat(10, 0.02, 0.9), [True] * 4 + [False] * 6, "ungradable", Urgency.RESCAN, False),
+    (
+        "below gradable fraction -> rescan",
+        flat(30, 0.02, 0.9),
+        [True] * 14 + [False] * 16,
+        "ungradable",
+        Urgency.RESCAN,
+        False,
+    ),
+    (
+        "exactly min gradable and fraction passes",
+        flat(10, 0.02, 0.9),
+        [True] * 5 + [False] * 5,
+        "cnv",
+        Urgency.URGENT,
+        False,
+    ),
     ("single gradable B-scan (line scan)", flat(1, 0.9, 0.02), None, "drusen", Urgency.ROUTINE, False),
     # a single B-scan can refer but never rules out disease
     ("single normal B-scan cannot rule out", flat(1, 0.01, 0.01), None, "normal", Urgency.REVIEW, True),
@@ -80,19 +109,32 @@ def test_decision_table(name, rows, gradable, label, urgency, review):
     assert e.reasons and all(r.endswith(".") for r in e.reasons)
 
 
-@pytest.mark.parametrize("n,fraction,k", [(1, 0.1, 1), (9, 0.1, 1), (10, 0.1, 1), (11, 0.1, 2), (20, 0.1, 2),
-                                          (25, 0.1, 3), (128, 0.1, 13), (3, 0.5, 2), (4, 1.0, 4), (7, 0.3, 3)])
+@pytest.mark.parametrize(
+    "n,fraction,k",
+    [
+        (1, 0.1, 1),
+        (9, 0.1, 1),
+        (10, 0.1, 1),
+        (11, 0.1, 2),
+        (20, 0.1, 2),
+        (25, 0.1, 3),
+        (128, 0.1, 13),
+        (3, 0.5, 2),
+        (4, 1.0, 4),
+        (7, 0.3, 3),
+    ],
+)
 def test_top_k(n, fraction, k):
     assert top_k(n, fraction) == k
 
 
 def test_scores_are_top_k_means_over_gradable_only():
-    rows = [(0.1, 0.2), (0.3, 0.6), (0.2, 0.8), (0.0, 0.1), (0.9, 0.05)] * 6 + [(0.0, 1.0)]   # 31 B-scans, k=3
+    rows = [(0.1, 0.2), (0.3, 0.6), (0.2, 0.8), (0.0, 0.1), (0.9, 0.05)] * 6 + [(0.0, 1.0)]  # 31 B-scans, k=3
     gradable = [True] * 30 + [False]
     e = decide(vr_of(rows, gradable), TH)
-    assert e.scores["cnv"] == pytest.approx(0.8)                   # the ungradable 1.0 is excluded
+    assert e.scores["cnv"] == pytest.approx(0.8)  # the ungradable 1.0 is excluded
     assert e.scores["drusen"] == pytest.approx(0.9)
-    assert e.scores["normal"] == pytest.approx(0.0, abs=1e-6)     # the 3 least normal B-scans: normal 0.0
+    assert e.scores["normal"] == pytest.approx(0.0, abs=1e-6)  # the 3 least normal B-scans: normal 0.0
     assert e.confidence == pytest.approx(0.8) and e.label == "cnv"
     # evidence: the 3 strongest CNV B-scans (0.8 at indices 2, 7, 12), strongest first, ties by index
     assert e.evidence == [2, 7, 12]
@@ -102,10 +144,10 @@ def test_scores_are_top_k_means_over_gradable_only():
 
 
 def test_evidence_of_a_normal_eye_is_its_least_normal_bscans():
-    rows = [(0.1, 0.1), (0.0, 0.02), (0.2, 0.1), (0.005, 0.005), (0.3, 0.1)] * 2   # k = 1
+    rows = [(0.1, 0.1), (0.0, 0.02), (0.2, 0.1), (0.005, 0.005), (0.3, 0.1)] * 2  # k = 1
     e = decide(vr_of(rows), TH)
     assert e.label == "normal" and e.urgency is Urgency.NONE and e.evidence == [4]
-    assert e.confidence == pytest.approx(0.6)       # the normal score is the least normal B-scan's
+    assert e.confidence == pytest.approx(0.6)  # the normal score is the least normal B-scan's
 
 
 def test_rescan_reasons_name_the_quality_problem():
@@ -137,7 +179,7 @@ def test_unused_high_class_is_mentioned():
     vr = VolumeResult(OctVolume(np.zeros((10, 8, 8), np.uint8)), classes, probs, None, np.ones(10, bool), [""] * 10)
     th = Thresholds(urgent={"cnv": 0.5}, soon={}, routine={}, normal={})
     e = decide(vr, th)
-    assert e.label == "dme" and e.urgency is Urgency.NONE      # no normal threshold: best non-referring class
+    assert e.label == "dme" and e.urgency is Urgency.NONE  # no normal threshold: best non-referring class
     th = Thresholds(urgent={"cnv": 0.5}, soon={}, routine={"drusen": 0.5}, normal={"normal": 0.3})  # no drusen class
     assert decide(vr, th).urgency is Urgency.NONE
 
@@ -167,18 +209,18 @@ def test_eye_scores_empty():
 
 def test_evaluate_eyes_counts():
     items = [
-        vr_of(flat(10, 0.05, 0.9), label="cnv"),               # urgent, correct
-        vr_of(flat(10, 0.8, 0.1), label="cnv"),                # routine: referred but wrong label, not urgent
-        vr_of(flat(10, 0.8, 0.1), label="drusen"),             # correct
-        vr_of(flat(10, 0.05, 0.05), label="drusen"),           # missed (not referred)
-        vr_of(flat(10, 0.05, 0.05), label="normal"),           # correct
-        vr_of(flat(10, 0.05, 0.9), label="normal"),            # false referral
+        vr_of(flat(10, 0.05, 0.9), label="cnv"),  # urgent, correct
+        vr_of(flat(10, 0.8, 0.1), label="cnv"),  # routine: referred but wrong label, not urgent
+        vr_of(flat(10, 0.8, 0.1), label="drusen"),  # correct
+        vr_of(flat(10, 0.05, 0.05), label="drusen"),  # missed (not referred)
+        vr_of(flat(10, 0.05, 0.05), label="normal"),  # correct
+        vr_of(flat(10, 0.05, 0.9), label="normal"),  # false referral
         vr_of(flat(10, 0.05, 0.05), [False] * 10, label="normal"),  # rescan
     ]
     m = evaluate_eyes(items, thresholds=TH)
     assert m["n"] == 7 and m["n_rescan"] == 1
     assert m["accuracy"] == pytest.approx(3 / 6) and m["accuracy_all"] == pytest.approx(3 / 7)
-    assert m["referral_sensitivity"] == pytest.approx(3 / 4)   # cnv, cnv, drusen referred; one drusen missed
+    assert m["referral_sensitivity"] == pytest.approx(3 / 4)  # cnv, cnv, drusen referred; one drusen missed
     assert m["referral_specificity"] == pytest.approx(1 / 2)
     assert m["urgent_sensitivity"] == pytest.approx(1 / 2)
     assert m["per_class"]["normal"] == {"n": 3, "correct": 1, "sensitivity": pytest.approx(1 / 3)}
@@ -195,8 +237,18 @@ def _eye_with_scores(scores):
     from core.results import EyeResult, Urgency
     from core.volume import EyeKey, Laterality
 
-    return EyeResult(eye=EyeKey("p", "s", Laterality.OD), label="normal", urgency=Urgency.NONE, scores=scores,
-                     confidence=0.0, needs_review=False, evidence=[], n_bscans=10, n_gradable=10, ungradable=[])
+    return EyeResult(
+        eye=EyeKey("p", "s", Laterality.OD),
+        label="normal",
+        urgency=Urgency.NONE,
+        scores=scores,
+        confidence=0.0,
+        needs_review=False,
+        evidence=[],
+        n_bscans=10,
+        n_gradable=10,
+        ungradable=[],
+    )
 
 
 def test_calibrate_thresholds_separates_classes_and_keeps_sensitivity():
@@ -206,16 +258,25 @@ def test_calibrate_thresholds_separates_classes_and_keeps_sensitivity():
     # an over-confident drusen score: every normal eye scores 0.6-0.7, drusen eyes 0.85-0.95
     eyes, truth = [], []
     for i in range(10):
-        eyes.append(_eye_with_scores({"normal": 0.9, "drusen": 0.6 + 0.01 * i, "cnv": 0.05})); truth.append("normal")
-        eyes.append(_eye_with_scores({"normal": 0.3, "drusen": 0.85 + 0.01 * i, "cnv": 0.1})); truth.append("drusen")
-        eyes.append(_eye_with_scores({"normal": 0.1, "drusen": 0.7, "cnv": 0.8 + 0.01 * i})); truth.append("cnv")
+        eyes.append(_eye_with_scores({"normal": 0.9, "drusen": 0.6 + 0.01 * i, "cnv": 0.05}))
+        truth.append("normal")
+        eyes.append(_eye_with_scores({"normal": 0.3, "drusen": 0.85 + 0.01 * i, "cnv": 0.1}))
+        truth.append("drusen")
+        eyes.append(_eye_with_scores({"normal": 0.1, "drusen": 0.7, "cnv": 0.8 + 0.01 * i}))
+        truth.append("cnv")
     new, rep = calibrate_thresholds(eyes, truth, Thresholds(), min_sensitivity=1.0)
-    assert 0.69 < new.routine["drusen"] < 0.85          # between the normal and drusen eye scores
+    assert 0.69 < new.routine["drusen"] < 0.85  # between the normal and drusen eye scores
     assert rep["drusen"]["sensitivity"] == 1.0 and rep["drusen"]["specificity"] == 1.0
     assert rep["cnv"]["sensitivity"] == 1.0 and 0.1 < new.urgent["cnv"] <= 0.8
     # and deciding with the calibrated thresholds is right for every eye
-    decided = ["cnv" if e.scores["cnv"] >= new.urgent["cnv"] else
-               "drusen" if e.scores["drusen"] >= new.routine["drusen"] else "normal" for e in eyes]
+    decided = [
+        "cnv"
+        if e.scores["cnv"] >= new.urgent["cnv"]
+        else "drusen"
+        if e.scores["drusen"] >= new.routine["drusen"]
+        else "normal"
+        for e in eyes
+    ]
     assert decided == truth
     # a class with no positives keeps its old threshold
     only_normal, _ = calibrate_thresholds(eyes[::3], truth[::3], Thresholds())
@@ -238,8 +299,16 @@ def test_decide_uses_the_narrowed_band_for_a_high_calibrated_threshold(drusen, r
 
 
 CLASSES4 = ["normal", "drusen", "cnv", "dme"]
-TH4 = Thresholds(urgent={"cnv": 0.5}, soon={"dme": 0.5}, routine={"drusen": 0.5}, normal={"normal": 0.5},
-                 review_margin=0.1, top_k_fraction=0.1, min_gradable=5, min_gradable_fraction=0.5)
+TH4 = Thresholds(
+    urgent={"cnv": 0.5},
+    soon={"dme": 0.5},
+    routine={"drusen": 0.5},
+    normal={"normal": 0.5},
+    review_margin=0.1,
+    top_k_fraction=0.1,
+    min_gradable=5,
+    min_gradable_fraction=0.5,
+)
 
 
 def vr4(rows: list[tuple[float, float, float]]) -> VolumeResult:
@@ -267,10 +336,14 @@ CASES4 = [
     ("normal exactly at its threshold", flat4(20, 0.2, 0.15, 0.15), "normal", Urgency.NONE, True),
     ("normal just outside the band", flat4(20, 0.2, 0.1, 0.1), "normal", Urgency.NONE, False),
     # one DME B-scan of 20 drags the normal score (mean of the 2 least normal) to 0.5 and is within review
-    ("one dme B-scan diluted", flat4(19, 0.02, 0.02, 0.02) + flat4(1, 0.02, 0.02, 0.9), "normal",
-     Urgency.NONE, True),
-    ("two dme B-scans of 20 refer", flat4(18, 0.02, 0.02, 0.02) + flat4(2, 0.02, 0.02, 0.9), "dme",
-     Urgency.SOON, False),
+    ("one dme B-scan diluted", flat4(19, 0.02, 0.02, 0.02) + flat4(1, 0.02, 0.02, 0.9), "normal", Urgency.NONE, True),
+    (
+        "two dme B-scans of 20 refer",
+        flat4(18, 0.02, 0.02, 0.02) + flat4(2, 0.02, 0.02, 0.9),
+        "dme",
+        Urgency.SOON,
+        False,
+    ),
     ("single dme B-scan refers", flat4(1, 0.02, 0.02, 0.9), "dme", Urgency.SOON, False),
     ("single normal B-scan: review", flat4(1, 0.01, 0.01, 0.01), "normal", Urgency.REVIEW, True),
 ]
@@ -293,13 +366,17 @@ def test_review_and_single_bscan_reasons_say_why():
 
 
 def test_tier_wording_comes_from_the_card():
-    th = Thresholds(urgent={"cnv": 0.5}, soon={"dme": 0.5}, routine={"drusen": 0.5},
-                    tiers={"soon": {"name": "Semi-urgent referral", "time_frame": "within 3 weeks"}})
+    th = Thresholds(
+        urgent={"cnv": 0.5},
+        soon={"dme": 0.5},
+        routine={"drusen": 0.5},
+        tiers={"soon": {"name": "Semi-urgent referral", "time_frame": "within 3 weeks"}},
+    )
     e = decide(vr4(flat4(20, 0.02, 0.02, 0.9)), th)
     assert e.urgency is Urgency.SOON
     assert e.tier.name == "Semi-urgent referral" and e.tier.time_frame == "within 3 weeks"
     assert e.headline.startswith("SEMI-URGENT REFERRAL: DME")
-    assert decide(vr4(flat4(20, 0.02, 0.9, 0.02)), th).tier.name == "Urgent referral"   # the default kept
+    assert decide(vr4(flat4(20, 0.02, 0.9, 0.02)), th).tier.name == "Urgent referral"  # the default kept
 
 
 def test_worst_eye_follows_the_tier_order():
@@ -344,9 +421,17 @@ def test_calibrate_four_tiers_with_per_class_sensitivity():
 def test_old_three_class_card_thresholds_still_decide():
     from core.modelcard import _from_json
 
-    card = _from_json({"format": "octscreen-model-card/1", "name": "old", "arch": "efficientnet_b2",
-                       "classes": ["normal", "drusen", "cnv"], "input_size": [128, 128],
-                       "thresholds": {"urgent": {"cnv": 0.69}, "routine": {"drusen": 0.95}}}, None)
+    card = _from_json(
+        {
+            "format": "octscreen-model-card/1",
+            "name": "old",
+            "arch": "efficientnet_b2",
+            "classes": ["normal", "drusen", "cnv"],
+            "input_size": [128, 128],
+            "thresholds": {"urgent": {"cnv": 0.69}, "routine": {"drusen": 0.95}},
+        },
+        None,
+    )
     assert card.thresholds.soon == {"dme": 0.5} and card.thresholds.normal == {"normal": 0.5}
     e = decide(vr_of(flat(20, 0.02, 0.9)), card.thresholds)
     assert e.urgency is Urgency.URGENT

@@ -34,7 +34,7 @@ def test_logits_equal_model_output_and_gap_of_cams(model):
     with torch.no_grad():
         logits, cams = CamNet(model)(x)
         ref = model(x)
-    assert cams.shape == (3, 3, 3, 4)                      # input / 32 for EfficientNet
+    assert cams.shape == (3, 3, 3, 4)  # input / 32 for EfficientNet
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cams.mean(dim=(2, 3)), logits, atol=1e-6, rtol=0)
 
@@ -60,11 +60,11 @@ def test_cams_localise_the_evidence(model):
     torch.manual_seed(3)
     x = torch.randn(1, 3, 128, 128)
     y = x.clone()
-    y[..., :, 96:] += 3.0                                   # change the right quarter only
+    y[..., :, 96:] += 3.0  # change the right quarter only
     with torch.no_grad():
         _, a = CamNet(model)(x)
         _, b = CamNet(model)(y)
-    diff = (a - b).abs().sum(dim=(0, 1))                    # [fh, fw] = [4, 4]
+    diff = (a - b).abs().sum(dim=(0, 1))  # [fh, fw] = [4, 4]
     assert diff[:, 3].sum() > diff[:, 0].sum()
 
 
@@ -82,7 +82,8 @@ def test_head_that_transforms_pooled_features_is_refused(model):
 
     m = copy.deepcopy(model)
     m.forward_head = lambda f, pre_logits=False: torch.nn.functional.linear(
-        torch.tanh(f.mean(dim=(2, 3))), m.get_classifier().weight, m.get_classifier().bias)
+        torch.tanh(f.mean(dim=(2, 3))), m.get_classifier().weight, m.get_classifier().bias
+    )
     with pytest.raises(CamHeadError, match="forward_head"):
         gap_linear_head(m)
 
@@ -93,5 +94,5 @@ def test_overlay_of_upsampled_cam_colours_only_where_the_cam_is_high():
     cam[:, 5] = 1.0
     rgb = overlay(bscan, cam, alpha=0.5)
     assert rgb.shape == (40, 60, 3)
-    assert (rgb[:, :20] == 100).all()                      # low CAM: B-scan untouched
-    assert not (rgb[:, -3:] == 100).all()                  # high CAM: coloured
+    assert (rgb[:, :20] == 100).all()  # low CAM: B-scan untouched
+    assert not (rgb[:, -3:] == 100).all()  # high CAM: coloured

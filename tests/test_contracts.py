@@ -10,9 +10,18 @@ from core.preprocess import preprocess_bscans, to_uint8, to_unit
 from core.volume import EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo
 
 
-@pytest.mark.parametrize("raw, expected", [("R", Laterality.OD), ("l", Laterality.OS), ("OD", Laterality.OD),
-                                           ("left", Laterality.OS), ("", Laterality.UNKNOWN), (None, Laterality.UNKNOWN),
-                                           ("B", Laterality.UNKNOWN)])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("R", Laterality.OD),
+        ("l", Laterality.OS),
+        ("OD", Laterality.OD),
+        ("left", Laterality.OS),
+        ("", Laterality.UNKNOWN),
+        (None, Laterality.UNKNOWN),
+        ("B", Laterality.UNKNOWN),
+    ],
+)
 def test_laterality_parse(raw, expected):
     assert Laterality.parse(raw) is expected
 
@@ -33,8 +42,12 @@ def test_volume_accepts_single_bscan_and_checks_types():
 
 
 def test_volume_describe_and_eye_key():
-    v = OctVolume(np.zeros((25, 496, 512), np.uint8), laterality="OD",
-                  patient=PatientInfo(patient_id="P7"), study=StudyInfo(study_uid="1.2", study_date="20260131"))
+    v = OctVolume(
+        np.zeros((25, 496, 512), np.uint8),
+        laterality="OD",
+        patient=PatientInfo(patient_id="P7"),
+        study=StudyInfo(study_uid="1.2", study_date="20260131"),
+    )
     assert v.describe() == "P7 OD 2026-01-31, 25 x 496 x 512"
     assert v.eye == EyeKey("P7", "1.2", Laterality.OD)
     assert v.patient.deidentified("X1") == PatientInfo(patient_id="X1")
@@ -61,9 +74,9 @@ def test_overlay_leaves_cold_regions_untouched_and_colours_hot_ones():
     cam[1:3, 2:4] = 1.0
     rgb = overlay(b, cam, alpha=0.5)
     assert rgb.shape == (40, 60, 3) and rgb.dtype == np.uint8
-    assert (rgb[0, 0] == 100).all()                      # far from the hot spot: grey untouched
+    assert (rgb[0, 0] == 100).all()  # far from the hot spot: grey untouched
     centre = rgb[20, 30].astype(int)
-    assert not (centre == 100).all()                     # hot spot: coloured
+    assert not (centre == 100).all()  # hot spot: coloured
     assert (overlay(b, cam, alpha=0.0) == 100).all()
     assert heat_rgb(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
 
@@ -71,7 +84,7 @@ def test_overlay_leaves_cold_regions_untouched_and_colours_hot_ones():
 def test_registry_and_build_without_downloads():
     assert spec("efficientnet_b2").input_size == 384
     assert spec("convnextv2_large").kwargs["drop_path_rate"] == 0.3
-    model, status = build("test_efficientnet", 3, pretrained=True)   # nothing cached: from scratch, no network
+    model, status = build("test_efficientnet", 3, pretrained=True)  # nothing cached: from scratch, no network
     assert not status.loaded and "from scratch" in str(status)
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
@@ -92,5 +105,5 @@ def test_build_loads_local_safetensors_backbone(tmp_path):
     save_file(sd, str(tmp_path / "w.safetensors"))
     model, status = build("test_efficientnet", 3, pretrained_file=tmp_path / "w.safetensors")
     assert status.loaded
-    torch.testing.assert_close(model.conv_stem.weight, src.conv_stem.weight)   # backbone copied
-    assert model.classifier.out_features == 3                                # new head
+    torch.testing.assert_close(model.conv_stem.weight, src.conv_stem.weight)  # backbone copied
+    assert model.classifier.out_features == 3  # new head

@@ -17,10 +17,10 @@ from core.modelcard import DEMO_WARNING
 from core.report import ReportOptions, write_report
 from core.results import Urgency
 from core.volume import Laterality
-from tests.test_report import PATIENT, STUDY, make_card, make_exam, make_eye
 from tests.conftest import run_tool
+from tests.test_report import PATIENT, STUDY, make_card, make_exam, make_eye
 
-pytestmark = pytest.mark.filterwarnings("error::UserWarning")   # pydicom warns on values that break their VR
+pytestmark = pytest.mark.filterwarnings("error::UserWarning")  # pydicom warns on values that break their VR
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -30,9 +30,10 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 def reports(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("pdf")
     exam = make_exam(n=12, evidence=(5, 4, 6))
-    return {"plain": write_report(folder / "plain.pdf", exam, make_card()),
-            "anon": write_report(folder / "anon.pdf", exam, make_card(),
-                                 ReportOptions(deidentify=True, report_id="X1"))}
+    return {
+        "plain": write_report(folder / "plain.pdf", exam, make_card()),
+        "anon": write_report(folder / "anon.pdf", exam, make_card(), ReportOptions(deidentify=True, report_id="X1")),
+    }
 
 
 def dcmdump(path: Path) -> str:
@@ -52,7 +53,7 @@ def test_encapsulated_pdf_round_trip(reports: dict[str, Path], tmp_path: Path) -
     assert ds.Modality == "DOC" and ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
     assert ds.BurnedInAnnotation == "YES" and ds.DocumentTitle == "OCT screening report"
     assert ds.ConceptNameCodeSequence[0].CodeValue == "18748-4"
-    assert "DEMO MODEL" in ds.SeriesDescription                  # make_exam uses a demonstration model
+    assert "DEMO MODEL" in ds.SeriesDescription  # make_exam uses a demonstration model
     assert ds.EncapsulatedDocumentLength == len(pdf)
     assert bytes(ds.EncapsulatedDocument)[: len(pdf)] == pdf
     assert len(ds.EncapsulatedDocument) % 2 == 0
@@ -66,12 +67,12 @@ def test_encapsulated_pdf_round_trip(reports: dict[str, Path], tmp_path: Path) -
     assert second.SOPInstanceUID != ds.SOPInstanceUID and second.SeriesInstanceUID != ds.SeriesInstanceUID
     dump = dcmdump(out)
     assert "EncapsulatedPDFStorage" in dump and "application/pdf" in dump
-    assert "Zieli" in dump                                        # UTF-8 name survives (ISO_IR 192)
+    assert "Zieli" in dump  # UTF-8 name survives (ISO_IR 192)
 
 
 def test_odd_length_pdf_is_padded_but_length_kept(tmp_path: Path) -> None:
     pdf = tmp_path / "odd.pdf"
-    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")                    # 15 bytes
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")  # 15 bytes
     ds = pydicom.dcmread(pdf_to_dicom(pdf, make_exam(n=12, evidence=(5, 4, 6)), tmp_path / "o.dcm"))
     assert ds.EncapsulatedDocumentLength == 15
     assert bytes(ds.EncapsulatedDocument) == pdf.read_bytes() + b"\0"
@@ -91,8 +92,9 @@ def test_deidentified_export(reports: dict[str, Path], tmp_path: Path) -> None:
     default = pydicom.dcmread(pdf_to_dicom(reports["anon"], exam, tmp_path / "c.dcm", deidentify=True))
     assert default.PatientID == "ANON-X1"
     # same pseudonym -> same de-identified study, so report and overlays stay together
-    again = pydicom.dcmread(pdf_to_dicom(reports["anon"], exam, tmp_path / "b.dcm", deidentify=True,
-                                         pseudo_id="ANON-X1"))
+    again = pydicom.dcmread(
+        pdf_to_dicom(reports["anon"], exam, tmp_path / "b.dcm", deidentify=True, pseudo_id="ANON-X1")
+    )
     assert again.StudyInstanceUID == ds.StudyInstanceUID
     dcmdump(out)
 
@@ -151,8 +153,7 @@ def test_no_overwrite_and_atomic_write(reports: dict[str, Path], tmp_path: Path,
 def test_secondary_capture_overlays(tmp_path: Path) -> None:
     eye = make_eye(Laterality.OD, "cnv", Urgency.URGENT, n=12, evidence=(5, 4, 6))
     paths = overlays_to_secondary_capture(eye, None, tmp_path)
-    assert [p.name for p in paths] == ["overlay_OD_bscan006.dcm", "overlay_OD_bscan005.dcm",
-                                       "overlay_OD_bscan007.dcm"]
+    assert [p.name for p in paths] == ["overlay_OD_bscan006.dcm", "overlay_OD_bscan005.dcm", "overlay_OD_bscan007.dcm"]
     vr = eye.volume_result
     series = set()
     for number, (path, i) in enumerate(zip(paths, eye.evidence), start=1):
@@ -178,10 +179,10 @@ def test_secondary_capture_overlays(tmp_path: Path) -> None:
 
 def test_report_and_overlays_share_the_deidentified_study(reports: dict[str, Path], tmp_path: Path) -> None:
     exam = make_exam(n=12, evidence=(5, 4, 6))
-    doc = pydicom.dcmread(pdf_to_dicom(reports["anon"], exam, tmp_path / "r.dcm", deidentify=True,
-                                       pseudo_id="ANON-X1"))
-    sc = pydicom.dcmread(overlays_to_secondary_capture(exam.eyes[0], [5], tmp_path, deidentify=True,
-                                                       pseudo_id="ANON-X1")[0])
+    doc = pydicom.dcmread(pdf_to_dicom(reports["anon"], exam, tmp_path / "r.dcm", deidentify=True, pseudo_id="ANON-X1"))
+    sc = pydicom.dcmread(
+        overlays_to_secondary_capture(exam.eyes[0], [5], tmp_path, deidentify=True, pseudo_id="ANON-X1")[0]
+    )
     assert doc.StudyInstanceUID == sc.StudyInstanceUID != STUDY.study_uid
     assert dx.REPORT_SERIES_NUMBER != dx.OVERLAY_SERIES_NUMBER
     assert doc.SeriesNumber == dx.REPORT_SERIES_NUMBER and sc.SeriesNumber == dx.OVERLAY_SERIES_NUMBER

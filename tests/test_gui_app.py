@@ -37,7 +37,7 @@ class RecordingDialogs(Dialogs):
         self.errors: list[tuple[str, str, str]] = []
         self.infos: list[tuple[str, str]] = []
         self.confirms: list[tuple[str, str]] = []
-        self.confirm_answers: list[bool] = []      # consumed in order; default False
+        self.confirm_answers: list[bool] = []  # consumed in order; default False
         self.export_answer: ExportRequest | None = None
         self.settings_answer: SettingsValues | None = None
         self.opened: list[Path] = []
@@ -116,11 +116,11 @@ def test_open_screens_and_shows_the_decision(qtbot, window, exam_dir):
     assert window.summary.demo_banner.isVisibleTo(window) and window.summary.demo_banner.text() == DEMO_WARNING.upper()
     items = window.browser.eye_items()
     assert [i.text(0) for i in items] == ["OD (right eye)", "OS (left eye)"]
-    assert all(i.text(1) for i in items)                       # every eye has a text badge
+    assert all(i.text(1) for i in items)  # every eye has a text badge
     assert window.viewer.view.last_rgb is not None
     assert "Screened 2 volumes (2 eyes)" in window.status_text.text()
     assert str(exam_dir.resolve()) in window.settings.recent
-    window._fill_recent()                                        # File > Open recent lists it
+    window._fill_recent()  # File > Open recent lists it
     assert str(exam_dir.resolve()) in [a.text() for a in window.recent_menu.actions()]
     # selecting the other eye in the browser switches the summary
     window.browser.setCurrentItem(items[1])
@@ -140,7 +140,7 @@ def test_open_demo_exam(qtbot, window):
     assert sorted(e.eye.laterality.value for e in exam.eyes) == ["OD", "OS"]
     assert all(e.n_bscans == 25 for e in exam.eyes)
     assert window.viewer.view.last_rgb.shape == (496, 512, 3)
-    assert window.settings.recent == []                          # the demo is not a "recent file"
+    assert window.settings.recent == []  # the demo is not a "recent file"
 
 
 def test_slice_navigation_changes_the_shown_bscan(qtbot, window, exam_dir):
@@ -159,20 +159,28 @@ def test_slice_navigation_changes_the_shown_bscan(qtbot, window, exam_dir):
     assert state.slice_index == 9 and window.viewer.slider.value() == 10
     window.viewer.slider.setValue(6)
     assert state.slice_index == 5
-    wheel(view, -120)                                            # wheel down: next B-scan
+    wheel(view, -120)  # wheel down: next B-scan
     assert state.slice_index == 6
     wheel(view, 240)
     assert state.slice_index == 4
     zoom = view.zoom
-    wheel(view, 120, Qt.KeyboardModifier.ControlModifier)        # Ctrl+wheel: zoom, same B-scan
+    wheel(view, 120, Qt.KeyboardModifier.ControlModifier)  # Ctrl+wheel: zoom, same B-scan
     assert view.zoom == pytest.approx(zoom * 1.25) and state.slice_index == 4
     assert window.viewer.position.text().startswith("B-scan 5 of 10 \u00b7 1.00 mm")
 
 
 def wheel(view, delta_y: int, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
     pos = QPointF(view.viewport().rect().center())
-    event = QWheelEvent(pos, view.viewport().mapToGlobal(pos), QPoint(0, 0), QPoint(0, delta_y),
-                        Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False)
+    event = QWheelEvent(
+        pos,
+        view.viewport().mapToGlobal(pos),
+        QPoint(0, 0),
+        QPoint(0, delta_y),
+        Qt.MouseButton.NoButton,
+        modifiers,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(view.viewport(), event)
 
 
@@ -185,20 +193,22 @@ def test_right_drag_adjusts_window_level(qtbot, window, exam_dir):
     end = start + QPointF(200, 80)
     right, none = Qt.MouseButton.RightButton, Qt.MouseButton.NoButton
     mods = Qt.KeyboardModifier.NoModifier
-    for kind, pos, button, buttons in ((QEvent.Type.MouseButtonPress, start, right, right),
-                                       (QEvent.Type.MouseMove, end, none, right),
-                                       (QEvent.Type.MouseButtonRelease, end, right, none)):
+    for kind, pos, button, buttons in (
+        (QEvent.Type.MouseButtonPress, start, right, right),
+        (QEvent.Type.MouseMove, end, none, right),
+        (QEvent.Type.MouseButtonRelease, end, right, none),
+    ):
         QApplication.sendEvent(vp, QMouseEvent(kind, pos, vp.mapToGlobal(pos), button, buttons, mods))
     assert state.window == pytest.approx(0.5) and state.level == pytest.approx(0.3)
     assert window.viewer.contrast.value() == 50
-    assert view.last_rgb.astype(int).mean() > before.astype(int).mean()   # lower level: brighter
+    assert view.last_rgb.astype(int).mean() > before.astype(int).mean()  # lower level: brighter
 
 
 def test_overlay_toggle_changes_pixels(qtbot, window, exam_dir):
     open_and_wait(qtbot, window, [exam_dir / "od.dcm"])
     view = window.viewer.view
     plain = view.last_rgb.copy()
-    window.act_overlay.trigger()                                 # the H action
+    window.act_overlay.trigger()  # the H action
     assert window.state.overlay_on and window.viewer.overlay.isChecked()
     coloured = view.last_rgb.copy()
     assert not np.array_equal(coloured, plain)
@@ -222,7 +232,7 @@ def test_keyboard_shortcuts_reach_the_window(qtbot, window, exam_dir):
     opacity = state.opacity
     QTest.keyClick(handle, Qt.Key.Key_BracketRight)
     assert state.opacity == pytest.approx(opacity + 0.1)
-    QTest.keyClick(handle, Qt.Key.Key_C)                         # Auto -> first class
+    QTest.keyClick(handle, Qt.Key.Key_C)  # Auto -> first class
     assert state.cam_class == state.classes[0]
     QTest.keyClick(handle, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
     assert state.current_eye.eye.laterality.value == "OS"
@@ -239,7 +249,7 @@ def test_strip_click_jumps_and_evidence_thumbnail_jumps(qtbot, window, exam_dir)
     qtbot.mouseClick(chart, Qt.MouseButton.LeftButton, pos=QPoint(int(chart.x_of(1)), y))
     assert state.slice_index == 1
     eye = state.current_eye
-    if window.summary.evidence_buttons:                          # not a rescan: thumbnails exist
+    if window.summary.evidence_buttons:  # not a rescan: thumbnails exist
         target = eye.evidence[-1]
         state.set_slice(0 if target else 1)
         window.summary.evidence_buttons[-1].click()
@@ -252,7 +262,7 @@ def test_export_writes_pdf_and_asks_before_overwrite(qtbot, window, exam_dir, tm
     pdf = tmp_path / "out" / "report.pdf"
     pdf.parent.mkdir()
     d.export_answer = ExportRequest(pdf, deidentify=False, dicom=True)
-    d.confirm_answers = [True]                                   # "open the PDF now?" -> yes
+    d.confirm_answers = [True]  # "open the PDF now?" -> yes
     window.act_export.trigger()
     wait_idle(qtbot, window)
     assert not d.errors, d.errors
@@ -262,24 +272,24 @@ def test_export_writes_pdf_and_asks_before_overwrite(qtbot, window, exam_dir, tm
     named, anonymous = d.export_defaults
     patient_id = window.state.current_exam.patient.patient_id
     assert patient_id in named.name and patient_id not in anonymous.name
-    assert len(d.confirms) == 1                                  # nothing to overwrite: only "open?"
+    assert len(d.confirms) == 1  # nothing to overwrite: only "open?"
     stamp = pdf.stat().st_mtime_ns
 
-    d.confirm_answers = [False]                                  # "replace?" -> no
+    d.confirm_answers = [False]  # "replace?" -> no
     window.act_export.trigger()
     wait_idle(qtbot, window)
     assert d.confirms[-1][0] == "Replace existing file?" and str(pdf) in d.confirms[-1][1]
-    assert pdf.stat().st_mtime_ns == stamp                       # untouched
+    assert pdf.stat().st_mtime_ns == stamp  # untouched
     assert "nothing was written" in window.status_text.text()
 
     time.sleep(0.01)
-    d.confirm_answers = [True, False]                            # replace -> yes, open -> no
+    d.confirm_answers = [True, False]  # replace -> yes, open -> no
     window.act_export.trigger()
     wait_idle(qtbot, window)
     assert pdf.stat().st_mtime_ns != stamp
     assert pdf.read_bytes()[:4] == b"%PDF"
     assert d.opened == [pdf]
-    assert not [p for p in pdf.parent.iterdir() if p.suffix not in (".pdf", ".dcm")]   # no temp files
+    assert not [p for p in pdf.parent.iterdir() if p.suffix not in (".pdf", ".dcm")]  # no temp files
 
 
 def test_corrupt_file_shows_error_and_app_keeps_working(qtbot, window, exam_dir, tmp_path):
@@ -291,8 +301,8 @@ def test_corrupt_file_shows_error_and_app_keeps_working(qtbot, window, exam_dir,
     title, text, _details = errors[0]
     assert "could not be read" in title and bad.name in text and str(bad.parent) in text
     assert "Screened 1 volume (1 eye)" in window.status_text.text()
-    assert len(window.state.exams) == 1                          # the good file was screened
-    open_and_wait(qtbot, window, [exam_dir / "os.dcm"])          # and the app keeps working
+    assert len(window.state.exams) == 1  # the good file was screened
+    open_and_wait(qtbot, window, [exam_dir / "os.dcm"])  # and the app keeps working
     assert len(window.state.exams) == 2 and len(window.dialogs.errors) == 1
     assert window.state.current_eye.eye.laterality.value == "OS"
 
@@ -328,9 +338,9 @@ def test_cancel_stops_a_running_job(qtbot, settings, tiny_card_path, exam_dir):
     w.show()
     assert w.open_paths([exam_dir / "od.dcm"])
     assert w.cancel_button.isVisibleTo(w) and w.progress.isVisibleTo(w)
-    assert not w.act_open_file.isEnabled()                       # one job at a time
+    assert not w.act_open_file.isEnabled()  # one job at a time
     qtbot.waitUntil(lambda: bool(slow) and slow[0].started, timeout=JOB_TIMEOUT_MS)
-    ticks = []                                                   # the GUI thread stays responsive
+    ticks = []  # the GUI thread stays responsive
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
     timer.start(20)
@@ -371,8 +381,9 @@ def test_excepthook_shows_a_dialog(qtbot, window):
 def test_drop_opens_files(qtbot, window, exam_dir):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(exam_dir / "os.dcm"))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     window.dropEvent(event)
     qtbot.waitUntil(lambda: window.job is not None or bool(window.state.exams), timeout=5000)
     wait_idle(qtbot, window)
@@ -388,11 +399,15 @@ def test_settings_dialog_persists_and_window_state_restores(qtbot, settings, tin
     assert not d.errors
     again = AppSettings(QSettings(settings.q.fileName(), QSettings.Format.IniFormat))
     assert (again.model_card, again.institution, again.export_dir, again.threads) == (
-        str(tiny_card_path), "Eye Clinic Nord", str(tmp_path), 2)
+        str(tiny_card_path),
+        "Eye Clinic Nord",
+        str(tmp_path),
+        2,
+    )
     d.settings_answer = SettingsValues(str(tmp_path / "missing.json"), "X", "", "", 0)
     w.act_settings.trigger()
-    assert d.errors and "missing.json" in d.errors[-1][1]       # a bad card is refused ...
-    assert settings.institution == "Eye Clinic Nord"             # ... and nothing changes
+    assert d.errors and "missing.json" in d.errors[-1][1]  # a bad card is refused ...
+    assert settings.institution == "Eye Clinic Nord"  # ... and nothing changes
     d.settings_answer = SettingsValues("", "X", str(tmp_path / "nologo.png"), "", 0)
     w.act_settings.trigger()
     assert "nologo.png" in d.errors[-1][1] and settings.institution == "Eye Clinic Nord"
@@ -400,7 +415,7 @@ def test_settings_dialog_persists_and_window_state_restores(qtbot, settings, tin
     assert d.about_cards[-1].name == "tiny"
 
     w.show()
-    w.resize(w.minimumWidth(), 560)           # the offscreen screen is 800 x 600: restore clamps the width
+    w.resize(w.minimumWidth(), 560)  # the offscreen screen is 800 x 600: restore clamps the width
     w.summary_dock.hide()
     size = (w.width(), w.height())
     w.close()
@@ -416,4 +431,5 @@ def test_gui_subcommand_is_registered():
     args = build_parser().parse_args(["gui", "--demo", "a.dcm", "b"])
     assert args.demo and args.paths == ["a.dcm", "b"]
     from app.cmd_gui import run
+
     assert args.func is run

@@ -22,14 +22,23 @@ def fake_result(volume, cnv_slices=(4, 5, 6), ungradable=(0,), fh=4, fw=5) -> Vo
     for i in cnv_slices:
         probs[i] = [0.05, 0.05, 0.9]
     cams = np.zeros((n, 3, fh, fw), np.float32)
-    cams[:, :, :, -2:] = 1.0          # every class 'looks' at the right edge
-    cams[:, 0, 0, 0] = 0.5            # normal also at the top left
+    cams[:, :, :, -2:] = 1.0  # every class 'looks' at the right edge
+    cams[:, 0, 0, 0] = 0.5  # normal also at the top left
     gradable = np.ones(n, bool)
     reasons = [""] * n
     for i in ungradable:
         gradable[i], reasons[i] = False, "low signal"
-    return VolumeResult(volume=volume, classes=list(CLASSES), probs=probs, cams=cams, gradable=gradable,
-                        quality_reasons=reasons, model_name="fake", model_version="1", demo_model=True)
+    return VolumeResult(
+        volume=volume,
+        classes=list(CLASSES),
+        probs=probs,
+        cams=cams,
+        gradable=gradable,
+        quality_reasons=reasons,
+        model_name="fake",
+        model_version="1",
+        demo_model=True,
+    )
 
 
 @pytest.fixture
@@ -52,7 +61,7 @@ def test_event_calls_connected_callbacks_in_order_and_disconnects():
     a, b = (lambda x: calls.append(("a", x))), (lambda x: calls.append(("b", x)))
     ev.connect(a)
     ev.connect(b)
-    ev.connect(a)                       # no duplicate
+    ev.connect(a)  # no duplicate
     ev.emit(1)
     ev.disconnect(a)
     ev.emit(2)
@@ -75,7 +84,7 @@ def test_select_normal_eye_and_events(state):
     assert state.current_eye.eye.laterality.value == "OS"
     assert state.current_eye.label == "normal"
     assert seen[0] == "eye" and seen[1] == state.slice_index
-    state.select(0, 1)                  # no change: no events
+    state.select(0, 1)  # no change: no events
     assert len(seen) == 2
 
 
@@ -107,10 +116,10 @@ def test_overlay_changes_only_where_the_cam_is_hot(state):
     hot = state.render()
     w = plain.shape[1]
     diff = np.abs(hot.astype(int) - plain.astype(int)).sum(axis=2)
-    assert diff[:, int(0.95 * w):].mean() > 20          # the hot right edge is coloured
-    assert diff[:, : int(0.3 * w)].mean() < diff[:, int(0.95 * w):].mean() / 5
+    assert diff[:, int(0.95 * w) :].mean() > 20  # the hot right edge is coloured
+    assert diff[:, : int(0.3 * w)].mean() < diff[:, int(0.95 * w) :].mean() / 5
     state.set_opacity(0.0)
-    assert np.array_equal(state.render(), plain)        # opacity 0: the B-scan untouched
+    assert np.array_equal(state.render(), plain)  # opacity 0: the B-scan untouched
 
 
 def test_cam_class_defaults_to_predicted_and_can_be_chosen(state):
@@ -122,7 +131,7 @@ def test_cam_class_defaults_to_predicted_and_can_be_chosen(state):
     auto = state.render()
     state.set_cam_class("cnv")
     assert state.shown_class() == "cnv"
-    assert not np.array_equal(state.render(), auto)     # normal CAM has the extra top-left blob
+    assert not np.array_equal(state.render(), auto)  # normal CAM has the extra top-left blob
 
 
 def test_window_level():

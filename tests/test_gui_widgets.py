@@ -40,7 +40,7 @@ def state(make_volume) -> ViewerState:
     od = decide(fake_result(make_volume(n=12, laterality="OD")))
     rescan = decide(fake_result(make_volume(n=12, laterality="OS"), ungradable=range(10)))
     vr = fake_result(make_volume(n=12, laterality="OD", patient_id="P002", study_uid="1.2.3"), cnv_slices=())
-    vr.probs[3:6] = [0.42, 0.03, 0.55]                       # cnv eye score near its 0.5 threshold
+    vr.probs[3:6] = [0.42, 0.03, 0.55]  # cnv eye score near its 0.5 threshold
     review = decide(vr)
     s = ViewerState()
     card = ModelCard(name="fake", arch="test_efficientnet", classes=list(CLASSES), input_size=(64, 64), demo=True)
@@ -59,7 +59,7 @@ def test_browser_badges_have_text_and_colour(qtbot, state):
     assert browser.topLevelItemCount() == 2 and "Test Patient (ID P001)" in browser.topLevelItem(0).text(0)
     browser.setCurrentItem(items[2])
     assert (state.exam_index, state.eye_index) == (1, 0)
-    state.select(0, 1)                                        # the state drives the tree too
+    state.select(0, 1)  # the state drives the tree too
     assert browser.currentItem() is items[1]
 
 
@@ -85,13 +85,18 @@ def test_summary_of_a_real_data_model_says_research_not_demo(qtbot, make_volume)
     s = ViewerState()
     vr = fake_result(make_volume(n=8))
     vr.demo_model = False
-    card = ModelCard(name="real", arch="x", classes=list(CLASSES), input_size=(64, 64),
-                     training_data={"short": "OCT2017 (Kermany et al. 2018, CC BY 4.0)"})
+    card = ModelCard(
+        name="real",
+        arch="x",
+        classes=list(CLASSES),
+        input_size=(64, 64),
+        training_data={"short": "OCT2017 (Kermany et al. 2018, CC BY 4.0)"},
+    )
     s.add_exams(group_exams([decide(vr)]), card)
     panel = SummaryPanel(s)
     qtbot.addWidget(panel)
     s.select(0, 0)
-    assert not panel.demo_banner.isHidden()                 # every model: "not for clinical use"
+    assert not panel.demo_banner.isHidden()  # every model: "not for clinical use"
     assert panel.demo_banner.text() == RESEARCH_WARNING.upper() != DEMO_WARNING.upper()
     assert "OCT2017" in panel.demo_banner.toolTip()
 
@@ -105,7 +110,7 @@ def test_strip_chart_maps_clicks_to_bscans(qtbot, state):
     for i in range(12):
         assert chart.index_at(chart.x_of(i)) == i
     assert chart.index_at(-50) == 0 and chart.index_at(10_000) == 11
-    image = chart.grab().toImage()                            # painting works and draws the curves
+    image = chart.grab().toImage()  # painting works and draws the curves
     assert image.width() == 640
     pixels = np.array([[image.pixelColor(x, y).red() for x in range(0, 640, 8)] for y in range(0, 160, 4)])
     assert (pixels < 250).mean() > 0.05
@@ -143,7 +148,7 @@ def test_export_dialog_swaps_to_anonymous_name_and_appends_pdf(qtbot, tmp_path):
     assert req.pdf_path == anonymous and req.deidentify and req.dicom
     assert req.targets == [anonymous, anonymous.with_suffix(".dcm")]
     dlg.path.setText(str(tmp_path / "custom"))
-    dlg.deid.setChecked(False)                                 # a typed name is kept
+    dlg.deid.setChecked(False)  # a typed name is kept
     assert dlg.request().pdf_path == tmp_path / "custom.pdf"
 
 
@@ -171,7 +176,7 @@ def test_settings_recent_list(tmp_path):
     assert again.deidentify and again.recent == recent
     s.clear_recent()
     assert s.recent == []
-    assert Path(recent[-1]).name == "f3"          # f0..f2 fell off; moving f5 up drops nothing
+    assert Path(recent[-1]).name == "f3"  # f0..f2 fell off; moving f5 up drops nothing
 
 
 def test_error_box_is_plain_text_with_details(qtbot):
@@ -182,8 +187,9 @@ def test_error_box_is_plain_text_with_details(qtbot):
 
 
 def test_about_dialog_shows_card_and_demo_banner(qtbot):
-    card = ModelCard(name="octscreen-demo", arch="efficientnet_b2", classes=list(CLASSES), input_size=(224, 224),
-                     demo=True)
+    card = ModelCard(
+        name="octscreen-demo", arch="efficientnet_b2", classes=list(CLASSES), input_size=(224, 224), demo=True
+    )
     dlg = AboutDialog(card)
     qtbot.addWidget(dlg)
     texts = [w.text() for w in dlg.findChildren(QLabel)]
@@ -197,12 +203,17 @@ def test_about_dialog_shows_card_and_demo_banner(qtbot):
 def test_browser_names_several_volumes_of_one_eye(qtbot, make_volume, tmp_path):
     vols = [make_volume(n=6, laterality="unknown", source=tmp_path / f"CNV-1-{i}.jpeg") for i in (1, 2)]
     s = ViewerState()
-    s.add_exams(group_exams([decide(fake_result(v, cnv_slices=(), ungradable=())) for v in vols]),
-                ModelCard(name="m", arch="x", classes=list(CLASSES), input_size=(64, 64)))
+    s.add_exams(
+        group_exams([decide(fake_result(v, cnv_slices=(), ungradable=())) for v in vols]),
+        ModelCard(name="m", arch="x", classes=list(CLASSES), input_size=(64, 64)),
+    )
     browser = ExamBrowser(s)
     qtbot.addWidget(browser)
     browser.rebuild()
-    assert [i.text(0) for i in browser.eye_items()] == ["Eye unknown \u00b7 CNV-1-1.jpeg", "Eye unknown \u00b7 CNV-1-2.jpeg"]
+    assert [i.text(0) for i in browser.eye_items()] == [
+        "Eye unknown \u00b7 CNV-1-1.jpeg",
+        "Eye unknown \u00b7 CNV-1-2.jpeg",
+    ]
 
 
 def test_gui_command_names_the_missing_x11_library(monkeypatch):

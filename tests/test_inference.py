@@ -28,11 +28,11 @@ def test_export_model_files_writes_every_file_with_its_hash(tiny_card_path):
     folder = tiny_card_path.parent
     d = json.loads(tiny_card_path.read_text())
     assert d["weights_file"] == "tiny.safetensors" and d["onnx_file"] == "tiny.onnx"
-    assert d["onnx_int8_file"] == ""                       # int8 not requested
+    assert d["onnx_int8_file"] == ""  # int8 not requested
     assert d["weights_sha256"] == sha256_file(folder / "tiny.safetensors")
     assert d["onnx_sha256"] == sha256_file(folder / "tiny.onnx")
     assert d["demo"] is True and d["cam_layer"] == "forward_features"
-    assert not [p.name for p in folder.iterdir() if "tmp" in p.name]   # no temp files left behind
+    assert not [p.name for p in folder.iterdir() if "tmp" in p.name]  # no temp files left behind
     card = load_card(tiny_card_path)
     assert card.verified_file("onnx").is_file()
 
@@ -40,7 +40,7 @@ def test_export_model_files_writes_every_file_with_its_hash(tiny_card_path):
 def test_onnx_matches_pytorch_logits_and_cams(tiny_model, tiny_card_path):
     import onnxruntime as ort
 
-    x = _batch(7)                                          # a batch size never seen at export: dynamic batch
+    x = _batch(7)  # a batch size never seen at export: dynamic batch
     sess = ort.InferenceSession(str(tiny_card_path.parent / "tiny.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == ["logits", "cams"]
     logits, cams = sess.run(None, {"input": x})
@@ -121,7 +121,7 @@ def test_int8_quantization_stays_close(tiny_model, tiny_model_dir, tmp_path):
         r = float(np.corrcoef(cams.ravel(), ref_cams.ravel())[0, 1])
         log.warning("int8 %s: max abs prob diff %.4f, CAM correlation %.4f", method, dp, r)
         assert dp < 0.05 and r > 0.9, method
-        assert dst.stat().st_size < 0.6 * src.stat().st_size   # weights really are 8-bit
+        assert dst.stat().st_size < 0.6 * src.stat().st_size  # weights really are 8-bit
     with pytest.raises(ValueError, match="unknown quantization"):
         quantize_int8(src, tmp_path / "x.onnx", method="fp4")
     assert not (tmp_path / "x.onnx").exists()
@@ -155,7 +155,7 @@ def test_predict_backends_agree_with_reference(tiny_model, tiny_card_path, backe
 
 def test_auto_prefers_onnx_and_falls_back_to_torch(tiny_card, tmp_path):
     assert Screener(tiny_card).backend == "onnx-cpu"
-    tiny_card.onnx_file = ""                               # a card without ONNX (e.g. a teacher)
+    tiny_card.onnx_file = ""  # a card without ONNX (e.g. a teacher)
     assert Screener(tiny_card).backend == "torch-cpu"
     with pytest.raises(ModelCardError, match="no ONNX file"):
         Screener(tiny_card, backend="onnx")
@@ -213,7 +213,7 @@ def test_screen_cancel_between_batches(tiny_card_path, synthetic_volume):
     seen = []
     with pytest.raises(Cancelled):
         s.screen(synthetic_volume, progress=lambda d, t, m: seen.append(d), cancel=lambda: len(seen) >= 1)
-    assert seen == [4]                                     # stopped after the first batch
+    assert seen == [4]  # stopped after the first batch
 
 
 def test_default_card_path_points_into_resources():

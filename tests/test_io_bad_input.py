@@ -48,8 +48,10 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR declares width x height but holds almost no data (a decompression bomb shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -79,12 +81,14 @@ def _syntax(uid: str):
         ds.PixelData = encapsulate([ds.PixelData[:frame], ds.PixelData[frame:]])  # opaque "compressed" frames
         ds["PixelData"].VR = "OB"
         ds["PixelData"].is_undefined_length = True
+
     return change
 
 
 def _huge(rows: int, cols: int, frames: int):
     def change(ds) -> None:
         ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, frames
+
     return change
 
 
@@ -124,7 +128,7 @@ def _tiff_unknown_codec(tmp: Path) -> tuple[Path, Path]:
     with tifffile.TiffFile(path) as tif:
         offset = tif.pages[0].tags["Compression"].valueoffset
     data = bytearray(path.read_bytes())
-    data[offset:offset + 2] = (34712).to_bytes(2, "little")
+    data[offset : offset + 2] = (34712).to_bytes(2, "little")
     path.write_bytes(bytes(data))
     return path, path
 
@@ -147,10 +151,14 @@ CASES = {
     "random bytes": (lambda t: _write(t / "noise.bin", _random_bytes()), E.UnsupportedFormatError),
     "random bytes named .dcm": (lambda t: _write(t / "noise.dcm", _random_bytes()), E.CorruptFileError),
     "text named .png": (lambda t: _write(t / "notes.png", b"this is not an image\n"), E.UnsupportedFormatError),
-    "word document": (lambda t: _write(t / "letter.docx", b"PK\x03\x04" + _random_bytes(200)),
-                      E.UnsupportedFormatError),
-    "DICM then garbage": (lambda t: _write(t / "garbage.dcm", b"\0" * 128 + b"DICM" + _random_bytes(300)),
-                          E.CorruptFileError),
+    "word document": (
+        lambda t: _write(t / "letter.docx", b"PK\x03\x04" + _random_bytes(200)),
+        E.UnsupportedFormatError,
+    ),
+    "DICM then garbage": (
+        lambda t: _write(t / "garbage.dcm", b"\0" * 128 + b"DICM" + _random_bytes(300)),
+        E.CorruptFileError,
+    ),
     "dicom cut in the header": (lambda t: _write(t / "cut300.dcm", _opt_bytes()[:300]), E.CorruptFileError),
     "dicom truncated pixels": (lambda t: _write(t / "cut.dcm", _opt_bytes()[:-100]), E.CorruptFileError),
     "CT image": (lambda t: (ct_file(t / "ct.dcm"),) * 2, E.NotOctError),
@@ -158,26 +166,34 @@ CASES = {
     "structured report": (lambda t: (sr_file(t / "sr.dcm"),) * 2, E.NotOctError),
     "encapsulated PDF": (lambda t: (pdf_file(t / "report.dcm"),) * 2, E.NotOctError),
     "OPT without pixel data": (lambda t: _dicom_variant(t, "nopix.dcm", _drop_pixels), E.NoPixelDataError),
-    "unknown transfer syntax": (lambda t: _dicom_variant(t, "unknown_ts.dcm", _syntax("1.2.3.4.5.6.7")),
-                                E.UnsupportedCompressionError),
-    "JPIP referenced syntax": (lambda t: _dicom_variant(t, "jpip.dcm", _syntax("1.2.840.10008.1.2.4.94")),
-                               E.UnsupportedCompressionError),
+    "unknown transfer syntax": (
+        lambda t: _dicom_variant(t, "unknown_ts.dcm", _syntax("1.2.3.4.5.6.7")),
+        E.UnsupportedCompressionError,
+    ),
+    "JPIP referenced syntax": (
+        lambda t: _dicom_variant(t, "jpip.dcm", _syntax("1.2.840.10008.1.2.4.94")),
+        E.UnsupportedCompressionError,
+    ),
     "dicom side too large": (lambda t: _dicom_variant(t, "wide.dcm", _huge(496, 60000, 2)), E.ImageTooLargeError),
-    "dicom volume too large": (lambda t: _dicom_variant(t, "deep.dcm", _huge(1024, 1024, 4096)),
-                               E.ImageTooLargeError),
-    "png decompression bomb": (lambda t: _write(t / "bomb.png", _png_header_only(60000, 60000)),
-                               E.ImageTooLargeError),
+    "dicom volume too large": (lambda t: _dicom_variant(t, "deep.dcm", _huge(1024, 1024, 4096)), E.ImageTooLargeError),
+    "png decompression bomb": (lambda t: _write(t / "bomb.png", _png_header_only(60000, 60000)), E.ImageTooLargeError),
     "png side too large": (lambda t: _write(t / "wide.png", _png_header_only(9000, 10)), E.ImageTooLargeError),
-    "truncated png": (lambda t: _write(t / "cut.png", _png_bytes(RNG.integers(0, 255, (64, 64), dtype=np.uint8))[:300]),
-                      E.CorruptFileError),
+    "truncated png": (
+        lambda t: _write(t / "cut.png", _png_bytes(RNG.integers(0, 255, (64, 64), dtype=np.uint8))[:300]),
+        E.CorruptFileError,
+    ),
     "truncated jpeg": (lambda t: _write(t / "cut.jpeg", b"\xff\xd8\xff\xe0" + b"\0" * 40), E.CorruptFileError),
     "tiff header then garbage": (lambda t: _write(t / "bad.tif", b"II*\x00" + _random_bytes(100)), E.CorruptFileError),
     "tiff pages of two sizes": (_tiff_mixed_pages, E.InconsistentVolumeError),
     "float tiff": (_float_tiff, E.UnsupportedFormatError),
-    "tiff with a codec not installed": (_tiff_unknown_codec,
-                                        E.CorruptFileError if HAS_IMAGECODECS else E.UnsupportedCompressionError),
-    "folder of non-image files": (lambda t: _folder(t, {"a.bin": _random_bytes(), "b.exe": b"MZ" + _random_bytes()}),
-                                  E.EmptyInputError),
+    "tiff with a codec not installed": (
+        _tiff_unknown_codec,
+        E.CorruptFileError if HAS_IMAGECODECS else E.UnsupportedCompressionError,
+    ),
+    "folder of non-image files": (
+        lambda t: _folder(t, {"a.bin": _random_bytes(), "b.exe": b"MZ" + _random_bytes()}),
+        E.EmptyInputError,
+    ),
     "folder with mixed image sizes": (_mixed_size_folder, E.InconsistentVolumeError),
     "heidelberg vol": (lambda t: _write(t / "scan.vol", b"HSF-OCT-103" + _random_bytes(100)), E.UnsupportedFormatError),
 }

@@ -82,8 +82,9 @@ def test_single_frame_series_grouped_and_ordered(tmp_path):
     for i, frame in enumerate(frames_a):
         single_frame_oct(tmp_path / f"x{7 - i}.dcm", frame, series_uid=series_a, instance=10 - i, z=0.2 * i)
     for i, k in enumerate([2, 0, 1]):
-        single_frame_oct(tmp_path / f"b{i}.dcm", frames_b[k], series_uid=series_b, instance=k + 1,
-                         laterality="L", study_uid="9.9")
+        single_frame_oct(
+            tmp_path / f"b{i}.dcm", frames_b[k], series_uid=series_b, instance=k + 1, laterality="L", study_uid="9.9"
+        )
     volumes = open_path(tmp_path)
     assert len(volumes) == 2
     by_series = {v.study.series_uid: v for v in volumes}
@@ -108,8 +109,10 @@ def test_single_frame_series_with_mixed_sizes_names_the_odd_file(tmp_path):
 
 
 def test_dicomdir_lists_the_volumes(tmp_path):
-    src = [write_opt(full_volume(n=3, seed=i, laterality=side), tmp_path / "src" / f"{side}.dcm")
-           for i, side in enumerate(["OD", "OS"])]
+    src = [
+        write_opt(full_volume(n=3, seed=i, laterality=side), tmp_path / "src" / f"{side}.dcm")
+        for i, side in enumerate(["OD", "OS"])
+    ]
     dicomdir = write_dicomdir(src, tmp_path / "media")
     assert dicomdir == tmp_path / "media" / "DICOMDIR"
     with pytest.raises(FileExistsError):

@@ -15,7 +15,7 @@ from core.io import open_path
 from core.io.images import parse_neh_path, parse_oct2017_name
 from core.volume import Laterality
 
-SAMPLE = Path(__file__).parent / "data" / "oct2017-sample"   # committed, CC BY 4.0 (tests/data/README.md)
+SAMPLE = Path(__file__).parent / "data" / "oct2017-sample"  # committed, CC BY 4.0 (tests/data/README.md)
 
 
 def _png(path: Path, pixels: np.ndarray) -> Path:
@@ -134,7 +134,7 @@ def test_bad_file_among_good_ones_keeps_the_good_volumes(tmp_path):
     folder = tmp_path / "mix"
     shutil.copytree(SAMPLE / "NORMAL", folder)
     (folder / "NORMAL-9999999-1.jpeg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)  # truncated JPEG
-    (folder / "notes.txt").write_text("exported by a technician")                    # ignored sidecar
+    (folder / "notes.txt").write_text("exported by a technician")  # ignored sidecar
     errors: list[InputError] = []
     volumes = open_path(folder, errors=errors)
     assert len(volumes) == len({p.name.split("-")[1] for p in (SAMPLE / "NORMAL").iterdir()})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pydicom
 import pytest
@@ -13,8 +11,8 @@ from hypothesis import strategies as st
 from core.io import open_path, write_opt
 from core.io.writer import J2K_MIN_SIDE, OPT_SOP_CLASS
 from core.volume import Laterality, OctVolume, PixelSpacing
-from tests.fixtures.oct_io import full_volume
 from tests.conftest import run_tool
+from tests.fixtures.oct_io import full_volume
 
 SYNTAXES = [None, "JPEG2000Lossless", "RLELossless"]
 
@@ -34,8 +32,11 @@ def test_round_trip_pixels_and_metadata(tmp_path, bits, syntax):
     assert back.laterality is Laterality.OS
     assert back.label == volume.label and back.frame_labels == volume.frame_labels
     assert back.source == path and back.source_files == (path,)
-    expected_syntax = {None: pydicom.uid.ExplicitVRLittleEndian, "JPEG2000Lossless": pydicom.uid.JPEG2000Lossless,
-                       "RLELossless": pydicom.uid.RLELossless}[syntax]
+    expected_syntax = {
+        None: pydicom.uid.ExplicitVRLittleEndian,
+        "JPEG2000Lossless": pydicom.uid.JPEG2000Lossless,
+        "RLELossless": pydicom.uid.RLELossless,
+    }[syntax]
     assert back.extra["transfer_syntax"] == expected_syntax
 
 
@@ -46,10 +47,23 @@ def test_file_has_the_opt_iod_attributes(tmp_path):
     assert ds.Modality == "OPT" and ds.PhotometricInterpretation == "MONOCHROME2"
     assert ds.Laterality == "L" and ds.ImageLaterality == "L"
     assert int(ds.NumberOfFrames) == 4 and ds.BitsStored == 8
-    for keyword in ("FrameOfReferenceUID", "Manufacturer", "ManufacturerModelName", "DeviceSerialNumber",
-                    "SoftwareVersions", "AcquisitionDateTime", "AcquisitionContextSequence", "ImageType",
-                    "AnatomicRegionSequence", "AcquisitionDeviceTypeCodeSequence", "DimensionIndexSequence",
-                    "PresentationLUTShape", "BurnedInAnnotation", "ContentDate", "InstanceNumber"):
+    for keyword in (
+        "FrameOfReferenceUID",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "DeviceSerialNumber",
+        "SoftwareVersions",
+        "AcquisitionDateTime",
+        "AcquisitionContextSequence",
+        "ImageType",
+        "AnatomicRegionSequence",
+        "AcquisitionDeviceTypeCodeSequence",
+        "DimensionIndexSequence",
+        "PresentationLUTShape",
+        "BurnedInAnnotation",
+        "ContentDate",
+        "InstanceNumber",
+    ):
         assert keyword in ds, keyword
     shared = ds.SharedFunctionalGroupsSequence[0]
     assert [float(x) for x in shared.PixelMeasuresSequence[0].PixelSpacing] == [0.0039, 0.0114]
@@ -108,10 +122,16 @@ def test_rejects_unsupported_transfer_syntax(tmp_path):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 4), h=st.sampled_from([1, 7, 32, 33]), w=st.sampled_from([1, 6, 32, 35]),
-       bits=st.sampled_from([8, 16]),
-       side=st.sampled_from(["OD", "OS", "unknown"]), syntax=st.sampled_from(SYNTAXES),
-       slice_mm=st.one_of(st.none(), st.floats(0.001, 5.0)), seed=st.integers(0, 2 ** 16))
+@given(
+    n=st.integers(1, 4),
+    h=st.sampled_from([1, 7, 32, 33]),
+    w=st.sampled_from([1, 6, 32, 35]),
+    bits=st.sampled_from([8, 16]),
+    side=st.sampled_from(["OD", "OS", "unknown"]),
+    syntax=st.sampled_from(SYNTAXES),
+    slice_mm=st.one_of(st.none(), st.floats(0.001, 5.0)),
+    seed=st.integers(0, 2**16),
+)
 def test_round_trip_property(tmp_path, n, h, w, bits, side, syntax, slice_mm, seed):
     rng = np.random.default_rng(seed)
     dtype = np.uint8 if bits == 8 else np.uint16

@@ -22,8 +22,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 def _calls(path: Path, name: str) -> list[int]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return [n.lineno for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name]
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
+    ]
 
 
 CORE = sorted((ROOT / "core").rglob("*.py"))
@@ -31,8 +34,11 @@ CORE = sorted((ROOT / "core").rglob("*.py"))
 
 @pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_core_imports_no_qt_app_or_training(path):
-    bad = [(ln, m) for ln, m in _imports(path)
-           if m.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "app", "training", "argparse", "click", "typer"}]
+    bad = [
+        (ln, m)
+        for ln, m in _imports(path)
+        if m.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "app", "training", "argparse", "click", "typer"}
+    ]
     assert not bad, f"{path}: core must not import {bad}"
     assert not _calls(path, "print"), f"{path}: core logs, it does not print (lines {_calls(path, 'print')})"
 

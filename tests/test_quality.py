@@ -12,7 +12,7 @@ from PIL import Image
 from core.quality import DEFAULT_LIMITS, QualityLimits, assess, assess_bscan, measure
 from core.volume import OctVolume
 
-SAMPLE = Path(__file__).parent / "data" / "oct2017-sample"   # committed, CC BY 4.0 (tests/data/README.md)
+SAMPLE = Path(__file__).parent / "data" / "oct2017-sample"  # committed, CC BY 4.0 (tests/data/README.md)
 REAL = sorted(SAMPLE.glob("*/*.jpeg"))
 
 
@@ -52,19 +52,31 @@ def _bad_frames(good: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
         "speckle only": (np.clip(rng.gamma(4, 0.25, good.shape) * 40, 0, 255).astype(np.uint8), "low signal"),
     }
     pad = good.copy()
-    pad[:, int(0.35 * w):] = 255                           # white registration fill over 65 %
+    pad[:, int(0.35 * w) :] = 255  # white registration fill over 65 %
     frames["white registration fill"] = (pad, "registration border")
     pad = good.copy()
-    pad[: int(0.6 * h)] = 0                                # shifted down: black padding over 60 %
+    pad[: int(0.6 * h)] = 0  # shifted down: black padding over 60 %
     frames["black padding"] = (pad, "registration border")
-    crop = np.clip(np.where(np.arange(w)[None, :] < int(0.7 * w), 18.0, f) + rng.normal(0, 4, good.shape),
-                   0, 255).astype(np.uint8)                # retina only in the right 30 %
+    crop = np.clip(
+        np.where(np.arange(w)[None, :] < int(0.7 * w), 18.0, f) + rng.normal(0, 4, good.shape), 0, 255
+    ).astype(np.uint8)  # retina only in the right 30 %
     frames["retina cut off"] = (crop, "too little retina")
     return frames
 
 
-@pytest.mark.parametrize("name", ["all black", "constant grey", "gain far too high", "blink (dim)", "speckle only",
-                                  "white registration fill", "black padding", "retina cut off"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "all black",
+        "constant grey",
+        "gain far too high",
+        "blink (dim)",
+        "speckle only",
+        "white registration fill",
+        "black padding",
+        "retina cut off",
+    ],
+)
 def test_bad_frames_fail_with_the_right_reason(good, name):
     frame, expected = _bad_frames(good)[name]
     assert assess_bscan(good) == ""
@@ -82,7 +94,7 @@ def test_real_bscan_with_most_of_it_padded_fails():
 def test_16bit_saturation_is_detected(make_bscans):
     b = make_bscans(1, 128, 160, seed=2, dtype=np.uint16)[0]
     assert assess_bscan(b) == ""
-    hot = np.clip(b.astype(np.float32) * 4, 0, 4095).astype(np.uint16)    # a 12-bit device clipping
+    hot = np.clip(b.astype(np.float32) * 4, 0, 4095).astype(np.uint16)  # a 12-bit device clipping
     assert "saturated" in assess_bscan(hot)
 
 
@@ -91,7 +103,7 @@ def test_assess_keeps_order_and_limits_are_configurable(good):
     ok, reasons = assess(vol)
     assert ok.tolist() == [True, False, True] and reasons[0] == reasons[2] == "" and "blank" in reasons[1]
     q = measure(good)
-    strict = QualityLimits(low_signal=q.signal + 0.01)    # just above this frame's signal
+    strict = QualityLimits(low_signal=q.signal + 0.01)  # just above this frame's signal
     assert "low signal" in assess_bscan(good, strict)
     assert DEFAULT_LIMITS.low_signal < q.signal
 
@@ -106,18 +118,18 @@ def test_measure_rejects_non_images_and_assess_marks_them_ungradable():
 def test_a_dimmed_frame_in_a_volume_is_low_signal_relative_to_the_others(make_bscans):
     b = make_bscans(8, 128, 160, seed=4)
     dim = b.copy()
-    dim[5] = (b[5].astype(np.float32) * 0.5).astype(np.uint8)   # a blink: half the brightness
-    assert assess_bscan(dim[5]) == ""                            # still readable on its own ...
+    dim[5] = (b[5].astype(np.float32) * 0.5).astype(np.uint8)  # a blink: half the brightness
+    assert assess_bscan(dim[5]) == ""  # still readable on its own ...
     ok, reasons = assess(OctVolume(dim))
-    assert ok.tolist() == [i != 5 for i in range(8)]             # ... but clearly dimmer than the cube
+    assert ok.tolist() == [i != 5 for i in range(8)]  # ... but clearly dimmer than the cube
     assert "compared with the rest of the volume" in reasons[5]
-    assert assess(OctVolume(dim[4:7]))[0].all()                  # too few B-scans for the relative rule
+    assert assess(OctVolume(dim[4:7]))[0].all()  # too few B-scans for the relative rule
 
 
 def test_simulated_blinks_are_flagged_and_good_frames_kept():
     from core.synthetic import simulate_volume
 
-    for seed in range(6, 40):                                    # the first volume with simulated blinks
+    for seed in range(6, 40):  # the first volume with simulated blinks
         v = simulate_volume("normal", n_bscans=25, seed=seed, height=248, width=256)
         if blinks := v.extra.get("low_signal_frames"):
             break

@@ -30,12 +30,17 @@ def exam_files(tmp_path, make_volume) -> dict[str, Path]:
     """Patient P001 OD + OS (one study, two files), patient P002 OS, and one bad file."""
     d = tmp_path / "in"
     files = {
-        "od": write_opt(make_volume(n=6, h=96, w=128, seed=1, laterality="OD", patient_id="P001",
-                                    study_uid="1.2.3.1"), d / "p1_od.dcm"),
-        "os": write_opt(make_volume(n=6, h=96, w=128, seed=2, laterality="OS", patient_id="P001",
-                                    study_uid="1.2.3.1"), d / "p1_os.dcm"),
-        "p2": write_opt(make_volume(n=6, h=96, w=128, seed=3, laterality="OS", patient_id="P002",
-                                    study_uid="1.2.3.2"), d / "p2.dcm"),
+        "od": write_opt(
+            make_volume(n=6, h=96, w=128, seed=1, laterality="OD", patient_id="P001", study_uid="1.2.3.1"),
+            d / "p1_od.dcm",
+        ),
+        "os": write_opt(
+            make_volume(n=6, h=96, w=128, seed=2, laterality="OS", patient_id="P001", study_uid="1.2.3.1"),
+            d / "p1_os.dcm",
+        ),
+        "p2": write_opt(
+            make_volume(n=6, h=96, w=128, seed=3, laterality="OS", patient_id="P002", study_uid="1.2.3.2"), d / "p2.dcm"
+        ),
     }
     bad = d / "broken.dcm"
     bad.write_bytes(b"DICM but not really" * 10)
@@ -49,22 +54,25 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_screen_volumes_groups_eyes_into_exams(screener, make_volume):
-    vols = [make_volume(n=6, laterality="OS", patient_id="A", study_uid="s1", seed=1),
-            make_volume(n=6, laterality="OD", patient_id="B", study_uid="s2", seed=2),
-            make_volume(n=6, laterality="OD", patient_id="A", study_uid="s1", seed=3),
-            make_volume(n=6, laterality="OD", patient_id="A", study_uid="s9", seed=4)]
+    vols = [
+        make_volume(n=6, laterality="OS", patient_id="A", study_uid="s1", seed=1),
+        make_volume(n=6, laterality="OD", patient_id="B", study_uid="s2", seed=2),
+        make_volume(n=6, laterality="OD", patient_id="A", study_uid="s1", seed=3),
+        make_volume(n=6, laterality="OD", patient_id="A", study_uid="s9", seed=4),
+    ]
     seen = []
     exams = screen_volumes(vols, screener, progress=lambda d, t, m: seen.append((d, t)))
     assert [(x.patient.patient_id, x.study.study_uid) for x in exams] == [("A", "s1"), ("B", "s2"), ("A", "s9")]
-    assert [e.eye.laterality.value for e in exams[0].eyes] == ["OD", "OS"]   # sorted OD, OS
+    assert [e.eye.laterality.value for e in exams[0].eyes] == ["OD", "OS"]  # sorted OD, OS
     assert exams[0].eyes[0].volume_result.volume is vols[2]
     assert seen[-1] == (24, 24) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     # thresholds: a policy that refers everything
     from core.modelcard import Thresholds
 
     everything = Thresholds(urgent={"cnv": 0.0}, routine={})
-    assert all(e.urgency is Urgency.URGENT for x in screen_volumes(vols[:1], screener, thresholds=everything)
-               for e in x.eyes)
+    assert all(
+        e.urgency is Urgency.URGENT for x in screen_volumes(vols[:1], screener, thresholds=everything) for e in x.eyes
+    )
     with pytest.raises(Cancelled):
         screen_volumes(vols, screener, cancel=lambda: True)
 
@@ -80,8 +88,17 @@ def test_group_exams_unknown_laterality_last(screener, make_volume):
 
 def test_screen_paths_collects_bad_files(screener, exam_files):
     errors: list = []
-    exams = screen_paths([exam_files["od"], exam_files["os"], exam_files["bad"], exam_files["p2"],
-                          exam_files["od"].parent / "missing.dcm"], screener, errors=errors)
+    exams = screen_paths(
+        [
+            exam_files["od"],
+            exam_files["os"],
+            exam_files["bad"],
+            exam_files["p2"],
+            exam_files["od"].parent / "missing.dcm",
+        ],
+        screener,
+        errors=errors,
+    )
     assert [len(x.eyes) for x in exams] == [2, 1]
     assert len(errors) == 2 and all(isinstance(e, InputError) for e in errors)
     assert "broken.dcm" in str(errors[0]) and "missing.dcm" in str(errors[1])
@@ -94,9 +111,9 @@ def test_cli_writes_reports_and_results(tiny_card_path, exam_files, tmp_path, ca
     folder = exam_files["od"].parent
     rc = main(["screen", str(folder), "--out", str(out), "--model", str(tiny_card_path), "--institution", "Eye Clinic"])
     cap = capsys.readouterr()
-    assert rc == 1                                          # the broken file is a problem, the rest screened
+    assert rc == 1  # the broken file is a problem, the rest screened
     assert "broken.dcm" in cap.err and "screened 2 exam(s), 3 eye(s)" in cap.out
-    assert "not for clinical use" in cap.err                # the tiny card is a demo model
+    assert "not for clinical use" in cap.err  # the tiny card is a demo model
     pdfs = sorted(p.name for p in out.glob("*.pdf"))
     assert pdfs == ["P001_20260131.pdf", "P002_20260131.pdf"]
     assert all((out / p).read_bytes().startswith(b"%PDF") for p in pdfs)
@@ -106,7 +123,7 @@ def test_cli_writes_reports_and_results(tiny_card_path, exam_files, tmp_path, ca
     r = rows[0]
     assert r["report_file"] == "P001_20260131.pdf" and r["model_name"] == "tiny" and r["demo_model"] == "True"
     assert r["n_bscans"] == "6" and r["source_file"].endswith("p1_od.dcm")
-    assert abs(sum(float(r[f"score_{c}"]) for c in ("normal", "drusen", "cnv")) - 1) < 0.5   # top-k means
+    assert abs(sum(float(r[f"score_{c}"]) for c in ("normal", "drusen", "cnv")) - 1) < 0.5  # top-k means
     assert r["evidence_bscans"] and all(1 <= int(i) <= 6 for i in r["evidence_bscans"].split())
     data = json.loads((out / "results.json").read_text())
     assert data["model"]["demo"] is True and "not for clinical use" in data["model"]["warning"]
@@ -121,7 +138,7 @@ def test_cli_refuses_to_overwrite_before_any_work(tiny_card_path, exam_files, tm
     assert main(args) == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     (out / "results.csv").unlink()
-    (out / "results.json").unlink()                         # only the PDF is left: still refused
+    (out / "results.json").unlink()  # only the PDF is left: still refused
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -130,15 +147,26 @@ def test_cli_refuses_to_overwrite_before_any_work(tiny_card_path, exam_files, tm
     assert (out / "P002_20260131.pdf").stat().st_mtime_ns == before["P002_20260131.pdf"]
     assert main(args + ["--overwrite"]) == 0
     assert (out / "results.csv").exists()
-    assert main(args) == 2                                  # results.csv exists now: refused first thing
+    assert main(args) == 2  # results.csv exists now: refused first thing
 
 
 def test_cli_deidentify_and_dicom(tiny_card_path, exam_files, tmp_path):
     import pydicom
 
     out = tmp_path / "out"
-    rc = main(["screen", str(exam_files["od"]), str(exam_files["os"]), "--out", str(out), "--model",
-               str(tiny_card_path), "--deidentify", "--dicom"])
+    rc = main(
+        [
+            "screen",
+            str(exam_files["od"]),
+            str(exam_files["os"]),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_card_path),
+            "--deidentify",
+            "--dicom",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["exam-001.dcm", "exam-001.pdf", "results.csv", "results.json"]
     rows = _rows(out)
@@ -163,8 +191,23 @@ def test_cli_nothing_readable_and_missing_model(tiny_card_path, exam_files, tmp_
 def test_cli_torch_backend_gives_the_same_rows(tiny_card_path, exam_files, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out, backend in ((a, "onnx"), (b, "torch")):
-        assert main(["screen", str(exam_files["p2"]), "--out", str(out), "--model", str(tiny_card_path),
-                     "--backend", backend, "--threads", "1"]) == 0
+        assert (
+            main(
+                [
+                    "screen",
+                    str(exam_files["p2"]),
+                    "--out",
+                    str(out),
+                    "--model",
+                    str(tiny_card_path),
+                    "--backend",
+                    backend,
+                    "--threads",
+                    "1",
+                ]
+            )
+            == 0
+        )
     ra, rb = _rows(a)[0], _rows(b)[0]
     assert ra["backend"] == "onnx-cpu" and rb["backend"] == "torch-cpu"
     for c in ("normal", "drusen", "cnv"):
@@ -202,28 +245,42 @@ def test_card_classes_and_tiers_reach_the_csv_json_and_report(tmp_path, make_vol
 
     torch.manual_seed(1)
     model, _ = build("test_efficientnet", 4)
-    th = Thresholds(urgent={"cnv": 1.0}, soon={"dme": 0.0}, routine={"drusen": 1.0}, normal={"normal": 1.0},
-                    tiers={"soon": {"name": "Semi-urgent referral (site wording)", "time_frame": "within 17 days"}})
-    card = ModelCard(name="four", arch="test_efficientnet", classes=["normal", "drusen", "cnv", "dme"],
-                     input_size=(64, 64), version="0.0.4", thresholds=th,
-                     training_data={"short": "random weights (no training)"})
+    th = Thresholds(
+        urgent={"cnv": 1.0},
+        soon={"dme": 0.0},
+        routine={"drusen": 1.0},
+        normal={"normal": 1.0},
+        tiers={"soon": {"name": "Semi-urgent referral (site wording)", "time_frame": "within 17 days"}},
+    )
+    card = ModelCard(
+        name="four",
+        arch="test_efficientnet",
+        classes=["normal", "drusen", "cnv", "dme"],
+        input_size=(64, 64),
+        version="0.0.4",
+        thresholds=th,
+        training_data={"short": "random weights (no training)"},
+    )
     card_path = export_model_files(model.eval(), card, tmp_path / "model")
-    src = write_opt(make_volume(n=6, h=96, w=128, seed=4, laterality="OD", patient_id="P4", study_uid="1.4"),
-                    tmp_path / "in" / "p4.dcm")
+    src = write_opt(
+        make_volume(n=6, h=96, w=128, seed=4, laterality="OD", patient_id="P4", study_uid="1.4"),
+        tmp_path / "in" / "p4.dcm",
+    )
     out = tmp_path / "out"
     assert main(["screen", str(src), "--out", str(out), "--model", str(card_path)]) == 0
     row = _rows(out)[0]
     assert row["urgency"] == "soon" and row["label"] == "dme"
     assert row["tier"] == "Semi-urgent referral (site wording)" and row["time_frame"] == "within 17 days"
-    assert row["action"] == "Refer to a medical retina clinic"           # not reworded: the default
+    assert row["action"] == "Refer to a medical retina clinic"  # not reworded: the default
     assert "not for clinical use" in row["model_notice"]
     header = list(_rows(out)[0])
     assert all(f"score_{c}" in header for c in ("normal", "drusen", "cnv", "dme"))
     data = json.loads((out / "results.json").read_text())
     assert data["classes"] == ["normal", "drusen", "cnv", "dme"]
     assert data["model"]["trained_on"] == "random weights (no training)"
-    text = run_tool(["pdftotext", "-layout", str(out / row["report_file"]), "-"], check=True,
-                          capture_output=True, text=True).stdout
+    text = run_tool(
+        ["pdftotext", "-layout", str(out / row["report_file"]), "-"], check=True, capture_output=True, text=True
+    ).stdout
     assert "SEMI-URGENT REFERRAL (SITE WORDING): DME" in text
     assert "within 17 days" in text and "dme" in text
     assert "NOT FOR CLINICAL USE" in text

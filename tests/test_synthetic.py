@@ -13,8 +13,15 @@ import pytest
 from app.cli import main as cli_main
 from core import synthetic as S
 from core.errors import Cancelled
-from core.synthetic import (CLASSES, MANIFEST_COLUMNS, patient_labels, simulate_bscan, simulate_patient,
-                            simulate_volume, write_dataset)
+from core.synthetic import (
+    CLASSES,
+    MANIFEST_COLUMNS,
+    patient_labels,
+    simulate_bscan,
+    simulate_patient,
+    simulate_volume,
+    write_dataset,
+)
 from core.volume import Laterality, PatientInfo
 
 SMALL = dict(height=160, width=192)
@@ -29,6 +36,7 @@ def _manifest(out: Path) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------------------------- volumes
 
+
 def test_same_seed_same_volume_other_seed_other_volume():
     a = simulate_volume("cnv", n_bscans=9, seed=11, **SMALL)
     b = simulate_volume("cnv", n_bscans=9, seed=11, **SMALL)
@@ -41,11 +49,10 @@ def test_same_seed_same_volume_other_seed_other_volume():
 
 @pytest.mark.parametrize("bit_depth,dtype", [(8, np.uint8), (16, np.uint16)])
 def test_shapes_dtypes_and_metadata(bit_depth, dtype):
-    vol = simulate_volume("drusen", n_bscans=7, height=120, width=144, seed=3, laterality="OS",
-                          bit_depth=bit_depth)
+    vol = simulate_volume("drusen", n_bscans=7, height=120, width=144, seed=3, laterality="OS", bit_depth=bit_depth)
     assert vol.bscans.shape == (7, 120, 144) and vol.bscans.dtype == dtype
     assert vol.bit_depth == bit_depth
-    assert int(vol.bscans.max()) > (200 if bit_depth == 8 else 3000)      # uses its range
+    assert int(vol.bscans.max()) > (200 if bit_depth == 8 else 3000)  # uses its range
     assert vol.laterality is Laterality.OS
     assert vol.label == "drusen" and len(vol.frame_labels) == 7
     assert set(vol.frame_labels) <= {"normal", "drusen"}
@@ -73,6 +80,7 @@ def test_bad_arguments_are_refused():
 
 # ---------------------------------------------------------------------------------- labels vs lesions
 
+
 @pytest.mark.parametrize("label", ["drusen", "cnv"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_frame_labels_mark_exactly_the_bscans_that_cut_a_lesion(label, seed):
@@ -86,10 +94,10 @@ def test_frame_labels_mark_exactly_the_bscans_that_cut_a_lesion(label, seed):
     assert 2 <= lesion.sum() <= 22, "a diseased eye has lesion B-scans and normal-looking ones"
     assert labels[0] == labels[-1] == "normal", "edge B-scans are far from a macular lesion"
     diff = np.abs(sick.bscans.astype(np.int32) - healthy.bscans.astype(np.int32))
-    changed = (diff > 40).mean(axis=(1, 2))                     # fraction of clearly changed pixels
-    assert changed[~lesion].max() < 0.0002                      # normal-labelled: the healthy eye
-    assert ((diff[lesion] > 10).sum(axis=(1, 2)) >= 10).all()   # lesion-labelled: all differ,
-    assert (changed[lesion] > 0.0005).mean() >= 0.75            # most of them clearly
+    changed = (diff > 40).mean(axis=(1, 2))  # fraction of clearly changed pixels
+    assert changed[~lesion].max() < 0.0002  # normal-labelled: the healthy eye
+    assert ((diff[lesion] > 10).sum(axis=(1, 2)) >= 10).all()  # lesion-labelled: all differ,
+    assert (changed[lesion] > 0.0005).mean() >= 0.75  # most of them clearly
     # lesions are 3-D: the B-scans through them come in runs of neighbours
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, lesion.astype(int), 0])))[::2]
     assert runs.max() >= 2
@@ -105,15 +113,15 @@ def test_drusen_raise_the_rpe_and_leave_bruchs_membrane_flat():
             continue
         healthy = simulate_bscan("normal", i, n_bscans=n, height=h, width=w, seed=seed)
         sick = simulate_bscan("drusen", i, n_bscans=n, height=h, width=w, seed=seed)
-        rpe_top = lambda b: np.argmax(b.layers >= S.RPE, axis=0)          # noqa: E731
+        rpe_top = lambda b: np.argmax(b.layers >= S.RPE, axis=0)  # noqa: E731
         choroid_top = lambda b: np.argmax(b.layers >= S.CHOROID, axis=0)  # noqa: E731
         rise = int((rpe_top(healthy) - rpe_top(sick)).max())
-        assert np.array_equal(choroid_top(healthy), choroid_top(sick))    # Bruch's stays put
+        assert np.array_equal(choroid_top(healthy), choroid_top(sick))  # Bruch's stays put
         if lab == "drusen":
             assert rise >= 2
-            assert (sick.layers == S.SUBRPE).any()                        # the druse's content
+            assert (sick.layers == S.SUBRPE).any()  # the druse's content
         else:
-            assert rise <= 4                                              # < LESION_MIN_UM (+ rounding)
+            assert rise <= 4  # < LESION_MIN_UM (+ rounding)
         checked += 1
     assert checked >= 8
 
@@ -126,19 +134,20 @@ def test_cnv_has_fluid_or_pigment_epithelial_detachment_on_its_lesion_bscans():
     for i in lesion:
         layers = simulate_bscan("cnv", i, n_bscans=25, seed=7, **SMALL).layers
         found |= {k for k in (S.SRF, S.SHRM, S.SUBRPE) if (layers == k).any()}
-    assert S.SUBRPE in found          # the fibrovascular PED is always there
+    assert S.SUBRPE in found  # the fibrovascular PED is always there
 
 
 # ---------------------------------------------------------------------------------- anatomy
+
 
 @pytest.mark.parametrize("seed", [0, 5, 9])
 def test_layers_in_textbook_order_of_brightness(seed):
     b = simulate_bscan("normal", 12, seed=seed, height=248, width=256)
     mean = {k: float(b.image[b.layers == k].mean()) for k in np.unique(b.layers)}
-    assert max(mean, key=mean.get) == S.RPE                   # RPE: the brightest band
+    assert max(mean, key=mean.get) == S.RPE  # RPE: the brightest band
     assert mean[S.VIT] < 0.2 and all(mean[S.VIT] < v for k, v in mean.items() if S.VIT < k < S.SCLERA)
-    assert not {S.SRF, S.SHRM, S.SUBRPE} & set(mean)             # no lesion layers in a normal eye
-    assert mean[S.NFL] > mean[S.GCL] > mean[S.INL]            # NFL bright, INL dark
+    assert not {S.SRF, S.SHRM, S.SUBRPE} & set(mean)  # no lesion layers in a normal eye
+    assert mean[S.NFL] > mean[S.GCL] > mean[S.INL]  # NFL bright, INL dark
     assert mean[S.OPL] > mean[S.ONL] and mean[S.EZ] > mean[S.ONL]
     # and in the image itself: top rows (vitreous) dark, the brightest rows deep in the retina
     profile = b.image[:, 96:160].mean(axis=1)
@@ -158,10 +167,10 @@ def test_foveal_pit_on_central_bscans_only(seed):
     centre = int(round(fy / (6.0 / n) + (n - 1) / 2))
     assert abs(centre - n // 2) <= 1
     col = int(round((fx + 3.0) / 6.0 * (w - 1)))
-    away = [col - 45, col + 45]                                   # ~1 mm either side
+    away = [col - 45, col + 45]  # ~1 mm either side
     for i, has_pit in ((centre, True), (0, False), (n - 1, False)):
         t = _retina_thickness(simulate_bscan("normal", i, n_bscans=n, height=248, width=w, seed=seed).layers)
-        ratio = t[col - 2:col + 3].mean() / t[away].mean()
+        ratio = t[col - 2 : col + 3].mean() / t[away].mean()
         if has_pit:
             assert ratio < 0.85, f"no foveal pit on the central B-scan (ratio {ratio:.2f})"
         else:
@@ -169,6 +178,7 @@ def test_foveal_pit_on_central_bscans_only(seed):
 
 
 # ---------------------------------------------------------------------------------- patients
+
 
 def test_simulate_patient_two_eyes_same_patient_and_study():
     eyes = simulate_patient(3, seed=5, n_bscans=5, **SMALL)
@@ -179,8 +189,9 @@ def test_simulate_patient_two_eyes_same_patient_and_study():
     assert eyes[0].study.series_uid != eyes[1].study.series_uid
     assert tuple(v.label for v in eyes) == patient_labels(3, seed=5)
     assert all(np.array_equal(a.bscans, b.bscans) for a, b in zip(eyes, again))
-    forced = simulate_patient(3, seed=5, labels=("cnv", "normal"), n_bscans=5, **SMALL,
-                              patient=PatientInfo("X1", "DEMO^Synthetic"))
+    forced = simulate_patient(
+        3, seed=5, labels=("cnv", "normal"), n_bscans=5, **SMALL, patient=PatientInfo("X1", "DEMO^Synthetic")
+    )
     assert [v.label for v in forced] == ["cnv", "normal"] and forced[0].patient.name == "DEMO^Synthetic"
 
 
@@ -188,12 +199,13 @@ def test_patient_labels_follow_the_class_mix():
     mains = [patient_labels(i, seed=1) for i in range(60)]
     worst = ["normal" if s == {"normal"} else "cnv" if "cnv" in s else "drusen" for s in map(set, mains)]
     assert {c: worst.count(c) for c in CLASSES} == {"normal": 20, "drusen": 20, "cnv": 20}
-    assert any(a != b for a, b in mains)                            # some patients have a healthy fellow eye
+    assert any(a != b for a, b in mains)  # some patients have a healthy fellow eye
     only = {lab for i in range(30) for lab in patient_labels(i, seed=2, classes=("normal", "cnv"))}
     assert only == {"normal", "cnv"}
 
 
 # ---------------------------------------------------------------------------------- datasets
+
 
 def test_write_dataset_png_layout_and_manifest(tmp_path):
     out = write_dataset(tmp_path / "ds", patients=3, fmt="png", seed=2, n_bscans=5, height=64, width=64)
@@ -212,7 +224,7 @@ def test_write_dataset_png_layout_and_manifest(tmp_path):
     row = next(r for r in rows if r["volume_id"] == "P0001_OS" and r["bscan_index"] == "2")
     assert np.array_equal(cv2.imread(str(out / row["path"]), cv2.IMREAD_UNCHANGED), vol.bscans[2])
     assert {r["eye_label"] for r in rows} == {"normal", "drusen", "cnv"}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp folder left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
 
 
 def test_write_dataset_is_deterministic_and_refuses_a_non_empty_folder(tmp_path):
@@ -229,15 +241,24 @@ def test_write_dataset_is_deterministic_and_refuses_a_non_empty_folder(tmp_path)
     rows = _manifest(a)
     assert len(rows) == 2 * 2 * 2 and (a / "notes.txt").read_text() == "mine"
     on_disk = {p.relative_to(a).as_posix() for p in a.rglob("*.png")}
-    assert on_disk == {r["path"] for r in rows}                      # no stale B-scans
+    assert on_disk == {r["path"] for r in rows}  # no stale B-scans
 
 
 def test_write_dataset_in_worker_processes_is_the_same_dataset(tmp_path):
     seq = write_dataset(tmp_path / "seq", patients=4, fmt="png", seed=3, n_bscans=2, height=48, width=48)
     calls = []
-    par = write_dataset(tmp_path / "par", patients=4, fmt="png", seed=3, n_bscans=2, height=48, width=48,
-                        workers=2, progress=lambda done, total: calls.append(done))
-    assert calls == list(range(1, 9))                                 # progress in patient order
+    par = write_dataset(
+        tmp_path / "par",
+        patients=4,
+        fmt="png",
+        seed=3,
+        n_bscans=2,
+        height=48,
+        width=48,
+        workers=2,
+        progress=lambda done, total: calls.append(done),
+    )
+    assert calls == list(range(1, 9))  # progress in patient order
     assert (seq / "manifest.csv").read_text() == (par / "manifest.csv").read_text()
     for row in _manifest(seq):
         assert (seq / row["path"]).read_bytes() == (par / row["path"]).read_bytes()
@@ -248,8 +269,9 @@ def test_write_dataset_cancelled_in_worker_processes_leaves_nothing(tmp_path):
         raise Cancelled()
 
     with pytest.raises(Cancelled):
-        write_dataset(tmp_path / "ds", patients=3, fmt="png", seed=0, n_bscans=2, height=48, width=48,
-                      workers=2, progress=cancel)
+        write_dataset(
+            tmp_path / "ds", patients=3, fmt="png", seed=0, n_bscans=2, height=48, width=48, workers=2, progress=cancel
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -258,15 +280,22 @@ def test_write_dataset_cancelled_leaves_nothing(tmp_path):
         raise Cancelled()
 
     with pytest.raises(Cancelled):
-        write_dataset(tmp_path / "ds", patients=2, fmt="png", seed=0, n_bscans=2, height=48, width=48,
-                      progress=cancel)
+        write_dataset(tmp_path / "ds", patients=2, fmt="png", seed=0, n_bscans=2, height=48, width=48, progress=cancel)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_dataset_dicom(tmp_path):
     calls = []
-    out = write_dataset(tmp_path / "dcm", patients=2, fmt="dicom", seed=4, n_bscans=4, height=64, width=80,
-                        progress=lambda done, total: calls.append((done, total)))
+    out = write_dataset(
+        tmp_path / "dcm",
+        patients=2,
+        fmt="dicom",
+        seed=4,
+        n_bscans=4,
+        height=64,
+        width=80,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     rows = _manifest(out)
     assert len(rows) == 2 * 2 * 4
@@ -286,10 +315,27 @@ def test_write_dataset_dicom(tmp_path):
 
 # ---------------------------------------------------------------------------------- CLI
 
+
 def test_cli_synth_writes_a_dataset_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["synth", "--out", str(out), "--patients", "1", "--format", "png", "--seed", "3",
-            "--bscans", "3", "--height", "48", "--width", "48", "--no-progress"]
+    argv = [
+        "synth",
+        "--out",
+        str(out),
+        "--patients",
+        "1",
+        "--format",
+        "png",
+        "--seed",
+        "3",
+        "--bscans",
+        "3",
+        "--height",
+        "48",
+        "--width",
+        "48",
+        "--no-progress",
+    ]
     assert cli_main(argv) == 0
     assert len(_manifest(out)) == 6 and "manifest" in capsys.readouterr().out
     assert cli_main(argv) == 2
@@ -307,6 +353,7 @@ def test_cli_synth_writes_a_dataset_and_refuses_to_overwrite(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- bundled demo exam
 
+
 def _demo_script():
     import importlib.util
 
@@ -323,8 +370,7 @@ def test_bundled_demo_exam_is_what_the_script_makes():
     files = sorted(folder.glob("*.dcm"))
     assert [f.name for f in files] == ["DEMO0001_OD.dcm", "DEMO0001_OS.dcm"]
     assert sum(f.stat().st_size for f in files) < 10_000_000
-    eyes = simulate_patient(1, seed=demo.DEMO_SEED, labels=demo.DEMO_LABELS, n_bscans=25,
-                            patient=demo.DEMO_PATIENT)
+    eyes = simulate_patient(1, seed=demo.DEMO_SEED, labels=demo.DEMO_LABELS, n_bscans=25, patient=demo.DEMO_PATIENT)
     assert [v.label for v in eyes] == ["cnv", "drusen"]
     for f, vol in zip(files, eyes):
         ds = pydicom.dcmread(f)

@@ -10,26 +10,67 @@ from app.cli import main
 from core.modelcard import DEMO_WARNING, load_card
 from training.config import config_dir, load_config, train_config
 
-TINY = ["--set", "data.patients=6", "--set", "data.n_bscans=3", "--set", "data.height=64", "--set", "data.width=64",
-        "--set", "teacher.arch=test_convnext", "--set", "student.arch=test_efficientnet",
-        "--set", "teacher.input_size=64", "--set", "student.input_size=48", "--set", "teacher.epochs=1",
-        "--set", "student.epochs=1", "--set", "teacher.batch_size=8", "--set", "student.batch_size=8",
-        "--set", "teacher.pretrained=false", "--set", "student.pretrained=false", "--set", "runtime.progress=false",
-        "--set", "split.folds=2", "--set", "split.val_fraction=0.34"]
+TINY = [
+    "--set",
+    "data.patients=6",
+    "--set",
+    "data.n_bscans=3",
+    "--set",
+    "data.height=64",
+    "--set",
+    "data.width=64",
+    "--set",
+    "teacher.arch=test_convnext",
+    "--set",
+    "student.arch=test_efficientnet",
+    "--set",
+    "teacher.input_size=64",
+    "--set",
+    "student.input_size=48",
+    "--set",
+    "teacher.epochs=1",
+    "--set",
+    "student.epochs=1",
+    "--set",
+    "teacher.batch_size=8",
+    "--set",
+    "student.batch_size=8",
+    "--set",
+    "teacher.pretrained=false",
+    "--set",
+    "student.pretrained=false",
+    "--set",
+    "runtime.progress=false",
+    "--set",
+    "split.folds=2",
+    "--set",
+    "split.val_fraction=0.34",
+]
 
 
 @pytest.fixture(scope="module")
 def crossval_run(tmp_path_factory):
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("cv")
-    args = ["train", "crossval", "--config", "synthetic-cpu", "--out", str(root / "run"),
-            "--set", f"data.cache_dir={root / 'cache'}", *TINY]
+    args = [
+        "train",
+        "crossval",
+        "--config",
+        "synthetic-cpu",
+        "--out",
+        str(root / "run"),
+        "--set",
+        f"data.cache_dir={root / 'cache'}",
+        *TINY,
+    ]
     return root, main(args)
 
 
 def test_bundled_configs_are_valid():
     names = sorted(p.stem for p in config_dir().glob("*.json"))
-    assert {"synthetic-cpu", "demo-student", "neh-teacher", "neh-student", "oct2017-teacher", "oct2017-student"} <= set(names)
+    assert {"synthetic-cpu", "demo-student", "neh-teacher", "neh-student", "oct2017-teacher", "oct2017-student"} <= set(
+        names
+    )
     for n in names:
         cfg = load_config(n)
         for role in ("teacher", "student"):
@@ -37,9 +78,22 @@ def test_bundled_configs_are_valid():
                 train_config(cfg, role)
     neh = load_config("neh-student")
     t, s = train_config(neh, "teacher"), train_config(neh, "student")
-    assert (t.arch, t.size, t.loss, t.lr, t.lr_backbone, t.weight_decay, t.swa) == \
-        ("convnextv2_large", (384, 384), "focal", 1e-4, 2e-5, 0.05, True)
-    assert (s.arch, s.lr, s.weight_decay, s.distill_alpha, s.distill_temperature) == ("efficientnet_b2", 1e-3, 0.01, 0.3, 4.0)
+    assert (t.arch, t.size, t.loss, t.lr, t.lr_backbone, t.weight_decay, t.swa) == (
+        "convnextv2_large",
+        (384, 384),
+        "focal",
+        1e-4,
+        2e-5,
+        0.05,
+        True,
+    )
+    assert (s.arch, s.lr, s.weight_decay, s.distill_alpha, s.distill_temperature) == (
+        "efficientnet_b2",
+        1e-3,
+        0.01,
+        0.3,
+        4.0,
+    )
     assert load_config("neh-teacher", ["teacher.epochs=2", "data.root=/x"])["teacher"]["epochs"] == 2
 
 
@@ -56,7 +110,7 @@ def test_crossval_end_to_end(crossval_run, capsys):
     assert res["per_fold"]["teacher"][0]["per_eye"]["n"] > 0
     text = (run / "crossval.txt").read_text()
     assert "mean" in text and (run / "crossval.csv").is_file()
-    per_eye = text.split("Per eye", 1)[1]               # the per-eye table follows the per-B-scan one
+    per_eye = text.split("Per eye", 1)[1]  # the per-eye table follows the per-B-scan one
     eye_acc = 100 * res["per_eye_summary"]["teacher"]["accuracy"]["mean"]
     assert f"{eye_acc:.2f}" in per_eye.split("student")[0]
     for fold in (0, 1):
@@ -71,8 +125,23 @@ def test_crossval_end_to_end(crossval_run, capsys):
 def test_distill_refuses_a_teacher_from_another_split(crossval_run, tmp_path, capsys):
     root, _ = crossval_run
     other = tmp_path / "other"
-    rc = main(["train", "distill", "--config", "synthetic-cpu", "--out", str(other), "--set", "split.seed=7",
-               "--set", f"data.cache_dir={root / 'cache'}", "--teacher", str(root / "run" / "fold0" / "teacher"), *TINY])
+    rc = main(
+        [
+            "train",
+            "distill",
+            "--config",
+            "synthetic-cpu",
+            "--out",
+            str(other),
+            "--set",
+            "split.seed=7",
+            "--set",
+            f"data.cache_dir={root / 'cache'}",
+            "--teacher",
+            str(root / "run" / "fold0" / "teacher"),
+            *TINY,
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "split" in err and "teacher" in err
@@ -84,8 +153,18 @@ def test_export_writes_card_weights_and_onnx(crossval_run, tmp_path):
 
     root, _ = crossval_run
     folder = tmp_path / "models"
-    args = ["train", "export", "--config", "synthetic-cpu", "--out", str(root / "run"), "--folder", str(folder),
-            "--name", "demo-x"]
+    args = [
+        "train",
+        "export",
+        "--config",
+        "synthetic-cpu",
+        "--out",
+        str(root / "run"),
+        "--folder",
+        str(folder),
+        "--name",
+        "demo-x",
+    ]
     assert main(args) == 0
     card = load_card(folder / "demo-x.json")
     assert card.demo and card.warning == DEMO_WARNING and card.intended_use == DEMO_WARNING
@@ -97,6 +176,7 @@ def test_export_writes_card_weights_and_onnx(crossval_run, tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 48, 48)).astype(np.float32)
     logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     from core.train.loop import load_model_from_card
+
     ref = load_model_from_card(card)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(logits, ref, atol=1e-4)
     # never overwrite without being asked
@@ -106,8 +186,21 @@ def test_export_writes_card_weights_and_onnx(crossval_run, tmp_path):
 
 def test_existing_split_plan_with_other_settings_is_refused(crossval_run, capsys):
     root, _ = crossval_run
-    rc = main(["train", "teacher", "--config", "synthetic-cpu", "--out", str(root / "run"), "--set", "split.seed=7",
-               "--set", f"data.cache_dir={root / 'cache'}", *TINY])
+    rc = main(
+        [
+            "train",
+            "teacher",
+            "--config",
+            "synthetic-cpu",
+            "--out",
+            str(root / "run"),
+            "--set",
+            "split.seed=7",
+            "--set",
+            f"data.cache_dir={root / 'cache'}",
+            *TINY,
+        ]
+    )
     assert rc == 2 and "other split settings" in capsys.readouterr().err
 
 
@@ -115,8 +208,24 @@ def test_export_int8_is_calibrated_and_measured_on_the_fold(crossval_run, tmp_pa
     root, _ = crossval_run
     run, folder = root / "run", tmp_path / "models"
     capsys.readouterr()
-    rc = main(["train", "export", "--config", "synthetic-cpu", "--out", str(run), "--folder", str(folder),
-               "--name", "q", "--int8", "--set", f"data.cache_dir={root / 'cache'}", *TINY])
+    rc = main(
+        [
+            "train",
+            "export",
+            "--config",
+            "synthetic-cpu",
+            "--out",
+            str(run),
+            "--folder",
+            str(folder),
+            "--name",
+            "q",
+            "--int8",
+            "--set",
+            f"data.cache_dir={root / 'cache'}",
+            *TINY,
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     card = load_card(folder / "q.json")
@@ -129,9 +238,11 @@ def test_export_int8_is_calibrated_and_measured_on_the_fold(crossval_run, tmp_pa
     assert m["accuracy_fp32"] == pytest.approx(tm["accuracy"])
     assert m["calibration"]["source"] == "training B-scans" and m["calibration"]["n"] == card.training_data["n_train"]
     line = [ln for ln in out.splitlines() if ln.startswith("int8 vs fp32")]
-    assert line == [f"int8 vs fp32 on {m['n']} test B-scans: accuracy {100 * m['accuracy_fp32']:.1f} % -> "
-                    f"{100 * m['accuracy_int8']:.1f} % ({m['accuracy_change_pp']:+.1f} pp), argmax agreement "
-                    f"{100 * m['agreement']:.1f} %, max |dp| {m['max_abs_dprob']:.2f}"]
+    assert line == [
+        f"int8 vs fp32 on {m['n']} test B-scans: accuracy {100 * m['accuracy_fp32']:.1f} % -> "
+        f"{100 * m['accuracy_int8']:.1f} % ({m['accuracy_change_pp']:+.1f} pp), argmax agreement "
+        f"{100 * m['agreement']:.1f} %, max |dp| {m['max_abs_dprob']:.2f}"
+    ]
 
 
 def test_export_int8_refuses_another_split_or_fold(crossval_run, tmp_path, capsys):
@@ -142,12 +253,27 @@ def test_export_int8_refuses_another_split_or_fold(crossval_run, tmp_path, capsy
     plan = load_splits(run / "splits.json")
     groups = sorted({g for f in plan.folds for g in (*f.train, *f.val, *f.test)})
     from core.train.data import Sample
+
     fake = [Sample(path=tmp_path / f"{g}.png", label="normal", group=g) for g in groups]
     other = make_splits(fake, 2, seed=7, val_fraction=0.34)
     assert other.hash != plan.hash
     save_splits(other, tmp_path / "other.json")
-    base = ["train", "export", "--config", "synthetic-cpu", "--out", str(run), "--folder", str(tmp_path / "m"),
-            "--name", "q", "--int8", "--set", f"data.cache_dir={root / 'cache'}", *TINY]
+    base = [
+        "train",
+        "export",
+        "--config",
+        "synthetic-cpu",
+        "--out",
+        str(run),
+        "--folder",
+        str(tmp_path / "m"),
+        "--name",
+        "q",
+        "--int8",
+        "--set",
+        f"data.cache_dir={root / 'cache'}",
+        *TINY,
+    ]
     assert main(base + ["--splits", str(tmp_path / "other.json")]) == 2
     assert f"trained on split {plan.hash}" in capsys.readouterr().err
     assert main(base + ["--model", str(run / "fold1" / "student")]) == 2  # a fold-1 model on fold 0's test set
@@ -160,13 +286,26 @@ def test_calibrate_sets_thresholds_from_the_validation_eyes(crossval_run, tmp_pa
     from core.train.splits import load_splits
 
     root, _ = crossval_run
-    run = tmp_path / "run"   # one fold, half the 12 patients for validation: enough diseased eyes
-    base = ["--config", "synthetic-cpu", "--out", str(run), "--set", f"data.cache_dir={root / 'cache'}", *TINY,
-            "--set", "data.patients=12", "--set", "split.folds=1", "--set", "split.val_fraction=0.5"]
+    run = tmp_path / "run"  # one fold, half the 12 patients for validation: enough diseased eyes
+    base = [
+        "--config",
+        "synthetic-cpu",
+        "--out",
+        str(run),
+        "--set",
+        f"data.cache_dir={root / 'cache'}",
+        *TINY,
+        "--set",
+        "data.patients=12",
+        "--set",
+        "split.folds=1",
+        "--set",
+        "split.val_fraction=0.5",
+    ]
     assert main(["train", "student", *base]) == 0
     model = run / "fold0" / "control"
     before = load_card(model / "control.json")
-    assert before.thresholds == Thresholds()            # fit leaves the default (uncalibrated) thresholds
+    assert before.thresholds == Thresholds()  # fit leaves the default (uncalibrated) thresholds
     capsys.readouterr()
     assert main(["train", "calibrate", *base, "--model", str(model)]) == 0
     out = capsys.readouterr().out
@@ -182,8 +321,24 @@ def test_calibrate_sets_thresholds_from_the_validation_eyes(crossval_run, tmp_pa
         # the rule it was calibrated with (unless the threshold hit its floor of 0.05)
         assert r["min_sensitivity"] >= 0.9 and (r["sensitivity"] >= r["min_sensitivity"] or r["threshold"] == 0.05)
     assert card.thresholds != before.thresholds
-    assert load_weights(card)                                        # weights' checksum still valid
+    assert load_weights(card)  # weights' checksum still valid
     # a model of another split is refused: its validation patients may be ones it trained on
-    assert main(["train", "calibrate", "--config", "synthetic-cpu", "--out", str(root / "run"), "--set",
-                 f"data.cache_dir={root / 'cache'}", *TINY, "--model", str(model)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "calibrate",
+                "--config",
+                "synthetic-cpu",
+                "--out",
+                str(root / "run"),
+                "--set",
+                f"data.cache_dir={root / 'cache'}",
+                *TINY,
+                "--model",
+                str(model),
+            ]
+        )
+        == 2
+    )
     assert "split" in capsys.readouterr().err

@@ -9,12 +9,20 @@ import torch
 
 from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
 from core.preprocess import preprocess_bscans
-from core.train.data import (BScanDataset, load_samples, read_grey, read_manifest, read_neh, read_neh_csv,
-                             read_oct2017, synthetic_dataset)
+from core.train.data import (
+    BScanDataset,
+    load_samples,
+    read_grey,
+    read_manifest,
+    read_neh,
+    read_neh_csv,
+    read_oct2017,
+    synthetic_dataset,
+)
 from core.train.toy import write_toy_dataset
 from core.train.transforms import eval_transform, train_transform, tta_views
 
-OCT2017 = Path(__file__).parent / "data" / "oct2017-sample"   # committed, CC BY 4.0 (tests/data/README.md)
+OCT2017 = Path(__file__).parent / "data" / "oct2017-sample"  # committed, CC BY 4.0 (tests/data/README.md)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLASSES = ["normal", "drusen", "cnv"]
 
@@ -37,7 +45,7 @@ def test_neh_reader_groups_and_labels(tmp_path):
     # patient ids restart per class folder ('001' in CNV, DRUSEN, NORMAL): groups must still differ
     assert {"CNV/001", "DRUSEN/001", "NORMAL/001"} <= {x.group for x in bscan}
     first = [x for x in bscan if x.group == "CNV/001" and x.eye == "OD" and x.path.name.startswith("000_")][0]
-    assert first.label == "normal" and first.eye_label == "cnv"       # per-B-scan label from the file name
+    assert first.label == "normal" and first.eye_label == "cnv"  # per-B-scan label from the file name
     patient = read_neh(tmp_path, CLASSES, label_mode="patient")
     first_p = [x for x in patient if x.path == first.path][0]
     assert first_p.label == "cnv"
@@ -51,11 +59,11 @@ def test_neh_reader_groups_and_labels(tmp_path):
 NEH_ROWS = [
     ("NORMAL/1/OD/b0.png", "NORMAL", "1", "NORMAL", "NORMAL/1/OD/b0.png"),
     ("NORMAL/1/OS/b0.png", "NORMAL", "1", "NORMAL", "NORMAL/1/OS/b0.png"),
-    ("NORMAL/2/Normal/b0.png", "NORMAL", "2", "NORMAL", "NORMAL/2/NOrmal/b0.png"),   # case differs on disk
-    ("DRUSEN/1/OD/b0.png", "DRUSEN", "1", "NORMAL", "DRUSEN/1/OD/b0.png"),           # a normal B-scan
+    ("NORMAL/2/Normal/b0.png", "NORMAL", "2", "NORMAL", "NORMAL/2/NOrmal/b0.png"),  # case differs on disk
+    ("DRUSEN/1/OD/b0.png", "DRUSEN", "1", "NORMAL", "DRUSEN/1/OD/b0.png"),  # a normal B-scan
     ("DRUSEN/1/OD/b1.png", "DRUSEN", "1", "DRUSEN", "DRUSEN/1/OD/b1.png"),
-    ("CNV/1/OS/b0.png", "CNV", "1", "CNV", "cnv/1/os/b0.png"),                       # lower-case folders
-    ("CNV/1/OS/b1.png", "CNV", "1", "DRUSEN", "CNV\\1\\OS\\b1.png"),                 # Windows separators
+    ("CNV/1/OS/b0.png", "CNV", "1", "CNV", "cnv/1/os/b0.png"),  # lower-case folders
+    ("CNV/1/OS/b1.png", "CNV", "1", "DRUSEN", "CNV\\1\\OS\\b1.png"),  # Windows separators
 ]
 
 
@@ -79,8 +87,8 @@ def _by_path(samples, root):
 
 def test_neh_csv_gives_labels_patients_and_eyes(tmp_path):
     root = _neh_tree(tmp_path)
-    s = _by_path(read_neh(root, CLASSES), root)          # the CSV one folder up is found
-    assert set(s) == {disk for disk, *_ in NEH_ROWS}     # CSV rows only, paths as on disk ("NOrmal" -> "Normal")
+    s = _by_path(read_neh(root, CLASSES), root)  # the CSV one folder up is found
+    assert set(s) == {disk for disk, *_ in NEH_ROWS}  # CSV rows only, paths as on disk ("NOrmal" -> "Normal")
     assert all((root / p).is_file() for p in s)
     # Patient ID 1 exists in three classes: three patients
     assert {x.group for x in s.values()} == {"NORMAL/1", "NORMAL/2", "DRUSEN/1", "CNV/1"}
@@ -103,9 +111,14 @@ def test_neh_csv_label_mode_worst_case_and_classes(tmp_path):
     patient = _by_path(read_neh(root, CLASSES, label_mode="patient"), root)
     assert patient["DRUSEN/1/OD/b0.png"].label == "drusen" and patient["CNV/1/OS/b1.png"].label == "cnv"
     assert all(x.label == x.eye_label for x in patient.values())
-    worst = read_neh(root, CLASSES, worst_case=True)     # only rows with Class == Label
-    assert set(_by_path(worst, root)) == {"NORMAL/1/OD/b0.png", "NORMAL/1/OS/b0.png", "NORMAL/2/Normal/b0.png",
-                                          "DRUSEN/1/OD/b1.png", "CNV/1/OS/b0.png"}
+    worst = read_neh(root, CLASSES, worst_case=True)  # only rows with Class == Label
+    assert set(_by_path(worst, root)) == {
+        "NORMAL/1/OD/b0.png",
+        "NORMAL/1/OS/b0.png",
+        "NORMAL/2/Normal/b0.png",
+        "DRUSEN/1/OD/b1.png",
+        "CNV/1/OS/b0.png",
+    }
     # the class filter applies to the label used: a drusen B-scan of a CNV patient stays without "cnv"
     two = _by_path(read_neh(root, ["normal", "drusen"]), root)
     assert "CNV/1/OS/b1.png" in two and "CNV/1/OS/b0.png" not in two
@@ -140,7 +153,7 @@ def test_neh_without_csv_reads_folders_and_options_pass_through(tmp_path):
     root = _neh_tree(tmp_path)
     folders = _by_path(read_neh(root, CLASSES, csv_path=False), root)
     assert "CNV/1/OS/extra_NORMAL.png" in folders and folders["CNV/1/OS/extra_NORMAL.png"].label == "normal"
-    assert folders["DRUSEN/1/OD/b0.png"].label == "drusen"          # no label in the name: the class folder's
+    assert folders["DRUSEN/1/OD/b0.png"].label == "drusen"  # no label in the name: the class folder's
     (tmp_path / "data_information.csv").unlink()
     assert set(_by_path(read_neh(root, CLASSES), root)) == set(folders)
     # worst case on folders: the file-name label must equal the class folder
@@ -189,25 +202,27 @@ def test_eval_transform_equals_preprocess_bscans():
     np.testing.assert_array_equal(t.numpy(), preprocess_bscans(img, (64, 96), MEAN, STD)[0])
     real = read_grey(next(OCT2017.glob("NORMAL/*.jpeg")))
     for aspect in ("squash", "crop", "letterbox"):
-        np.testing.assert_array_equal(eval_transform((64, 64), MEAN, STD, aspect)(real).numpy(),
-                                      preprocess_bscans(real, (64, 64), MEAN, STD, aspect)[0])
+        np.testing.assert_array_equal(
+            eval_transform((64, 64), MEAN, STD, aspect)(real).numpy(),
+            preprocess_bscans(real, (64, 64), MEAN, STD, aspect)[0],
+        )
 
 
 def test_aspect_policies_keep_or_fill_the_shape():
     from core.preprocess import fit_aspect
 
     wide = np.zeros((100, 300), np.uint8)
-    wide[:, 100:200] = 200                       # a bright central third
+    wide[:, 100:200] = 200  # a bright central third
     assert fit_aspect(wide, (64, 64), "squash") is wide
     crop = fit_aspect(wide, (64, 64), "crop")
-    assert crop.shape == (100, 100) and (crop == 200).all()          # the central square only
+    assert crop.shape == (100, 100) and (crop == 200).all()  # the central square only
     box = fit_aspect(wide, (64, 64), "letterbox")
     assert box.shape == (300, 300) and (box[:100] == 0).all() and (box[200:] == 0).all()
-    np.testing.assert_array_equal(box[100:200], wide)                # the whole B-scan, padded black
+    np.testing.assert_array_equal(box[100:200], wide)  # the whole B-scan, padded black
     tall = np.ones((300, 100), np.uint8)
     assert fit_aspect(tall, (64, 64), "crop").shape == (100, 100)
     assert fit_aspect(tall, (64, 64), "letterbox").shape == (300, 300)
-    assert fit_aspect(wide, (32, 96), "crop").shape == (100, 300)   # already 1:3
+    assert fit_aspect(wide, (32, 96), "crop").shape == (100, 300)  # already 1:3
     with pytest.raises(ValueError, match="aspect policy"):
         fit_aspect(wide, (64, 64), "stretch")
     # the three give different model inputs for a wide real B-scan
@@ -220,7 +235,7 @@ def test_aspect_policies_keep_or_fill_the_shape():
 def test_lateral_window_varies_the_lateral_scale():
     import torch
 
-    img = np.tile(np.arange(400, dtype=np.uint8) % 2 * 255, (100, 1))   # 1-px stripes: scale shows in the mean
+    img = np.tile(np.arange(400, dtype=np.uint8) % 2 * 255, (100, 1))  # 1-px stripes: scale shows in the mean
     plain = train_transform((32, 32), MEAN, STD, "light")
     windowed = train_transform((32, 32), MEAN, STD, "light", lateral_scale=(0.3, 0.3), lateral_p=1.0)
     torch.manual_seed(0)
@@ -242,7 +257,7 @@ def test_train_transform_augments_and_normalises():
     torch.manual_seed(0)
     a, b = t(img), t(img)
     assert a.shape == (3, 64, 64) and a.dtype == torch.float32
-    assert not torch.equal(a, b)                               # random
+    assert not torch.equal(a, b)  # random
     # grey stays grey: the three channels are one image under three normalisations
     torch.testing.assert_close(a[1] * STD[1] + MEAN[1], a[2] * STD[2] + MEAN[2], atol=1e-5, rtol=0)
     none = train_transform((64, 64), MEAN, STD, "none")(img)

@@ -19,29 +19,51 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, manifest: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     from core.train import ddp
     from core.train.loop import TrainConfig, fit
 
     s = read_manifest(manifest)
     f = make_splits(s, 3, seed=0, val_fraction=0.25).folds[0]
-    cfg = TrainConfig(arch="test_efficientnet", input_size=48, epochs=2, batch_size=4, lr=3e-3, progress=False,
-                      augment="light", device="cpu", swa=True, swa_start=0.5)
+    cfg = TrainConfig(
+        arch="test_efficientnet",
+        input_size=48,
+        epochs=2,
+        batch_size=4,
+        lr=3e-3,
+        progress=False,
+        augment="light",
+        device="cpu",
+        swa=True,
+        swa_start=0.5,
+    )
     r = fit(cfg, samples_of(s, f.train), samples_of(s, f.val), os.path.join(out, "run"))
     assert ddp.world_size() == world and ddp.rank() == rank
-    save_file({k: v.contiguous() for k, v in r.model.state_dict().items()}, os.path.join(out, f"rank{rank}.safetensors"),
-              metadata={"val_n": str(r.val_metrics["n"]), "val_loss": repr(r.history[-1]["val_loss"]),
-                        "train_loss": repr(r.history[-1]["train_loss"]), "chosen": r.chosen,
-                        "seen": str(r.history[-1]["samples_this_rank"]), "n_train": str(len(samples_of(s, f.train)))})
+    save_file(
+        {k: v.contiguous() for k, v in r.model.state_dict().items()},
+        os.path.join(out, f"rank{rank}.safetensors"),
+        metadata={
+            "val_n": str(r.val_metrics["n"]),
+            "val_loss": repr(r.history[-1]["val_loss"]),
+            "train_loss": repr(r.history[-1]["train_loss"]),
+            "chosen": r.chosen,
+            "seen": str(r.history[-1]["samples_this_rank"]),
+            "n_train": str(len(samples_of(s, f.train))),
+        },
+    )
     ddp.teardown()
 
 
 def test_two_process_gloo_ranks_agree(tmp_path):
     manifest = write_toy_dataset(tmp_path / "toy", patients=6, n_bscans=3)
-    n_val = len(samples_of(read_manifest(manifest), make_splits(read_manifest(manifest), 3, seed=0,
-                                                                  val_fraction=0.25).folds[0].val))
+    n_val = len(
+        samples_of(
+            read_manifest(manifest), make_splits(read_manifest(manifest), 3, seed=0, val_fraction=0.25).folds[0].val
+        )
+    )
     mp.spawn(_worker, args=(2, _free_port(), str(manifest), str(tmp_path)), nprocs=2, join=True)
     from safetensors import safe_open
 

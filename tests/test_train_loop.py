@@ -9,8 +9,15 @@ from safetensors.torch import load_file
 
 from core.modelcard import load_card
 from core.train.data import read_manifest
-from core.train.loop import (TrainConfig, _lr_factor, build_model, fit, head_prefix, load_model_from_card,
-                             seed_everything)
+from core.train.loop import (
+    TrainConfig,
+    _lr_factor,
+    build_model,
+    fit,
+    head_prefix,
+    load_model_from_card,
+    seed_everything,
+)
 from core.train.splits import make_splits, samples_of
 from core.train.toy import write_toy_dataset
 
@@ -25,8 +32,16 @@ def data(tmp_path_factory):
 
 
 def _cfg(**kw):
-    base = dict(arch="test_efficientnet", input_size=64, epochs=3, batch_size=8, lr=3e-3, progress=False,
-                augment="light", seed=3)
+    base = dict(
+        arch="test_efficientnet",
+        input_size=64,
+        epochs=3,
+        batch_size=8,
+        lr=3e-3,
+        progress=False,
+        augment="light",
+        seed=3,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -68,8 +83,14 @@ def test_frozen_backbone_and_lr_schedule(data, tmp_path):
 
 def test_swa_is_evaluated_and_the_better_model_kept(data, tmp_path):
     train, val, h = data
-    r = fit(_cfg(arch="test_convnext", epochs=3, swa=True, swa_start=0.34, loss="focal", role="teacher",
-                 name="teacher"), train, val, tmp_path / "t", split_hash=h, card_extra={"fold": 0})
+    r = fit(
+        _cfg(arch="test_convnext", epochs=3, swa=True, swa_start=0.34, loss="focal", role="teacher", name="teacher"),
+        train,
+        val,
+        tmp_path / "t",
+        split_hash=h,
+        card_extra={"fold": 0},
+    )
     card = load_card(tmp_path / "t" / "teacher.json")
     cands = card.metrics["val_loss_by_candidate"]
     assert set(cands) == {"best", "swa"} and (tmp_path / "t" / "swa.safetensors").is_file()
@@ -93,8 +114,14 @@ def test_distillation_runs_the_frozen_teacher(data, tmp_path):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     calls = []
     teacher.register_forward_hook(lambda m, i, o: calls.append((m.training, torch.is_grad_enabled(), i[0].shape)))
-    r = fit(_cfg(epochs=1, input_size=48, distill_alpha=0.3, distill_temperature=4.0), train, val,
-            tmp_path / "s", teacher=teacher, teacher_size=(64, 64))
+    r = fit(
+        _cfg(epochs=1, input_size=48, distill_alpha=0.3, distill_temperature=4.0),
+        train,
+        val,
+        tmp_path / "s",
+        teacher=teacher,
+        teacher_size=(64, 64),
+    )
     assert calls and all(not tr and not grad and shape[-2:] == (64, 64) for tr, grad, shape in calls)
     assert all(torch.equal(before[k], v.cpu()) for k, v in teacher.state_dict().items())
     # the caller's teacher comes back as it was given: device, mode and trainable flags

@@ -31,7 +31,9 @@ def test_focal_loss_matches_hand_computation():
 
 def test_focal_loss_gamma_zero_is_cross_entropy():
     logits, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
-    assert FocalLoss(0.0)(logits, y).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert FocalLoss(0.0)(logits, y).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5
+    )
 
 
 def test_focal_loss_down_weights_easy_examples():
@@ -57,7 +59,9 @@ def test_distillation_loss_matches_hand_computation():
 def test_distillation_with_identical_logits_is_only_the_hard_term():
     s = torch.tensor(LOGITS)
     got = DistillationLoss(0.3, 4.0)(s, s.clone(), torch.tensor(TARGET))
-    assert got.item() == pytest.approx(0.3 * torch.nn.functional.cross_entropy(s, torch.tensor(TARGET)).item(), rel=1e-5)
+    assert got.item() == pytest.approx(
+        0.3 * torch.nn.functional.cross_entropy(s, torch.tensor(TARGET)).item(), rel=1e-5
+    )
 
 
 def test_distillation_rejects_bad_options():

@@ -5,8 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from core.train.metrics import (classification_metrics, expected_calibration_error, eye_level, fold_table,
-                                save_metrics, summarise_folds)
+from core.train.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    eye_level,
+    fold_table,
+    save_metrics,
+    summarise_folds,
+)
 
 CLASSES = ["normal", "drusen", "cnv"]
 
@@ -25,7 +31,7 @@ def test_metrics_by_hand():
     assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
     d = m["per_class"]["drusen"]
     assert d["sensitivity"] == pytest.approx(1 / 2)
-    assert d["specificity"] == pytest.approx(5 / 6)   # 6 non-drusen, 1 called drusen
+    assert d["specificity"] == pytest.approx(5 / 6)  # 6 non-drusen, 1 called drusen
     assert d["precision"] == pytest.approx(1 / 2)
     c = m["per_class"]["cnv"]
     assert c["f1"] == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
@@ -43,7 +49,8 @@ def test_perfect_predictions():
 def test_ece_by_hand():
     y = np.array([0, 0, 1, 1])
     p = np.array([[0.95, 0.05], [0.95, 0.05], [0.6, 0.4], [0.3, 0.7]])
-    # bin (0.9, 1]: acc 1, conf .95 -> .05 * 2/4; bin (.5, .6]: acc 0 conf .6 -> .6/4; bin (.6,.7]: acc 1 conf .7 -> .3/4
+    # bin (0.9, 1]: acc 1, conf .95 -> .05 * 2/4; bin (.5, .6]: acc 0 conf .6 -> .6/4;
+    # bin (.6,.7]: acc 1 conf .7 -> .3/4
     assert expected_calibration_error(y, p) == pytest.approx(0.05 / 2 + 0.6 / 4 + 0.3 / 4)
 
 

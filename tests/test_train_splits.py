@@ -6,8 +6,7 @@ import pytest
 
 from core.errors import InputError
 from core.train.data import read_manifest
-from core.train.splits import (SplitMismatchError, check_split_hash, load_splits, make_splits, samples_of,
-                               save_splits)
+from core.train.splits import SplitMismatchError, check_split_hash, load_splits, make_splits, samples_of, save_splits
 from core.train.toy import write_toy_dataset
 
 
@@ -52,7 +51,7 @@ def test_hash_is_deterministic_and_file_round_trip(samples, tmp_path):
     with pytest.raises(FileExistsError):
         save_splits(a, p)
     d = json.loads(p.read_text())
-    d["folds"][0]["test"].append(d["folds"][0]["train"].pop())   # move a patient by hand
+    d["folds"][0]["test"].append(d["folds"][0]["train"].pop())  # move a patient by hand
     p.write_text(json.dumps(d))
     with pytest.raises(InputError, match="hash"):
         load_splits(p)

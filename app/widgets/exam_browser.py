@@ -113,7 +113,7 @@ class ExamBrowser(QTreeWidget):
                 for yi, eye in enumerate(exam.eyes):
                     lat = eye.eye.laterality.value
                     name = EYE_NAMES.get(lat, lat)
-                    if lats.count(lat) > 1:                    # several volumes of one eye: say which
+                    if lats.count(lat) > 1:  # several volumes of one eye: say which
                         vol = eye.volume_result.volume if eye.volume_result else None
                         name += f" \u00b7 {vol.source.name}" if vol is not None and vol.source else f" #{yi + 1}"
                     item = QTreeWidgetItem([name, short_badge(eye)])
@@ -158,5 +158,8 @@ class ExamBrowser(QTreeWidget):
 
     def eye_items(self) -> list[QTreeWidgetItem]:
         """The eye rows (for tests and keyboard navigation)."""
-        return [self.topLevelItem(i).child(j) for i in range(self.topLevelItemCount())
-                for j in range(self.topLevelItem(i).childCount())]
+        return [
+            self.topLevelItem(i).child(j)
+            for i in range(self.topLevelItemCount())
+            for j in range(self.topLevelItem(i).childCount())
+        ]

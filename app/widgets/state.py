@@ -98,7 +98,7 @@ class ViewerState:
         self.slice_index: int = 0
         self.overlay_on: bool = False
         self.opacity: float = 0.5
-        self.cam_class: str | None = None      # None: the predicted class of the current B-scan
+        self.cam_class: str | None = None  # None: the predicted class of the current B-scan
         self.window: float = 1.0
         self.level: float = 0.5
         self.exams_changed = Event()

@@ -35,8 +35,10 @@ class StripChart(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setToolTip("Probability of each class per B-scan. Click to jump to a B-scan. "
-                        "\u25bc evidence B-scans; grey: ungradable.")
+        self.setToolTip(
+            "Probability of each class per B-scan. Click to jump to a B-scan. "
+            "\u25bc evidence B-scans; grey: ungradable."
+        )
         self.setAccessibleName("Per-B-scan probability chart")
         state.eye_changed.connect(self.update)
         state.slice_changed.connect(lambda _i: self.update())
@@ -47,8 +49,12 @@ class StripChart(QWidget):
     # -- geometry ----------------------------------------------------------------------------
     def plot_rect(self) -> QRectF:
         """The data area in widget coordinates."""
-        return QRectF(self.LEFT, self.TOP, max(1, self.width() - self.LEFT - self.RIGHT),
-                      max(1, self.height() - self.TOP - self.BOTTOM))
+        return QRectF(
+            self.LEFT,
+            self.TOP,
+            max(1, self.width() - self.LEFT - self.RIGHT),
+            max(1, self.height() - self.TOP - self.BOTTOM),
+        )
 
     def _band(self) -> float:
         return self.plot_rect().width() / max(self.state.n_slices, 1)
@@ -91,8 +97,11 @@ class StripChart(QWidget):
         p.setPen(QColor("#5b6673"))
         for frac in (0.0, 0.5, 1.0):
             y = r.bottom() - frac * r.height()
-            p.drawText(QRectF(0, y - 8, self.LEFT - 6, 16), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                       f"{frac:.1f}")
+            p.drawText(
+                QRectF(0, y - 8, self.LEFT - 6, 16),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                f"{frac:.1f}",
+            )
         step = max(1, round(n / max(1, r.width() / 42)))
         for i in range(0, n, step):
             p.drawText(QRectF(self.x_of(i) - 20, r.bottom() + 3, 40, 16), Qt.AlignmentFlag.AlignHCenter, str(i + 1))
@@ -111,9 +120,11 @@ class StripChart(QWidget):
         eye = self.state.current_eye
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QBrush(QColor("#1b2430")))
-        for i in (eye.evidence if eye else []):
+        for i in eye.evidence if eye else []:
             x = self.x_of(int(i))
-            p.drawPolygon(QPolygonF([QPointF(x - 5, r.top() - 9), QPointF(x + 5, r.top() - 9), QPointF(x, r.top() - 1)]))
+            p.drawPolygon(
+                QPolygonF([QPointF(x - 5, r.top() - 9), QPointF(x + 5, r.top() - 9), QPointF(x, r.top() - 1)])
+            )
         # current B-scan
         x = self.x_of(self.state.slice_index)
         p.setPen(QPen(QColor("#2f6db5"), 2.0, Qt.PenStyle.DashLine))
@@ -128,8 +139,11 @@ class StripChart(QWidget):
             lx += 30 + p.fontMetrics().horizontalAdvance(name)
         p.setPen(QColor("#5b6673"))
         legend = "\u25bc evidence   \u2591 ungradable   \u2506 current"
-        p.drawText(QRectF(lx + 10, 0, r.right() - lx - 10, 18), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                   legend)
+        p.drawText(
+            QRectF(lx + 10, 0, r.right() - lx - 10, 18),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            legend,
+        )
         p.setPen(QPen(QColor("#c3cad3"), 1))
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(r)

@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 # background, text: core.tiers owns them (the PDF report uses the same)
-URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {u: (DEFAULT_TIERS[u.value].colour, DEFAULT_TIERS[u.value].text_colour)
-                                                   for u in Urgency}
+URGENCY_COLOURS: dict[Urgency, tuple[str, str]] = {
+    u: (DEFAULT_TIERS[u.value].colour, DEFAULT_TIERS[u.value].text_colour) for u in Urgency
+}
 
 
 def class_colour(name: str, index: int = 0) -> QColor:
@@ -51,8 +52,13 @@ def short_badge(eye: EyeResult) -> str:
     """A compact badge for lists: 'URGENT · CNV', 'ROUTINE · DRUSEN', 'NO REFERRAL', 'RESCAN'."""
     if eye.rescan:
         return "RESCAN"
-    text = {Urgency.URGENT: "URGENT", Urgency.SOON: "SOON", Urgency.ROUTINE: "ROUTINE", Urgency.REVIEW: "REVIEW",
-            Urgency.NONE: "NO REFERRAL"}[eye.urgency]
+    text = {
+        Urgency.URGENT: "URGENT",
+        Urgency.SOON: "SOON",
+        Urgency.ROUTINE: "ROUTINE",
+        Urgency.REVIEW: "REVIEW",
+        Urgency.NONE: "NO REFERRAL",
+    }[eye.urgency]
     if eye.urgency is Urgency.REVIEW:
         return text
     if eye.urgency is not Urgency.NONE or eye.label.lower() != "normal":

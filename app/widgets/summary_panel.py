@@ -49,8 +49,9 @@ class SummaryPanel(QScrollArea):
         self.demo_banner.setObjectName("demoBanner")
         self.demo_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.demo_banner.setWordWrap(True)
-        self.demo_banner.setToolTip("This model was trained on synthetic data. Its output must not be used "
-                                    "for clinical decisions.")
+        self.demo_banner.setToolTip(
+            "This model was trained on synthetic data. Its output must not be used for clinical decisions."
+        )
         lay.addWidget(self.demo_banner)
 
         self.eye_title = QLabel("No eye selected")
@@ -118,8 +119,10 @@ class SummaryPanel(QScrollArea):
         notice = DEMO_WARNING if demo else (loaded.card.warning if loaded else (vr.model_notice if vr else ""))
         self.demo_banner.setText(notice.upper())
         if loaded is not None:
-            self.demo_banner.setToolTip(f"Trained on {loaded.card.trained_on}. Its output must not be used for "
-                                        "clinical decisions without a clinician's own assessment.")
+            self.demo_banner.setToolTip(
+                f"Trained on {loaded.card.trained_on}. Its output must not be used for "
+                "clinical decisions without a clinician's own assessment."
+            )
         self.demo_banner.setVisible(bool(notice))
         self._clear(self.scores_grid)
         self._clear(self.evidence_grid)
@@ -139,7 +142,9 @@ class SummaryPanel(QScrollArea):
         self.badge.setText(badge_text(eye))
         self.badge.setStyleSheet(f"background: {bg}; color: {fg};")
         tier = eye.tier
-        urgency = f"<b>Decision:</b> {escape(tier.name)}<br><b>Action:</b> {escape(tier.action)} {escape(tier.time_frame)}"
+        urgency = (
+            f"<b>Decision:</b> {escape(tier.name)}<br><b>Action:</b> {escape(tier.action)} {escape(tier.time_frame)}"
+        )
         if eye.urgency is not Urgency.RESCAN:
             urgency += f"<br><b>Confidence:</b> {eye.confidence:.2f}"
         if eye.urgency is Urgency.REVIEW:
@@ -157,8 +162,10 @@ class SummaryPanel(QScrollArea):
             bar.setTextVisible(False)
             bar.setFixedHeight(12)
             colour = class_colour(name, row).name()
-            bar.setStyleSheet(f"QProgressBar {{ border: 1px solid #d5dbe3; border-radius: 3px; background: #f0f3f6; }}"
-                              f"QProgressBar::chunk {{ background: {colour}; border-radius: 2px; }}")
+            bar.setStyleSheet(
+                f"QProgressBar {{ border: 1px solid #d5dbe3; border-radius: 3px; background: #f0f3f6; }}"
+                f"QProgressBar::chunk {{ background: {colour}; border-radius: 2px; }}"
+            )
             value = QLabel(f"{float(score):.2f}")
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.scores_grid.addWidget(label, row, 0)

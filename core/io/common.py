@@ -7,6 +7,7 @@ not by the file name; only vendor formats without a stable magic number are reco
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -15,23 +16,47 @@ from typing import TypeVar
 
 import numpy as np
 
-from core.errors import (CorruptFileError, EmptyInputError, FileMissingError, ImageTooLargeError, InputError,
-                         UnsupportedFormatError)
+from core.errors import (
+    CorruptFileError,
+    EmptyInputError,
+    FileMissingError,
+    ImageTooLargeError,
+    InputError,
+    UnsupportedFormatError,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_SIDE", "MAX_VOLUME_PIXELS", "Kind", "sniff", "check_size", "stable_uid", "to_grey",
-           "to_unsigned", "reason", "guarded", "VENDOR_EXTENSIONS", "SIDECAR_SUFFIXES", "is_ignorable"]
+__all__ = [
+    "MAX_SIDE",
+    "MAX_VOLUME_PIXELS",
+    "Kind",
+    "sniff",
+    "check_size",
+    "stable_uid",
+    "to_grey",
+    "to_unsigned",
+    "reason",
+    "guarded",
+    "VENDOR_EXTENSIONS",
+    "SIDECAR_SUFFIXES",
+    "is_ignorable",
+]
 
 _UID_NAMESPACE = uuid.UUID("6f1c7f0e-5b1a-4d5e-9a63-0c7a1f3e8b21")  # OCT Screen's own namespace
 
 MAX_SIDE = 8192
 """Largest B-scan side (pixels) we decode; real OCT B-scans are at most ~1536 wide."""
-MAX_VOLUME_PIXELS = 2 ** 28
+MAX_VOLUME_PIXELS = 2**28
 """Largest number of pixels per volume we decode (256 Mi: ~0.5 GB as uint16)."""
 
-VENDOR_EXTENSIONS = {".e2e": "Heidelberg E2E", ".vol": "Heidelberg VOL", ".fds": "Topcon FDS",
-                     ".fda": "Topcon FDA", ".img": "Zeiss IMG"}
+VENDOR_EXTENSIONS = {
+    ".e2e": "Heidelberg E2E",
+    ".vol": "Heidelberg VOL",
+    ".fds": "Topcon FDS",
+    ".fda": "Topcon FDA",
+    ".img": "Zeiss IMG",
+}
 
 SIDECAR_SUFFIXES = {".txt", ".md", ".csv", ".json", ".xml", ".ini", ".log", ".html", ".htm", ".db"}
 """Files commonly found beside exports (notes, indexes); skipped silently in folder scans."""
@@ -57,7 +82,10 @@ class Kind(str, enum.Enum):
 _MAGIC: list[tuple[bytes, Kind]] = [
     (b"\x89PNG\r\n\x1a\n", Kind.PNG),
     (b"\xff\xd8\xff", Kind.JPEG),
-    (b"II*\x00", Kind.TIFF), (b"MM\x00*", Kind.TIFF), (b"II+\x00", Kind.TIFF), (b"MM\x00+", Kind.TIFF),
+    (b"II*\x00", Kind.TIFF),
+    (b"MM\x00*", Kind.TIFF),
+    (b"II+\x00", Kind.TIFF),
+    (b"MM\x00+", Kind.TIFF),
     (b"BM", Kind.BMP),
 ]
 
@@ -84,18 +112,24 @@ def sniff(path: Path) -> Kind:
 def is_ignorable(path: Path) -> bool:
     """Hidden files and sidecar notes that a folder scan skips without complaint."""
     name = path.name
-    return name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"} or \
-        path.suffix.lower() in SIDECAR_SUFFIXES
+    return (
+        name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"} or path.suffix.lower() in SIDECAR_SUFFIXES
+    )
 
 
 def check_size(path: Path, n: int, h: int, w: int) -> None:
     """Refuse to decode images whose declared size no OCT volume has (decompression bombs)."""
     if h > MAX_SIDE or w > MAX_SIDE:
-        raise ImageTooLargeError(path, f"declared image size {w} x {h} pixels exceeds the limit of "
-                                       f"{MAX_SIDE} pixels per side; refusing to decode")
+        raise ImageTooLargeError(
+            path,
+            f"declared image size {w} x {h} pixels exceeds the limit of {MAX_SIDE} pixels per side; refusing to decode",
+        )
     if n * h * w > MAX_VOLUME_PIXELS:
-        raise ImageTooLargeError(path, f"declared volume size {n} x {h} x {w} = {n * h * w} pixels exceeds "
-                                       f"the limit of {MAX_VOLUME_PIXELS}; refusing to decode")
+        raise ImageTooLargeError(
+            path,
+            f"declared volume size {n} x {h} x {w} = {n * h * w} pixels exceeds "
+            f"the limit of {MAX_VOLUME_PIXELS}; refusing to decode",
+        )
     if n < 1 or h < 1 or w < 1:
         raise EmptyInputError(path, f"declared image size {n} x {h} x {w} holds no pixels")
 
@@ -127,8 +161,9 @@ def to_unsigned(pixels: np.ndarray, path: Path) -> np.ndarray:
     if pixels.dtype == np.bool_:
         return pixels.astype(np.uint8) * 255
     if pixels.dtype.kind not in "iu":
-        raise UnsupportedFormatError(path, f"pixel type {pixels.dtype} is not supported (expected 8 or 16 bit "
-                                           f"integer grey levels)")
+        raise UnsupportedFormatError(
+            path, f"pixel type {pixels.dtype} is not supported (expected 8 or 16 bit integer grey levels)"
+        )
     lo, hi = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
     if lo >= 0 and hi <= 255 and pixels.dtype.itemsize == 1:
         return pixels.astype(np.uint8)
@@ -164,13 +199,14 @@ def guarded(path: Path, errors: list[InputError], call: Callable[[], T]) -> T | 
     return None
 
 
-def decode_all(members: list[T], errors: list[InputError], path_of: Callable[[T], Path],
-               load: Callable[[T], np.ndarray]) -> tuple[list[np.ndarray], list[T]]:
+def decode_all(
+    members: list[T], errors: list[InputError], path_of: Callable[[T], Path], load: Callable[[T], np.ndarray]
+) -> tuple[list[np.ndarray], list[T]]:
     """Decode the first frame of each member through :func:`guarded`; bad members go to ``errors``.
     Returns the decoded frames and the members they came from, in order."""
     frames, kept = [], []
     for m in members:
-        pixels = guarded(path_of(m), errors, lambda m=m: load(m))
+        pixels = guarded(path_of(m), errors, functools.partial(load, m))
         if pixels is not None:
             frames.append(pixels[0])
             kept.append(m)

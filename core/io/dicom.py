@@ -8,10 +8,12 @@ handlers (pylibjpeg plug-ins). Every failure becomes an ``InputError`` subclass 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -37,8 +39,14 @@ from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpa
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DicomFile", "read_header", "dicomdir_members", "volume_from_file", "volumes_from_series",
-           "read_dicom_files"]
+__all__ = [
+    "DicomFile",
+    "read_header",
+    "dicomdir_members",
+    "volume_from_file",
+    "volumes_from_series",
+    "read_dicom_files",
+]
 
 DICOMDIR_SOP_CLASS = UID("1.2.840.10008.1.3.10")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -103,11 +111,15 @@ def _check_oct(path: Path, ds: Dataset, media_class: str) -> None:
         raise CorruptFileError(path, "damaged DICOM header (no SOP Class UID and no Modality)")
     if sop != OPT_SOP_CLASS and modality != "OPT":
         what = sop.name if sop else "a DICOM object without SOP class"
-        raise NotOctError(path, f"this DICOM file is {what} (modality {modality or 'none'}), not an OCT "
-                                f"image (Ophthalmic Tomography, modality OPT)")
+        raise NotOctError(
+            path,
+            f"this DICOM file is {what} (modality {modality or 'none'}), not an OCT "
+            f"image (Ophthalmic Tomography, modality OPT)",
+        )
     if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise NoPixelDataError(path, "this OCT DICOM file has no pixel data (a header-only file, "
-                                     "or the file is truncated)")
+        raise NoPixelDataError(
+            path, "this OCT DICOM file has no pixel data (a header-only file, or the file is truncated)"
+        )
     if "PixelData" not in ds:
         raise UnsupportedFormatError(path, "floating-point OCT pixel data is not supported")
     for keyword in ("Rows", "Columns", "BitsAllocated"):
@@ -120,16 +132,18 @@ def _check_oct(path: Path, ds: Dataset, media_class: str) -> None:
         raise UnsupportedFormatError(path, f"{bits}-bit pixels are not supported")
     syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(ds, "file_meta") else UID("")
     if syntax and not syntax.is_transfer_syntax:
-        raise UnsupportedCompressionError(path, f"pixel data is encoded with an unknown transfer syntax ({syntax}) "
-                                                f"that no installed decoder can read")
+        raise UnsupportedCompressionError(
+            path, f"pixel data is encoded with an unknown transfer syntax ({syntax}) that no installed decoder can read"
+        )
     if syntax and syntax.is_compressed:
         try:
             available = get_decoder(syntax).is_available
         except (NotImplementedError, ValueError):
             available = False
         if not available:
-            raise UnsupportedCompressionError(path, f"pixel data is compressed with {syntax.name} ({syntax}), which "
-                                                    f"no installed decoder can read")
+            raise UnsupportedCompressionError(
+                path, f"pixel data is compressed with {syntax.name} ({syntax}), which no installed decoder can read"
+            )
 
 
 # --------------------------------------------------------------------------------------- DICOMDIR
@@ -163,8 +177,9 @@ def _decode(f: DicomFile) -> np.ndarray:
     if n == 1 and arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[0] != n:
-        raise CorruptFileError(f.path, f"pixel data has shape {arr.shape}, expected {n} frames of "
-                                       f"{ds.Rows} x {ds.Columns}")
+        raise CorruptFileError(
+            f.path, f"pixel data has shape {arr.shape}, expected {n} frames of {ds.Rows} x {ds.Columns}"
+        )
     arr = to_unsigned(arr, f.path)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         top = min((1 << int(ds.get("BitsStored", 8 * arr.itemsize))) - 1, int(np.iinfo(arr.dtype).max))
@@ -183,18 +198,31 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 
 def _identity(ds: Dataset) -> tuple[PatientInfo, StudyInfo, DeviceInfo]:
-    patient = PatientInfo(patient_id=_text(ds, "PatientID"), name=_text(ds, "PatientName"),
-                          birth_date=_text(ds, "PatientBirthDate"), sex=_text(ds, "PatientSex"))
+    patient = PatientInfo(
+        patient_id=_text(ds, "PatientID"),
+        name=_text(ds, "PatientName"),
+        birth_date=_text(ds, "PatientBirthDate"),
+        sex=_text(ds, "PatientSex"),
+    )
     try:
         series_number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError):
         series_number = None
-    study = StudyInfo(study_uid=_text(ds, "StudyInstanceUID"), series_uid=_text(ds, "SeriesInstanceUID"),
-                      study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"),
-                      study_id=_text(ds, "StudyID"), accession_number=_text(ds, "AccessionNumber"),
-                      series_number=series_number, description=_text(ds, "SeriesDescription"))
-    device = DeviceInfo(manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"),
-                        software_version=_text(ds, "SoftwareVersions"))
+    study = StudyInfo(
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        study_id=_text(ds, "StudyID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        series_number=series_number,
+        description=_text(ds, "SeriesDescription"),
+    )
+    device = DeviceInfo(
+        manufacturer=_text(ds, "Manufacturer"),
+        model=_text(ds, "ManufacturerModelName"),
+        software_version=_text(ds, "SoftwareVersions"),
+    )
     return patient, study, device
 
 
@@ -251,17 +279,18 @@ def _declared_slice_spacing(ds: Dataset) -> tuple[float | None, float | None]:
     return between, thickness
 
 
-def _position_keys(positions: list[object], orientation: object | None) -> np.ndarray | None:
-    """Signed distance of each position along the slice normal (or the main axis of the positions)."""
+def _position_keys(positions: list[Any], orientation: Any | None) -> np.ndarray | None:
+    """Signed distance of each position along the slice normal (or the main axis of the positions).
+    The values come straight from the header (DICOM multi-values, possibly malformed)."""
     try:
-        p = np.array([[float(x) for x in pos] for pos in positions], dtype=np.float64)  # type: ignore[union-attr]
+        p = np.array([[float(x) for x in pos] for pos in positions], dtype=np.float64)
     except (TypeError, ValueError):
         return None
     if p.ndim != 2 or p.shape[1] != 3:
         return None
     normal = None
-    if orientation is not None and len(orientation) == 6:  # type: ignore[arg-type]
-        o = np.array([float(x) for x in orientation], dtype=np.float64)  # type: ignore[union-attr]
+    if orientation is not None and len(orientation) == 6:
+        o = np.array([float(x) for x in orientation], dtype=np.float64)
         normal = np.cross(o[:3], o[3:])
         if not np.linalg.norm(normal) > 0:
             normal = None
@@ -289,7 +318,7 @@ def _order_and_spacing(keys: np.ndarray | None, fallback: list[int]) -> tuple[li
 
 def _ground_truth(text: object) -> str | None:
     value = str(text or "")
-    return value[len(GROUND_TRUTH_MARKER):] if value.startswith(GROUND_TRUTH_MARKER) else None
+    return value[len(GROUND_TRUTH_MARKER) :] if value.startswith(GROUND_TRUTH_MARKER) else None
 
 
 # ------------------------------------------------------------------------------- multi-frame files
@@ -302,11 +331,13 @@ def volume_from_file(f: DicomFile) -> OctVolume:
     order = list(range(n))
     position_step = None
     if len(per_frame) == n:
-        stack = [((item.get("FrameContentSequence") or [Dataset()])[0]).get("InStackPositionNumber")
-                 for item in per_frame]
+        stack = [
+            ((item.get("FrameContentSequence") or [Dataset()])[0]).get("InStackPositionNumber") for item in per_frame
+        ]
         stack_known = all(s not in (None, "") for s in stack) and len({int(s) for s in stack}) == n
-        positions = [(_group_item(ds, i, "PlanePositionSequence") or Dataset()).get("ImagePositionPatient")
-                     for i in range(n)]
+        positions = [
+            (_group_item(ds, i, "PlanePositionSequence") or Dataset()).get("ImagePositionPatient") for i in range(n)
+        ]
         keys = None
         if all(p is not None for p in positions):
             orient_item = _group_item(ds, 0, "PlaneOrientationSequence")
@@ -317,27 +348,43 @@ def volume_from_file(f: DicomFile) -> OctVolume:
         pixels = pixels[order]
     row, col = _in_plane_spacing(ds)
     between, thickness = _declared_slice_spacing(ds)
-    frame_labels = None
+    frame_labels: tuple[str, ...] | None = None
     if len(per_frame) == n:
-        labels = [_ground_truth((item.get("FrameContentSequence") or [Dataset()])[0].get("FrameComments"))
-                  for item in per_frame]
-        if all(label is not None for label in labels):
-            frame_labels = tuple(labels[i] for i in order)  # type: ignore[misc]
+        labels = [
+            _ground_truth((item.get("FrameContentSequence") or [Dataset()])[0].get("FrameComments"))
+            for item in per_frame
+        ]
+        known = [label for label in labels if label is not None]
+        if len(known) == len(labels):
+            frame_labels = tuple(known[i] for i in order)
     patient, study, device = _identity(ds)
     return OctVolume(
-        bscans=pixels, laterality=_laterality(ds), patient=patient, study=study, device=device,
+        bscans=pixels,
+        laterality=_laterality(ds),
+        patient=patient,
+        study=study,
+        device=device,
         spacing=PixelSpacing(slice=between or position_step or thickness, row=row, column=col),
-        source=f.path, source_files=(f.path,), label=_ground_truth(ds.get("ImageComments")),
-        frame_labels=frame_labels, extra=_extra(f))
+        source=f.path,
+        source_files=(f.path,),
+        label=_ground_truth(ds.get("ImageComments")),
+        frame_labels=frame_labels,
+        extra=_extra(f),
+    )
 
 
 def _extra(f: DicomFile) -> dict:
     ds = f.ds
     syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(ds, "file_meta") else UID("")
-    return {"format": "dicom", "transfer_syntax": str(syntax), "transfer_syntax_name": syntax.name,
-            "sop_class": str(ds.get("SOPClassUID", "")), "modality": str(ds.get("Modality", "")),
-            "bits_stored": int(ds.get("BitsStored", ds.BitsAllocated)),
-            "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", ""))}
+    return {
+        "format": "dicom",
+        "transfer_syntax": str(syntax),
+        "transfer_syntax_name": syntax.name,
+        "sop_class": str(ds.get("SOPClassUID", "")),
+        "modality": str(ds.get("Modality", "")),
+        "bits_stored": int(ds.get("BitsStored", ds.BitsAllocated)),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+    }
 
 
 # ---------------------------------------------------------------------------- single-frame series
@@ -349,9 +396,9 @@ def volumes_from_series(files: list[DicomFile], errors: list[InputError]) -> lis
     volumes = []
     for members in groups.values():
         if len(members) == 1:  # a lone file keeps everything its own header says
-            volume = guarded(members[0].path, errors, lambda f=members[0]: volume_from_file(f))
+            volume = guarded(members[0].path, errors, functools.partial(volume_from_file, members[0]))
         else:
-            volume = guarded(members[0].path, errors, lambda m=members: _series_volume(m, errors))
+            volume = guarded(members[0].path, errors, functools.partial(_series_volume, members, errors))
         if volume is not None:
             volumes.append(volume)
     return volumes
@@ -368,8 +415,10 @@ def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVol
         shape = (int(f.ds.Rows), int(f.ds.Columns), int(f.ds.BitsAllocated))
         if shape != common:
             raise InconsistentVolumeError(
-                f.path, f"this B-scan is {shape[1]} x {shape[0]} pixels, {shape[2]} bit, while the other "
-                        f"{shapes[common]} B-scans of its series are {common[1]} x {common[0]}, {common[2]} bit")
+                f.path,
+                f"this B-scan is {shape[1]} x {shape[0]} pixels, {shape[2]} bit, while the other "
+                f"{shapes[common]} B-scans of its series are {common[1]} x {common[0]}, {common[2]} bit",
+            )
     check_size(members[0].path, len(members), common[0], common[1])
     # order: by position along the slice normal, else InstanceNumber, else file name
     instance = [f.ds.get("InstanceNumber") for f in members]
@@ -394,11 +443,16 @@ def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVol
         extra["missing_bscans"] = len(members) - len(kept)
     sides = {_laterality(f.ds) for f in kept} - {Laterality.UNKNOWN}
     return OctVolume(
-        bscans=np.stack(frames), laterality=sides.pop() if len(sides) == 1 else Laterality.UNKNOWN,
-        patient=patient, study=study, device=device,
+        bscans=np.stack(frames),
+        laterality=sides.pop() if len(sides) == 1 else Laterality.UNKNOWN,
+        patient=patient,
+        study=study,
+        device=device,
         spacing=PixelSpacing(slice=between or position_step or thickness, row=row, column=col),
         source=kept[0].path.parent if len(kept) > 1 else kept[0].path,
-        source_files=tuple(f.path for f in kept), extra=extra)
+        source_files=tuple(f.path for f in kept),
+        extra=extra,
+    )
 
 
 # -------------------------------------------------------------------------------------- frontend
@@ -418,7 +472,7 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
         if key in seen:
             continue
         seen.add(key)
-        f = guarded(path, errors, lambda p=path: _read_member(p, force))
+        f = guarded(path, errors, functools.partial(_read_member, path, force))
         if f is None:
             continue
         if f.is_dicomdir:
@@ -427,7 +481,7 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
             multi.append(f)
         else:
             single.append(f)
-    volumes = [v for f in multi if (v := guarded(f.path, errors, lambda f=f: volume_from_file(f))) is not None]
+    volumes = [v for f in multi if (v := guarded(f.path, errors, functools.partial(volume_from_file, f))) is not None]
     volumes.extend(volumes_from_series(single, errors))
     return volumes
 

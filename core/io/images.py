@@ -18,6 +18,7 @@ the same case number in different class folders never become the same eye.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import warnings
 from collections import Counter, defaultdict
@@ -151,7 +152,8 @@ def load_image(info: ImageFile) -> np.ndarray:
                     pages = _stack_pages(info, _pil_pages(info))
                 except Exception:
                     raise UnsupportedCompressionError(
-                        path, f"TIFF compression not supported ({reason(e, path)}; pip install imagecodecs)") from None
+                        path, f"TIFF compression not supported ({reason(e, path)}; pip install imagecodecs)"
+                    ) from None
         else:
             pages = _stack_pages(info, _pil_pages(info))
     except InputError:
@@ -159,8 +161,9 @@ def load_image(info: ImageFile) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLargeError(path, f"refusing to decode a suspiciously large image ({e})") from None
     except Exception as e:  # reader boundary
-        raise CorruptFileError(path, f"damaged or truncated {info.kind.value.upper()} image "
-                                     f"({reason(e, path)})") from None
+        raise CorruptFileError(
+            path, f"damaged or truncated {info.kind.value.upper()} image ({reason(e, path)})"
+        ) from None
     return pages
 
 
@@ -189,8 +192,11 @@ def _stack_pages(info: ImageFile, pages: Iterator[np.ndarray]) -> np.ndarray:
         arr = to_unsigned(to_grey(arr), info.path)
         if arr.shape != (info.height, info.width):
             what = f"page {i + 1}" if info.pages > 1 else "the decoded image"
-            raise InconsistentVolumeError(info.path, f"{what} is {arr.shape[-1]} x {arr.shape[0]} pixels while the "
-                                                     f"header declares {info.width} x {info.height}")
+            raise InconsistentVolumeError(
+                info.path,
+                f"{what} is {arr.shape[-1]} x {arr.shape[0]} pixels while the "
+                f"header declares {info.width} x {info.height}",
+            )
         frames.append(arr)
     if len({f.dtype for f in frames}) > 1:
         raise InconsistentVolumeError(info.path, "pages mix 8-bit and 16-bit pixels")
@@ -216,8 +222,10 @@ def _check_consistent(members: list[ImageFile]) -> None:
     for m in members:
         if m.frame_shape != common:
             raise InconsistentVolumeError(
-                m.path, f"this B-scan is {m.width} x {m.height} pixels, {m.bits} bit, while the other {count} "
-                        f"images of its folder are {common[1]} x {common[0]}, {common[2]} bit; move it elsewhere")
+                m.path,
+                f"this B-scan is {m.width} x {m.height} pixels, {m.bits} bit, while the other {count} "
+                f"images of its folder are {common[1]} x {common[0]}, {common[2]} bit; move it elsewhere",
+            )
     check_size(members[0].path, len(members), common[0], common[1])
 
 
@@ -233,34 +241,65 @@ def _volume_from_group(key: tuple, members: list[ImageFile], errors: list[InputE
     if family == "oct2017":
         _, folder, cls, pid, shape = key
         label = cls.lower()
-        return OctVolume(np.stack(frames), patient=PatientInfo(patient_id=pid),
-                         study=StudyInfo(study_uid=stable_uid("oct2017", folder, cls, pid),
-                                         series_uid=stable_uid("oct2017", folder, cls, pid, shape),
-                                         description=f"OCT2017 {cls}"),
-                         source=source, source_files=paths, label=label, frame_labels=(label,) * len(kept),
-                         extra={"format": "images", "dataset": "OCT2017"})
+        return OctVolume(
+            np.stack(frames),
+            patient=PatientInfo(patient_id=pid),
+            study=StudyInfo(
+                study_uid=stable_uid("oct2017", folder, cls, pid),
+                series_uid=stable_uid("oct2017", folder, cls, pid, shape),
+                description=f"OCT2017 {cls}",
+            ),
+            source=source,
+            source_files=paths,
+            label=label,
+            frame_labels=(label,) * len(kept),
+            extra={"format": "images", "dataset": "OCT2017"},
+        )
     if family == "neh":
         _, root, cls, case, eye = key
-        return OctVolume(np.stack(frames), laterality=eye, patient=PatientInfo(patient_id=case),
-                         study=StudyInfo(study_uid=stable_uid("neh", root, cls, case),
-                                         series_uid=stable_uid("neh", root, cls, case, eye),
-                                         study_id=cls, description=f"NEH {cls} {case}"),
-                         source=source, source_files=paths, label=cls.lower(),
-                         frame_labels=tuple(parse_neh_path(p)[3] for p in paths),  # type: ignore[index]
-                         extra={"format": "images", "dataset": "NEH"})
+        return OctVolume(
+            np.stack(frames),
+            laterality=eye,
+            patient=PatientInfo(patient_id=case),
+            study=StudyInfo(
+                study_uid=stable_uid("neh", root, cls, case),
+                series_uid=stable_uid("neh", root, cls, case, eye),
+                study_id=cls,
+                description=f"NEH {cls} {case}",
+            ),
+            source=source,
+            source_files=paths,
+            label=cls.lower(),
+            frame_labels=tuple(parse_neh_path(p)[3] for p in paths),  # type: ignore[index]
+            extra={"format": "images", "dataset": "NEH"},
+        )
     folder = Path(key[1])
-    return OctVolume(np.stack(frames), study=StudyInfo(study_uid=stable_uid("folder", folder),
-                                                        series_uid=stable_uid("folder", folder, "series"),
-                                                        description=folder.name),
-                     source=source, source_files=paths, extra={"format": "images"})
+    return OctVolume(
+        np.stack(frames),
+        study=StudyInfo(
+            study_uid=stable_uid("folder", folder),
+            series_uid=stable_uid("folder", folder, "series"),
+            description=folder.name,
+        ),
+        source=source,
+        source_files=paths,
+        extra={"format": "images"},
+    )
 
 
 def _multipage_volume(info: ImageFile) -> OctVolume:
     where = info.path.absolute()
-    return OctVolume(load_image(info), study=StudyInfo(study_uid=stable_uid("tiff", where),
-                                                       series_uid=stable_uid("tiff", where, "series"),
-                                                       description=info.path.stem),
-                     source=info.path, source_files=(info.path,), extra={"format": "tiff", "pages": info.pages})
+    return OctVolume(
+        load_image(info),
+        study=StudyInfo(
+            study_uid=stable_uid("tiff", where),
+            series_uid=stable_uid("tiff", where, "series"),
+            description=info.path.stem,
+        ),
+        source=info.path,
+        source_files=(info.path,),
+        extra={"format": "tiff", "pages": info.pages},
+    )
 
 
 def read_image_files(files: list[tuple[Path, Kind]], errors: list[InputError]) -> list[OctVolume]:
@@ -271,17 +310,17 @@ def read_image_files(files: list[tuple[Path, Kind]], errors: list[InputError]) -
     groups: dict[tuple, list[ImageFile]] = defaultdict(list)
     volumes: list[OctVolume] = []
     for path, kind in files:
-        info = guarded(path, errors, lambda p=path, k=kind: probe_image(p, k))
+        info = guarded(path, errors, functools.partial(probe_image, path, kind))
         if info is None:
             continue
         if info.pages > 1:
-            volume = guarded(path, errors, lambda i=info: _multipage_volume(i))
+            volume = guarded(path, errors, functools.partial(_multipage_volume, info))
             if volume is not None:
                 volumes.append(volume)
         else:
             groups[_group_key(info)].append(info)
     for key, members in groups.items():
-        volume = guarded(members[0].path, errors, lambda k=key, m=members: _volume_from_group(k, m, errors))
+        volume = guarded(members[0].path, errors, functools.partial(_volume_from_group, key, members, errors))
         if volume is not None:
             volumes.append(volume)
     return volumes

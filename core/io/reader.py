@@ -16,6 +16,7 @@ Nothing but ``InputError`` subclasses leaves this module for problems with the i
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["open_path"]
 
-_UNKNOWN_FORMAT = ("not a format OCT Screen reads (expected DICOM, PNG, JPEG, TIFF or BMP B-scans, or a "
-                   "Heidelberg/Topcon/Zeiss export)")
+_UNKNOWN_FORMAT = (
+    "not a format OCT Screen reads (expected DICOM, PNG, JPEG, TIFF or BMP B-scans, or a "
+    "Heidelberg/Topcon/Zeiss export)"
+)
 
 
 def open_path(path: str | os.PathLike[str], errors: list[InputError] | None = None) -> list[OctVolume]:
@@ -74,7 +77,7 @@ def open_path(path: str | os.PathLike[str], errors: list[InputError] | None = No
 
 
 def _walk(root: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         files.extend(Path(dirpath) / name for name in filenames)
@@ -110,5 +113,5 @@ def _read_files(files: list[Path], errors: list[InputError], *, in_folder: bool)
     volumes += read_dicom_files(raw_dicom, errors, force=True)
     volumes += read_image_files(images, errors)
     for path in vendor:
-        volumes += guarded(path, errors, lambda p=path: read_vendor(p)) or []
+        volumes += guarded(path, errors, functools.partial(read_vendor, path)) or []
     return volumes

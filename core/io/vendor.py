@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,12 @@ log = logging.getLogger(__name__)
 __all__ = ["read_vendor", "EXTRA_HINT"]
 
 EXTRA_HINT = "pip install 'octscreen[vendor]'"
-_READERS = {".e2e": ("E2E", "Heidelberg Engineering"), ".fds": ("FDS", "Topcon"),
-            ".fda": ("FDA", "Topcon"), ".img": ("IMG", "Carl Zeiss Meditec")}
+_READERS = {
+    ".e2e": ("E2E", "Heidelberg Engineering"),
+    ".fds": ("FDS", "Topcon"),
+    ".fda": ("FDA", "Topcon"),
+    ".img": ("IMG", "Carl Zeiss Meditec"),
+}
 
 
 def _has_oct_converter() -> bool:
@@ -38,11 +43,15 @@ def read_vendor(path: Path) -> list[OctVolume]:
     suffix = path.suffix.lower()
     fmt = VENDOR_EXTENSIONS.get(suffix, suffix)
     if suffix not in _READERS:
-        raise UnsupportedFormatError(path, f"{fmt} files cannot be read by OCT Screen; export the exam from "
-                                           f"the device software as DICOM (Ophthalmic Tomography) instead")
+        raise UnsupportedFormatError(
+            path,
+            f"{fmt} files cannot be read by OCT Screen; export the exam from "
+            f"the device software as DICOM (Ophthalmic Tomography) instead",
+        )
     if not _has_oct_converter():
-        raise MissingExtraError(path, f"reading {fmt} files needs the optional vendor reader "
-                                      f"(oct-converter): {EXTRA_HINT}")
+        raise MissingExtraError(
+            path, f"reading {fmt} files needs the optional vendor reader (oct-converter): {EXTRA_HINT}"
+        )
     class_name, manufacturer = _READERS[suffix]
     try:
         readers = importlib.import_module("oct_converter.readers")
@@ -66,8 +75,9 @@ def _date(value: object) -> str:
     return text[:8] if len(text) >= 8 else ""
 
 
-def _pixels(path: Path, frames: object) -> np.ndarray:
-    slices = [np.asarray(f) for f in frames]  # type: ignore[union-attr]
+def _pixels(path: Path, frames: Any) -> np.ndarray:
+    """``frames``: oct-converter's volume (a list or array of B-scans, its type varies between versions)."""
+    slices = [np.asarray(f) for f in frames]
     if not slices:
         raise CorruptFileError(path, "the volume holds no B-scans")
     h, w = slices[0].shape[:2]
@@ -93,12 +103,23 @@ def _convert(path: Path, item: object, manufacturer: str, index: int) -> OctVolu
         # = [px[2], px[0]] and SliceThickness = px[1])
         spacing = PixelSpacing(slice=float(px[1]) or None, row=float(px[2]) or None, column=float(px[0]) or None)
     return OctVolume(
-        _pixels(path, get("volume")), laterality=Laterality.parse(get("laterality")),
-        patient=PatientInfo(patient_id=str(get("patient_id") or ""), name=name,
-                            birth_date=_date(get("DOB")), sex=str(get("sex") or "")[:1].upper()),
-        study=StudyInfo(study_uid=stable_uid("vendor", path.resolve()),
-                        series_uid=stable_uid("vendor", path.resolve(), index),
-                        study_date=_date(get("acquisition_date") or get("acquistion_date")),
-                        description=str(get("volume_id") or "")),
-        device=DeviceInfo(manufacturer=manufacturer), spacing=spacing, source=path, source_files=(path,),
-        extra={"format": path.suffix.lower().lstrip("."), "index_in_file": index})
+        _pixels(path, get("volume")),
+        laterality=Laterality.parse(get("laterality")),
+        patient=PatientInfo(
+            patient_id=str(get("patient_id") or ""),
+            name=name,
+            birth_date=_date(get("DOB")),
+            sex=str(get("sex") or "")[:1].upper(),
+        ),
+        study=StudyInfo(
+            study_uid=stable_uid("vendor", path.resolve()),
+            series_uid=stable_uid("vendor", path.resolve(), index),
+            study_date=_date(get("acquisition_date") or get("acquistion_date")),
+            description=str(get("volume_id") or ""),
+        ),
+        device=DeviceInfo(manufacturer=manufacturer),
+        spacing=spacing,
+        source=path,
+        source_files=(path,),
+        extra={"format": path.suffix.lower().lstrip("."), "index_in_file": index},
+    )

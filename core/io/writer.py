@@ -39,8 +39,15 @@ from core.volume import OctVolume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_opt", "write_dicomdir", "build_opt_dataset", "OPT_SOP_CLASS", "J2K_MIN_SIDE",
-           "GROUND_TRUTH_MARKER", "SUPPORTED_TRANSFER_SYNTAXES"]
+__all__ = [
+    "write_opt",
+    "write_dicomdir",
+    "build_opt_dataset",
+    "OPT_SOP_CLASS",
+    "J2K_MIN_SIDE",
+    "GROUND_TRUTH_MARKER",
+    "SUPPORTED_TRANSFER_SYNTAXES",
+]
 
 OPT_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.77.1.5.4")
 GROUND_TRUTH_MARKER = "OCTSCREEN ground truth: "
@@ -80,7 +87,7 @@ def _resolve_syntax(transfer_syntax: str | None) -> UID:
 def new_file_meta(sop_class: str) -> FileMetaDataset:
     """PS3.10 file meta for a new instance of ``sop_class`` (new SOP instance UID, explicit VR LE)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -234,8 +241,9 @@ def _add_functional_groups(ds: Dataset, volume: OctVolume) -> None:
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
 
 
-def write_opt(volume: OctVolume, path: str | Path, *, transfer_syntax: str | None = None,
-              overwrite: bool = False) -> Path:
+def write_opt(
+    volume: OctVolume, path: str | Path, *, transfer_syntax: str | None = None, overwrite: bool = False
+) -> Path:
     """Write ``volume`` as a multi-frame DICOM Ophthalmic Tomography Image at ``path``.
 
     transfer_syntax: None (Explicit VR Little Endian), or 'JPEG2000Lossless' / 'RLELossless' (the
@@ -247,8 +255,10 @@ def write_opt(volume: OctVolume, path: str | Path, *, transfer_syntax: str | Non
     path = Path(path)
     syntax = _resolve_syntax(transfer_syntax)
     if syntax == JPEG2000Lossless and min(volume.shape[1:]) < J2K_MIN_SIDE:
-        raise ValueError(f"JPEG 2000 needs B-scans of at least {J2K_MIN_SIDE} x {J2K_MIN_SIDE} pixels "
-                         f"(got {volume.shape[2]} x {volume.shape[1]}); write uncompressed or RLE instead")
+        raise ValueError(
+            f"JPEG 2000 needs B-scans of at least {J2K_MIN_SIDE} x {J2K_MIN_SIDE} pixels "
+            f"(got {volume.shape[2]} x {volume.shape[1]}); write uncompressed or RLE instead"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     ds = build_opt_dataset(volume)

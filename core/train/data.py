@@ -25,18 +25,32 @@ import csv
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
+from core.io.images import parse_oct2017_name
 
-__all__ = ["Sample", "IMAGE_SUFFIXES", "read_oct2017", "read_neh", "read_neh_csv", "read_manifest", "write_manifest",
-           "synthetic_dataset", "load_samples", "BScanDataset", "read_grey", "class_counts", "enable_image_cache"]
+__all__ = [
+    "Sample",
+    "IMAGE_SUFFIXES",
+    "read_oct2017",
+    "read_neh",
+    "read_neh_csv",
+    "read_manifest",
+    "write_manifest",
+    "synthetic_dataset",
+    "load_samples",
+    "BScanDataset",
+    "read_grey",
+    "class_counts",
+    "enable_image_cache",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +62,11 @@ class Sample:
     """One B-scan image file and what is known about it."""
 
     path: Path
-    label: str            # class name of this B-scan (lower case)
-    group: str            # patient key, unique across the dataset (used for patient-level splits)
-    eye: str = ""         # e.g. "OD" / "OS" / ""
-    volume: str = ""      # volume / eye key, unique across the dataset (per-eye metrics)
-    eye_label: str = ""   # the class of the whole eye / patient folder, when known
+    label: str  # class name of this B-scan (lower case)
+    group: str  # patient key, unique across the dataset (used for patient-level splits)
+    eye: str = ""  # e.g. "OD" / "OS" / ""
+    volume: str = ""  # volume / eye key, unique across the dataset (per-eye metrics)
+    eye_label: str = ""  # the class of the whole eye / patient folder, when known
 
     @property
     def eye_key(self) -> str:
@@ -73,8 +87,10 @@ def _keep(samples: list[Sample], classes: Sequence[str] | None, where: Path) -> 
         wanted = {_norm(c) for c in classes}
         samples = [s for s in samples if s.label in wanted]
     if not samples:
-        raise EmptyInputError(where, "no B-scan images with a label among the requested classes "
-                                     f"({', '.join(classes) if classes else 'any'})")
+        raise EmptyInputError(
+            where,
+            f"no B-scan images with a label among the requested classes ({', '.join(classes) if classes else 'any'})",
+        )
     return samples
 
 
@@ -88,13 +104,11 @@ def read_oct2017(root: str | Path, split: str = "train", classes: Sequence[str] 
     if not base.is_dir():
         raise FileMissingError(base, "OCT2017 folder not found")
     out: list[Sample] = []
-    pat = re.compile(r"^(?P<cls>[A-Za-z]+)-(?P<pid>\d+)-(?P<n>\d+)$")
     for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         for img in _images(cls_dir):
-            m = pat.match(img.stem)
-            pid = m.group("pid") if m else img.stem
-            out.append(Sample(img, _norm(cls_dir.name), f"oct2017/{pid}", "", f"oct2017/{pid}",
-                              _norm(cls_dir.name)))
+            parsed = parse_oct2017_name(img)  # the one OCT2017 name parser (core.io.images)
+            pid = parsed[1] if parsed else img.stem
+            out.append(Sample(img, _norm(cls_dir.name), f"oct2017/{pid}", "", f"oct2017/{pid}", _norm(cls_dir.name)))
     return _keep(out, classes, base)
 
 
@@ -103,8 +117,13 @@ _NEH_COLUMNS = {"patient id": "Patient ID", "class": "Class", "label": "Label", 
 _EYES = ("OD", "OS")
 
 
-def read_neh(root: str | Path, classes: Sequence[str] | None = None, label_mode: str = "bscan",
-             csv_path: str | Path | bool | None = None, worst_case: bool = False) -> list[Sample]:
+def read_neh(
+    root: str | Path,
+    classes: Sequence[str] | None = None,
+    label_mode: str = "bscan",
+    csv_path: str | Path | bool | None = None,
+    worst_case: bool = False,
+) -> list[Sample]:
     """The NEH dataset: ``root`` is the image root, the folder holding ``NORMAL/ DRUSEN/ CNV/``.
 
     With ``data_information.csv`` (looked for in ``root``, then in ``root.parent``; or the file
@@ -183,8 +202,11 @@ class _CaseInsensitivePaths:
             found = lower.get(part.lower(), [])
             if len(found) != 1:
                 where = "/".join(parts[:i]) or "."
-                why = (f"'{part}' not found in {where}" if not found else
-                       f"'{part}' matches several names in {where} ({', '.join(found)})")
+                why = (
+                    f"'{part}' not found in {where}"
+                    if not found
+                    else f"'{part}' matches several names in {where} ({', '.join(found)})"
+                )
                 return None, why
             cur = cur / found[0]
         return cur, ""
@@ -199,8 +221,13 @@ def _numbered(reader) -> Iterable[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
-def read_neh_csv(csv_path: str | Path, root: str | Path, classes: Sequence[str] | None = None,
-                 label_mode: str = "bscan", worst_case: bool = False) -> list[Sample]:
+def read_neh_csv(
+    csv_path: str | Path,
+    root: str | Path,
+    classes: Sequence[str] | None = None,
+    label_mode: str = "bscan",
+    worst_case: bool = False,
+) -> list[Sample]:
     """NEH's ``data_information.csv``: one row per B-scan with the columns ``Patient ID``, ``Class``
     (the patient's class folder), ``Label`` (the B-scan's own label) and ``Directory`` (the image
     path relative to ``root``, the folder holding ``NORMAL/ DRUSEN/ CNV/``); other columns are ignored.
@@ -236,8 +263,11 @@ def read_neh_csv(csv_path: str | Path, root: str | Path, classes: Sequence[str] 
             col[key] = i
     missing = [v for k, v in _NEH_COLUMNS.items() if k not in col]
     if missing:
-        raise InputError(p, f"line {header_line}: missing column(s) {', '.join(missing)} (NEH data_information.csv "
-                            f"needs {', '.join(_NEH_COLUMNS.values())}; found {', '.join(header) or 'none'})")
+        raise InputError(
+            p,
+            f"line {header_line}: missing column(s) {', '.join(missing)} (NEH data_information.csv "
+            f"needs {', '.join(_NEH_COLUMNS.values())}; found {', '.join(header) or 'none'})",
+        )
     wanted = {_norm(c) for c in classes} if classes is not None else None
     paths = _CaseInsensitivePaths(base)
     out: list[Sample] = []
@@ -271,8 +301,9 @@ def read_neh_csv(csv_path: str | Path, root: str | Path, classes: Sequence[str] 
     return _keep(out, classes, p)
 
 
-def read_manifest(csv_path: str | Path, classes: Sequence[str] | None = None,
-                  label_column: str = "label") -> list[Sample]:
+def read_manifest(
+    csv_path: str | Path, classes: Sequence[str] | None = None, label_column: str = "label"
+) -> list[Sample]:
     """A CSV manifest: columns ``path,label,patient_id`` and optionally ``eye,volume_id,eye_label``.
 
     Paths are relative to the CSV's folder (or absolute). ``label_column`` picks the label (for
@@ -297,8 +328,9 @@ def read_manifest(csv_path: str | Path, classes: Sequence[str] | None = None,
         img = img if img.is_absolute() else p.parent / img
         eye = (r.get("eye") or "").strip()
         volume = (r.get("volume_id") or "").strip()
-        out.append(Sample(img, _norm(r[label_column]), r["patient_id"].strip(), eye, volume,
-                          _norm(r.get("eye_label") or "")))
+        out.append(
+            Sample(img, _norm(r[label_column]), r["patient_id"].strip(), eye, volume, _norm(r.get("eye_label") or ""))
+        )
     return _keep(out, classes, p)
 
 
@@ -316,9 +348,17 @@ def write_manifest(samples: Iterable[Sample], csv_path: str | Path) -> Path:
     return p
 
 
-def synthetic_dataset(cache_dir: str | Path, *, patients: int, seed: int, n_bscans: int = 25,
-                      classes: Sequence[str] | None = None, height: int = 496, width: int = 512,
-                      workers: int = 1) -> list[Sample]:
+def synthetic_dataset(
+    cache_dir: str | Path,
+    *,
+    patients: int,
+    seed: int,
+    n_bscans: int = 25,
+    classes: Sequence[str] | None = None,
+    height: int = 496,
+    width: int = 512,
+    workers: int = 1,
+) -> list[Sample]:
     """Synthetic B-scans from ``core.synthetic.write_dataset``, generated once per (seed, size).
 
     The data lands in ``cache_dir/synthetic-s<seed>-p<patients>-b<n_bscans>-<height>x<width>``; a later
@@ -331,16 +371,37 @@ def synthetic_dataset(cache_dir: str | Path, *, patients: int, seed: int, n_bsca
     manifest = out / "manifest.csv"
     if not manifest.is_file():  # write_dataset writes to a temp folder and renames: no half dataset
         log.info("generating synthetic data into %s (seed %d, %d patients)", out, seed, patients)
-        synthetic.write_dataset(out, patients=patients, fmt="png", seed=seed, n_bscans=n_bscans,
-                                height=height, width=width, overwrite=True, workers=workers)
+        synthetic.write_dataset(
+            out,
+            patients=patients,
+            fmt="png",
+            seed=seed,
+            n_bscans=n_bscans,
+            height=height,
+            width=width,
+            overwrite=True,
+            workers=workers,
+        )
     return read_manifest(manifest, classes)
 
 
-def load_samples(source: str, root: str | Path | None = None, *, classes: Sequence[str] | None = None,
-                 split: str = "train", label_mode: str = "bscan", cache_dir: str | Path = "runs/cache",
-                 patients: int = 30, seed: int = 0, n_bscans: int = 25, height: int = 496,
-                 width: int = 512, workers: int = 1, neh_csv: str | Path | bool | None = None,
-                 worst_case: bool = False) -> list[Sample]:
+def load_samples(
+    source: str,
+    root: str | Path | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    split: str = "train",
+    label_mode: str = "bscan",
+    cache_dir: str | Path = "runs/cache",
+    patients: int = 30,
+    seed: int = 0,
+    n_bscans: int = 25,
+    height: int = 496,
+    width: int = 512,
+    workers: int = 1,
+    neh_csv: str | Path | bool | None = None,
+    worst_case: bool = False,
+) -> list[Sample]:
     """Dispatch to a reader by name: ``oct2017 | neh | manifest | synthetic``.
 
     ``neh_csv`` and ``worst_case`` are the NEH options of :func:`read_neh` (``csv_path``, ``worst_case``).
@@ -348,8 +409,16 @@ def load_samples(source: str, root: str | Path | None = None, *, classes: Sequen
     if worst_case and source != "neh":
         raise ValueError(f"worst_case filtering needs the NEH source, not {source!r}")
     if source == "synthetic":
-        return synthetic_dataset(cache_dir, patients=patients, seed=seed, n_bscans=n_bscans, classes=classes,
-                                 height=height, width=width, workers=workers)
+        return synthetic_dataset(
+            cache_dir,
+            patients=patients,
+            seed=seed,
+            n_bscans=n_bscans,
+            classes=classes,
+            height=height,
+            width=width,
+            workers=workers,
+        )
     if root is None:
         raise ValueError(f"data source {source!r} needs data.root")
     if source == "oct2017":
@@ -385,7 +454,7 @@ def read_grey(path: Path) -> np.ndarray:
 
 
 _IMAGE_CACHE: dict[Path, np.ndarray] | None = None
-_IMAGE_CACHE_BYTES = [0, 0]   # used, limit
+_IMAGE_CACHE_BYTES = [0, 0]  # used, limit
 
 
 def enable_image_cache(max_bytes: int = 4 << 30) -> None:
@@ -413,8 +482,9 @@ def _read_cached(path: Path) -> np.ndarray:
 class BScanDataset(torch.utils.data.Dataset):
     """Samples -> ``(tensor [3, H, W], class index)`` through ``transform(uint8 [h, w]) -> tensor``."""
 
-    def __init__(self, samples: Sequence[Sample], classes: Sequence[str],
-                 transform: Callable[[np.ndarray], torch.Tensor]):
+    def __init__(
+        self, samples: Sequence[Sample], classes: Sequence[str], transform: Callable[[np.ndarray], torch.Tensor]
+    ):
         self.samples = list(samples)
         self.classes = [_norm(c) for c in classes]
         self.index = {c: i for i, c in enumerate(self.classes)}

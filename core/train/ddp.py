@@ -13,8 +13,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "teardown", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean",
-           "all_gather_array", "barrier", "broadcast_object", "broadcast_state"]
+__all__ = [
+    "setup",
+    "teardown",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "is_main",
+    "all_reduce_mean",
+    "all_gather_array",
+    "barrier",
+    "broadcast_object",
+    "broadcast_state",
+]
 
 log = logging.getLogger(__name__)
 

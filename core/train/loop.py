@@ -24,9 +24,10 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,8 +42,18 @@ from core.train.losses import DistillationLoss, FocalLoss, balanced_class_weight
 from core.train.metrics import classification_metrics
 from core.train.transforms import eval_transform, train_transform, tta_views
 
-__all__ = ["TrainConfig", "FitResult", "fit", "predict", "build_model", "seed_everything", "head_prefix",
-           "load_model_from_card", "autocast_context", "pick_device"]
+__all__ = [
+    "TrainConfig",
+    "FitResult",
+    "fit",
+    "predict",
+    "build_model",
+    "seed_everything",
+    "head_prefix",
+    "load_model_from_card",
+    "autocast_context",
+    "pick_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +65,51 @@ class TrainConfig:
     arch: str
     classes: list[str] = field(default_factory=lambda: ["normal", "drusen", "cnv"])
     name: str = "model"
-    role: str = "student"                  # teacher | student (model card role)
-    input_size: int = 0                    # 0: the architecture's default
+    role: str = "student"  # teacher | student (model card role)
+    input_size: int = 0  # 0: the architecture's default
     pretrained: bool = False
     pretrained_file: str | None = None
-    drop_rate: float | None = None         # None: the registry's default
+    drop_rate: float | None = None  # None: the registry's default
     drop_path_rate: float | None = None
     epochs: int = 10
     batch_size: int = 16
-    accum_steps: int = 1                   # effective batch = batch_size * accum_steps * world size
-    lr: float = 1e-3                       # head learning rate (all parameters when lr_backbone is None)
+    accum_steps: int = 1  # effective batch = batch_size * accum_steps * world size
+    lr: float = 1e-3  # head learning rate (all parameters when lr_backbone is None)
     lr_backbone: float | None = None
     weight_decay: float = 0.01
-    freeze_epochs: int = 0                 # backbone frozen for this many first epochs
+    freeze_epochs: int = 0  # backbone frozen for this many first epochs
     warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01             # cosine floor, as a fraction of the base learning rate
-    loss: str = "ce"                       # ce | focal
+    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of the base learning rate
+    loss: str = "ce"  # ce | focal
     focal_gamma: float = 2.0
-    class_weights: str = "balanced"        # balanced | none (alpha of the focal / weights of CE)
-    sampling: str = "uniform"              # uniform | balanced (each class drawn equally often per epoch)
+    class_weights: str = "balanced"  # balanced | none (alpha of the focal / weights of CE)
+    sampling: str = "uniform"  # uniform | balanced (each class drawn equally often per epoch)
     label_smoothing: float = 0.0
-    distill_alpha: float = 0.3             # weight of CE(student, y); 1 - alpha on the soft targets
+    distill_alpha: float = 0.3  # weight of CE(student, y); 1 - alpha on the soft targets
     distill_temperature: float = 4.0
     swa: bool = False
-    swa_start: float = 0.75                # SWA from this fraction of the epochs on
-    swa_lr: float | None = None            # None: 0.5 * lr
-    patience: int = 0                      # early stopping on validation loss; 0 = off
-    augment: str = "strong"                # strong | light | none
-    aspect: str = "squash"                 # squash | crop | letterbox (core.preprocess; stored in the card)
+    swa_start: float = 0.75  # SWA from this fraction of the epochs on
+    swa_lr: float | None = None  # None: 0.5 * lr
+    patience: int = 0  # early stopping on validation loss; 0 = off
+    augment: str = "strong"  # strong | light | none
+    aspect: str = "squash"  # squash | crop | letterbox (core.preprocess; stored in the card)
     lateral_scale: tuple[float, float] = (1.0, 1.0)  # random lateral window, fractions of the width (training)
-    lateral_p: float = 0.0                 # probability of that window per training B-scan
-    cache_images: bool = False             # keep decoded B-scans in memory across epochs (small datasets)
-    tta: bool = False                      # test-time augmentation in evaluate / predict
+    lateral_p: float = 0.0  # probability of that window per training B-scan
+    cache_images: bool = False  # keep decoded B-scans in memory across epochs (small datasets)
+    tta: bool = False  # test-time augmentation in evaluate / predict
     seed: int = 0
-    device: str = "auto"                   # auto | cpu | cuda
-    amp: str = "auto"                      # auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off
     channels_last: bool = True
     compile: bool = False
     workers: int = 0
     eval_batch_size: int = 64
-    max_steps_per_epoch: int = 0           # > 0 caps batches per epoch (smoke tests)
-    progress: bool = True                  # tqdm bars (rank 0)
-    demo: bool = False                     # trained on synthetic data -> demonstration model
+    max_steps_per_epoch: int = 0  # > 0 caps batches per epoch (smoke tests)
+    progress: bool = True  # tqdm bars (rank 0)
+    demo: bool = False  # trained on synthetic data -> demonstration model
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -124,10 +135,10 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    model: torch.nn.Module          # the chosen model (best checkpoint or SWA), eval mode, on CPU
-    card: ModelCard | None          # its model card (rank 0), saved in out_dir
+    model: torch.nn.Module  # the chosen model (best checkpoint or SWA), eval mode, on CPU
+    card: ModelCard | None  # its model card (rank 0), saved in out_dir
     history: list[dict[str, Any]]
-    chosen: str                     # "best" | "swa" | "last"
+    chosen: str  # "best" | "swa" | "last"
     val_metrics: dict[str, Any]
     out_dir: Path
     config: TrainConfig | None = None
@@ -136,7 +147,7 @@ class FitResult:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
@@ -169,10 +180,12 @@ def head_prefix(model: torch.nn.Module) -> str:
 
 def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
     """The configured architecture (pretrained when asked and available) and a status line."""
-    overrides = {k: v for k, v in (("drop_rate", cfg.drop_rate), ("drop_path_rate", cfg.drop_path_rate))
-                 if v is not None}
-    model, status = build(cfg.arch, len(cfg.classes), pretrained=cfg.pretrained,
-                          pretrained_file=cfg.pretrained_file, **overrides)
+    overrides = {
+        k: v for k, v in (("drop_rate", cfg.drop_rate), ("drop_path_rate", cfg.drop_path_rate)) if v is not None
+    }
+    model, status = build(
+        cfg.arch, len(cfg.classes), pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file, **overrides
+    )
     return model, str(status)
 
 
@@ -216,19 +229,35 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _balanced_sampler(ds: torch.utils.data.Dataset, g: torch.Generator) -> torch.utils.data.Sampler:
     """Draw ``len(ds)`` samples with replacement, each class equally likely (rare lesions seen as
-    often as normal B-scans)."""
-    targets = ds.dataset.targets[list(ds.indices)] if isinstance(ds, torch.utils.data.Subset) else ds.targets
+    often as normal B-scans). ``ds`` (or the dataset of a Subset) has a ``targets`` array, as
+    :class:`~core.train.data.BScanDataset` has."""
+    if isinstance(ds, torch.utils.data.Subset):
+        targets = cast(BScanDataset, ds.dataset).targets[list(ds.indices)]
+    else:
+        targets = cast(BScanDataset, ds).targets
     counts = np.bincount(targets)
     weights = 1.0 / counts[targets]
-    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(targets),
-                                                  replacement=True, generator=g)
+    return torch.utils.data.WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double),  # type: ignore[arg-type]  # torch takes a tensor; stub: Sequence
+        len(targets),
+        replacement=True,
+        generator=g,
+    )
 
 
-def _loader(ds: torch.utils.data.Dataset, batch: int, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0,
-            indices: Sequence[int] | None = None) -> torch.utils.data.DataLoader:
+def _loader(
+    ds: BScanDataset | torch.utils.data.Subset,
+    batch: int,
+    cfg: TrainConfig,
+    *,
+    shuffle: bool,
+    epoch: int = 0,
+    indices: Sequence[int] | None = None,
+) -> torch.utils.data.DataLoader:
+    """``ds``: a sized dataset with a ``targets`` array (see :func:`_balanced_sampler`)."""
     if indices is not None:
         ds = torch.utils.data.Subset(ds, list(indices))
-    sampler = None
+    sampler: torch.utils.data.Sampler | None = None
     if shuffle:
         if ddp.is_distributed():
             sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
@@ -238,14 +267,27 @@ def _loader(ds: torch.utils.data.Dataset, batch: int, cfg: TrainConfig, *, shuff
         else:
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             sampler = torch.utils.data.RandomSampler(ds, generator=g)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, shuffle=False,
-                                       num_workers=cfg.workers, drop_last=shuffle and len(ds) > batch,
-                                       persistent_workers=False, pin_memory=torch.cuda.is_available())
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=cfg.workers,
+        drop_last=shuffle and len(ds) > batch,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, samples: Sequence[Sample], cfg: TrainConfig, *,
-            device: torch.device | None = None, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    cfg: TrainConfig,
+    *,
+    device: torch.device | None = None,
+    tta: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``[n, C]`` and targets ``[n]`` of ``samples`` through the evaluation transform.
 
     With ``tta`` the softmax of the :func:`~core.train.transforms.tta_views` are averaged and their
@@ -266,10 +308,10 @@ def predict(model: torch.nn.Module, samples: Sequence[Sample], cfg: TrainConfig,
         with autocast_context(device, cfg.amp):
             if tta:
                 probs = torch.stack([F.softmax(model(v).float(), 1) for v in tta_views(x)]).mean(0)
-                logits = probs.clamp_min(1e-12).log()
+                batch_logits = probs.clamp_min(1e-12).log()
             else:
-                logits = model(x).float()
-        outs.append(logits.float().cpu().numpy())
+                batch_logits = model(x).float()
+        outs.append(batch_logits.float().cpu().numpy())
         ys.append(y.numpy())
     model.train(was_training)
     k = len(cfg.classes)
@@ -312,8 +354,12 @@ def _prepare_teacher(teacher: torch.nn.Module, device: torch.device, cfg: TrainC
     return teacher
 
 
-def _teacher_input(x: torch.Tensor, cfg: TrainConfig, teacher_size: tuple[int, int] | None,
-                   teacher_norm: tuple[Sequence[float], Sequence[float]] | None) -> torch.Tensor:
+def _teacher_input(
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    teacher_size: tuple[int, int] | None,
+    teacher_norm: tuple[Sequence[float], Sequence[float]] | None,
+) -> torch.Tensor:
     """The student's augmented batch as the teacher expects it (its size and normalisation)."""
     if teacher_norm is not None and (tuple(teacher_norm[0]) != cfg.mean or tuple(teacher_norm[1]) != cfg.std):
         ms = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
@@ -326,11 +372,21 @@ def _teacher_input(x: torch.Tensor, cfg: TrainConfig, teacher_size: tuple[int, i
     return x
 
 
-def fit(cfg: TrainConfig, train: Sequence[Sample], val: Sequence[Sample], out_dir: str | Path, *,
-        teacher: torch.nn.Module | None = None, teacher_size: tuple[int, int] | None = None,
-        teacher_norm: tuple[Sequence[float], Sequence[float]] | None = None, split_hash: str = "",
-        card_extra: dict[str, Any] | None = None, training_data: dict[str, Any] | None = None,
-        resume: bool = False, stop_after: int | None = None) -> FitResult:
+def fit(
+    cfg: TrainConfig,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    out_dir: str | Path,
+    *,
+    teacher: torch.nn.Module | None = None,
+    teacher_size: tuple[int, int] | None = None,
+    teacher_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+    split_hash: str = "",
+    card_extra: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> FitResult:
     """Train ``cfg.arch`` on ``train``, early-stop and choose on ``val``; see the module docstring.
 
     ``teacher`` turns on online distillation (``DistillationLoss``); it runs frozen (eval, no grad,
@@ -347,13 +403,28 @@ def fit(cfg: TrainConfig, train: Sequence[Sample], val: Sequence[Sample], out_di
     restore = None
     if teacher is not None:
         p0 = next(teacher.parameters(), None)
-        restore = (p0.device if p0 is not None else None, teacher.training,
-                   {n: p.requires_grad for n, p in teacher.named_parameters()})
+        restore = (
+            p0.device if p0 is not None else None,
+            teacher.training,
+            {n: p.requires_grad for n, p in teacher.named_parameters()},
+        )
     try:
-        return _fit(cfg, list(train), list(val), out, teacher, teacher_size, teacher_norm, split_hash,
-                    card_extra or {}, training_data or {}, resume, stop_after)
+        return _fit(
+            cfg,
+            list(train),
+            list(val),
+            out,
+            teacher,
+            teacher_size,
+            teacher_norm,
+            split_hash,
+            card_extra or {},
+            training_data or {},
+            resume,
+            stop_after,
+        )
     finally:
-        if restore is not None:
+        if restore is not None and teacher is not None:  # (restore is set only with a teacher)
             dev, mode, flags = restore
             if dev is not None:
                 teacher.to(dev)
@@ -365,8 +436,9 @@ def fit(cfg: TrainConfig, train: Sequence[Sample], val: Sequence[Sample], out_di
             handler.close()
 
 
-def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, card_extra, training_data,
-         resume, stop_after) -> FitResult:
+def _fit(
+    cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, card_extra, training_data, resume, stop_after
+) -> FitResult:
     from tqdm.auto import tqdm
 
     device = pick_device(cfg)
@@ -379,9 +451,19 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
     k = len(cfg.classes)
     if cfg.cache_images:
         enable_image_cache()
-    train_ds = BScanDataset(train, cfg.classes, train_transform(cfg.size, cfg.mean, cfg.std, cfg.augment,
-                                                                aspect=cfg.aspect, lateral_scale=cfg.lateral_scale,
-                                                                lateral_p=cfg.lateral_p))
+    train_ds = BScanDataset(
+        train,
+        cfg.classes,
+        train_transform(
+            cfg.size,
+            cfg.mean,
+            cfg.std,
+            cfg.augment,
+            aspect=cfg.aspect,
+            lateral_scale=cfg.lateral_scale,
+            lateral_p=cfg.lateral_p,
+        ),
+    )
     weights = balanced_class_weights(train_ds.targets, k) if cfg.class_weights == "balanced" else None
     if cfg.loss == "focal":
         base_loss: torch.nn.Module = FocalLoss(cfg.focal_gamma, weights)
@@ -402,9 +484,12 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
     head = [p for n, p in net.named_parameters() if n.startswith(prefix)]
     body = [p for n, p in net.named_parameters() if not n.startswith(prefix)]
     lrs = [cfg.lr, cfg.lr_backbone if cfg.lr_backbone is not None else cfg.lr]
-    optimizer = torch.optim.AdamW([{"params": head, "lr": lrs[0]}, {"params": body, "lr": lrs[1]}],
-                                  weight_decay=cfg.weight_decay)
-    use_fp16 = device.type == "cuda" and (cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()))
+    optimizer = torch.optim.AdamW(
+        [{"params": head, "lr": lrs[0]}, {"params": body, "lr": lrs[1]}], weight_decay=cfg.weight_decay
+    )
+    use_fp16 = device.type == "cuda" and (
+        cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported())
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
 
     per_rank = len(train_ds) // ddp.world_size()
@@ -418,7 +503,14 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
     swa_model = AveragedModel(net) if cfg.swa else None
     swa_sched: SWALR | None = None
 
-    state = {"epoch": 0, "step": 0, "best_val": float("inf"), "bad_epochs": 0, "history": [], "stopped": False}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "best_val": float("inf"),
+        "bad_epochs": 0,
+        "history": [],
+        "stopped": False,
+    }
     last_w, last_s = out / "last.safetensors", out / "last_state.pt"
     if resume and last_w.is_file() and last_s.is_file():
         net.load_state_dict(_load_tensors(last_w))
@@ -436,7 +528,8 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
     elif resume:
         log.info("no checkpoint in %s; starting from scratch", out)
 
-    model: torch.nn.Module = torch.compile(net) if cfg.compile else net
+    # (torch.compile of a Module gives an OptimizedModule, a Module; its stub says Callable)
+    model: torch.nn.Module = cast(torch.nn.Module, torch.compile(net)) if cfg.compile else net
     frozen = None
     wrapped = model
     epochs_run = 0
@@ -446,8 +539,13 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
         if want_frozen != frozen:  # (re)wrap when the set of trainable parameters changes
             _set_backbone_trainable(net, not want_frozen)
             frozen = want_frozen
-            wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-                       if ddp.is_distributed() else model)
+            wrapped = (
+                torch.nn.parallel.DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None
+                )
+                if ddp.is_distributed()
+                else model
+            )
             log.info("epoch %d: backbone %s", epoch + 1, "frozen" if frozen else "trainable")
         seed_everything(cfg.seed * 7919 + epoch * 101 + ddp.rank())
         in_swa = cfg.swa and epoch >= swa_epoch
@@ -455,8 +553,12 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
             swa_sched = SWALR(optimizer, swa_lr=cfg.swa_lr or 0.5 * cfg.lr, anneal_epochs=1)
         wrapped.train()
         loader = _loader(train_ds, cfg.batch_size, cfg, shuffle=True, epoch=epoch)
-        bar = tqdm(total=batches, desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (cfg.progress and ddp.is_main()))
+        bar = tqdm(
+            total=batches,
+            desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not (cfg.progress and ddp.is_main()),
+        )
         t0, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
         optimizer.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(loader):
@@ -468,6 +570,7 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
             with autocast_context(device, cfg.amp):
                 logits = wrapped(x)
                 if teacher is not None:
+                    assert kd is not None  # set whenever there is a teacher
                     with torch.no_grad():
                         t_logits = teacher(_teacher_input(x, cfg, teacher_size, teacher_norm))
                     loss = kd(logits, t_logits, y)
@@ -491,20 +594,32 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
         bar.close()
         train_secs = time.perf_counter() - t0
         if in_swa:
+            assert swa_model is not None and swa_sched is not None  # both exist once in SWA
             swa_model.update_parameters(net)
             swa_sched.step()
-        train_stats = ddp.all_reduce_mean({"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)},
-                                          device if device.type == "cuda" else "cpu")
+        train_stats = ddp.all_reduce_mean(
+            {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)},
+            device if device.type == "cuda" else "cpu",
+        )
         v_logits, v_y = predict(net, val, cfg, device=device, tta=False)
         v_loss = _val_loss(v_logits, v_y, val_criterion)
         v_acc = float((v_logits.argmax(1) == v_y).mean()) if len(v_y) else float("nan")
         secs = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, **train_stats, "val_loss": v_loss, "val_acc": v_acc,
-               "lr_head": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"],
-               "swa": in_swa, "samples_this_rank": seen, "seconds": secs, "train_seconds": train_secs,
-               "images_per_s": seen * ddp.world_size() / train_secs if train_secs > 0 else float("nan")}
+        row = {
+            "epoch": epoch + 1,
+            **train_stats,
+            "val_loss": v_loss,
+            "val_acc": v_acc,
+            "lr_head": optimizer.param_groups[0]["lr"],
+            "lr_backbone": optimizer.param_groups[1]["lr"],
+            "swa": in_swa,
+            "samples_this_rank": seen,
+            "seconds": secs,
+            "train_seconds": train_secs,
+            "images_per_s": seen * ddp.world_size() / train_secs if train_secs > 0 else float("nan"),
+        }
         if device.type == "cuda":
-            row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             torch.cuda.reset_peak_memory_stats(device)
         state["history"].append(row)
         improved = v_loss < state["best_val"]
@@ -515,11 +630,18 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
         state["epoch"] = epoch + 1
         if cfg.patience and state["bad_epochs"] >= cfg.patience and not in_swa:
             state["stopped"] = True
-            log.info("early stopping after epoch %d (no better validation loss for %d epochs)",
-                     epoch + 1, cfg.patience)
-        log.info("epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f (%.1f s, %.0f images/s)",
-                 epoch + 1, cfg.epochs, train_stats["train_loss"], train_stats["train_acc"], v_loss, v_acc,
-                 row["seconds"], row["images_per_s"])
+            log.info("early stopping after epoch %d (no better validation loss for %d epochs)", epoch + 1, cfg.patience)
+        log.info(
+            "epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f (%.1f s, %.0f images/s)",
+            epoch + 1,
+            cfg.epochs,
+            train_stats["train_loss"],
+            train_stats["train_acc"],
+            v_loss,
+            v_acc,
+            row["seconds"],
+            row["images_per_s"],
+        )
         if ddp.is_main():
             if improved:
                 _save_tensors(net.state_dict(), out / "best.safetensors")
@@ -527,10 +649,16 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
             if swa_model is not None and in_swa:
                 _save_tensors(swa_model.state_dict(), out / "swa_avg.safetensors")
             tmp = last_s.with_name(last_s.name + ".tmp")
-            torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                        "swalr": swa_sched.state_dict() if swa_sched is not None else {},
-                        "history": json.dumps(state["history"]),
-                        **{k2: state[k2] for k2 in ("epoch", "step", "best_val", "bad_epochs", "stopped")}}, tmp)
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "swalr": swa_sched.state_dict() if swa_sched is not None else {},
+                    "history": json.dumps(state["history"]),
+                    **{k2: state[k2] for k2 in ("epoch", "step", "best_val", "bad_epochs", "stopped")},
+                },
+                tmp,
+            )
             tmp.replace(last_s)
             _write_json(out / "history.json", state["history"])
         ddp.barrier()
@@ -539,24 +667,46 @@ def _fit(cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, 
             log.info("stopping after %d epoch(s) as asked; resume to continue", epochs_run)
             return FitResult(net.eval(), None, state["history"], "last", {}, out, cfg)
 
-    return _choose(cfg, net, swa_model, train_ds, val, val_criterion, device, out, state, split_hash,
-                   card_extra, training_data, status)
+    return _choose(
+        cfg,
+        net,
+        swa_model,
+        train_ds,
+        val,
+        val_criterion,
+        device,
+        out,
+        state,
+        split_hash,
+        card_extra,
+        training_data,
+        status,
+    )
 
 
-def _choose(cfg, net, swa_model, train_ds, val, val_criterion, device, out, state, split_hash, card_extra,
-            training_data, status) -> FitResult:
+def _choose(
+    cfg, net, swa_model, train_ds, val, val_criterion, device, out, state, split_hash, card_extra, training_data, status
+) -> FitResult:
     """Best checkpoint vs SWA (BN statistics recomputed) on validation; save the better one with its card."""
     candidates: dict[str, dict[str, torch.Tensor]] = {}
     best_file = out / "best.safetensors"
     ddp.barrier()
-    candidates["best" if best_file.is_file() else "last"] = (_load_tensors(best_file) if best_file.is_file()
-                                                             else {k: v.detach().clone() for k, v in net.state_dict().items()})
+    candidates["best" if best_file.is_file() else "last"] = (
+        _load_tensors(best_file)
+        if best_file.is_file()
+        else {k: v.detach().clone() for k, v in net.state_dict().items()}
+    )
     if swa_model is not None and swa_model.n_averaged.item() > 0:
         bn_loader = _loader(train_ds, cfg.batch_size, cfg, shuffle=True, epoch=10_000)
         seed_everything(cfg.seed + 424242)
         swa_net = swa_model.module
-        torch.optim.swa_utils.update_bn(((x.to(device).contiguous(memory_format=torch.channels_last)
-                                          if cfg.channels_last else x.to(device)) for x, _ in bn_loader), swa_net)
+        torch.optim.swa_utils.update_bn(
+            (
+                (x.to(device).contiguous(memory_format=torch.channels_last) if cfg.channels_last else x.to(device))
+                for x, _ in bn_loader
+            ),
+            swa_net,
+        )
         ddp.broadcast_state(swa_net)  # each rank saw its own shard: keep rank 0's BN statistics everywhere
         candidates["swa"] = {k: v.detach().clone() for k, v in swa_net.state_dict().items()}
         if ddp.is_main():
@@ -577,14 +727,28 @@ def _choose(cfg, net, swa_model, train_ds, val, val_criterion, device, out, stat
     card = None
     if ddp.is_main():
         card = ModelCard(
-            name=cfg.name, arch=cfg.arch, classes=list(cfg.classes), input_size=cfg.size, mean=cfg.mean,
-            std=cfg.std, aspect=cfg.aspect, role=cfg.role, split_hash=split_hash, demo=cfg.demo,
+            name=cfg.name,
+            arch=cfg.arch,
+            classes=list(cfg.classes),
+            input_size=cfg.size,
+            mean=cfg.mean,
+            std=cfg.std,
+            aspect=cfg.aspect,
+            role=cfg.role,
+            split_hash=split_hash,
+            demo=cfg.demo,
             metrics={"validation": vm, "val_loss_by_candidate": {n: s[0] for n, s in scores.items()}},
             training_data=dict(training_data),
             intended_use=(DEMO_WARNING if cfg.demo else INTENDED_USE),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            extra={**card_extra, "chosen": chosen, "pretrained": status, "epochs_run": state["epoch"],
-                   "config": dataclasses.asdict(cfg)})
+            extra={
+                **card_extra,
+                "chosen": chosen,
+                "pretrained": status,
+                "epochs_run": state["epoch"],
+                "config": dataclasses.asdict(cfg),
+            },
+        )
         save_weights(card, net.state_dict(), out)
         _write_json(out / "history.json", state["history"])
     ddp.barrier()

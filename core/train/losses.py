@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 __all__ = ["balanced_class_weights", "FocalLoss", "DistillationLoss"]
 
 
-def balanced_class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
+def balanced_class_weights(targets: Sequence[int] | np.ndarray, num_classes: int) -> torch.Tensor:
     """sklearn's 'balanced' weights ``n / (k * count_c)`` for the classes present; absent classes get 0."""
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -27,6 +27,8 @@ class FocalLoss(torch.nn.Module):
 
     ``alpha``: per-class weights (e.g. :func:`balanced_class_weights`) or None for 1.
     """
+
+    alpha: torch.Tensor | None  # a registered buffer
 
     def __init__(self, gamma: float = 2.0, alpha: torch.Tensor | Sequence[float] | None = None):
         super().__init__()
@@ -53,10 +55,8 @@ class DistillationLoss(torch.nn.Module):
             raise ValueError("distillation needs 0 <= alpha <= 1 and temperature > 0")
         self.alpha, self.temperature = float(alpha), float(temperature)
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                target: torch.Tensor) -> torch.Tensor:
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         s, t, T = student_logits.float(), teacher_logits.float(), self.temperature
         ce = F.cross_entropy(s, target)
-        kl = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean",
-                      log_target=True)
+        kl = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean", log_target=True)
         return self.alpha * ce + (1.0 - self.alpha) * T * T * kl

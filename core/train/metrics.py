@@ -9,13 +9,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "expected_calibration_error", "summarise_folds", "fold_table",
-           "save_metrics", "flat_metrics", "eye_level"]
+__all__ = [
+    "classification_metrics",
+    "expected_calibration_error",
+    "summarise_folds",
+    "fold_table",
+    "save_metrics",
+    "flat_metrics",
+    "eye_level",
+]
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
@@ -31,8 +39,9 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
     return float(ece)
 
 
-def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str],
-                           pred: np.ndarray | None = None) -> dict[str, Any]:
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, classes: Sequence[str], pred: np.ndarray | None = None
+) -> dict[str, Any]:
     """Accuracy, per-class sensitivity / specificity / precision / F1 / one-vs-rest AUC, their macro
     averages, the confusion matrix (rows = truth) and the ECE. ``pred`` overrides the argmax
     prediction (e.g. a thresholded decision)."""
@@ -52,22 +61,42 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Se
         spec = tn / (tn + fp) if (tn + fp) else float("nan")
         onehot = (y == c).astype(int)
         auc = float(roc_auc_score(onehot, p[:, c])) if 0 < onehot.sum() < len(y) else float("nan")
-        per_class[name] = {"sensitivity": float(rec[c]), "specificity": float(spec), "precision": float(prec[c]),
-                           "f1": float(f1[c]), "auc": auc, "support": int(support[c])}
+        per_class[name] = {
+            "sensitivity": float(rec[c]),
+            "specificity": float(spec),
+            "precision": float(prec[c]),
+            "f1": float(f1[c]),
+            "auc": auc,
+            "support": int(support[c]),
+        }
 
     def macro(key: str) -> float:
         vals = [v[key] for v in per_class.values() if not math.isnan(v[key])]
         return float(np.mean(vals)) if vals else float("nan")
 
-    return {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-            "macro_sensitivity": macro("sensitivity"), "macro_specificity": macro("specificity"),
-            "macro_precision": macro("precision"), "macro_f1": macro("f1"), "macro_auc": macro("auc"),
-            "ece": expected_calibration_error(y, p) if len(y) else float("nan"),
-            "per_class": per_class, "confusion": cm.tolist(), "classes": list(classes)}
+    return {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "macro_sensitivity": macro("sensitivity"),
+        "macro_specificity": macro("specificity"),
+        "macro_precision": macro("precision"),
+        "macro_f1": macro("f1"),
+        "macro_auc": macro("auc"),
+        "ece": expected_calibration_error(y, p) if len(y) else float("nan"),
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+        "classes": list(classes),
+    }
 
 
-def eye_decisions(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[str], classes: Sequence[str],
-                  eye_truth: dict[str, str] | None = None, thresholds=None) -> list[tuple[str, Any, str]]:
+def eye_decisions(
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    eye_keys: Sequence[str],
+    classes: Sequence[str],
+    eye_truth: dict[str, str] | None = None,
+    thresholds=None,
+) -> list[tuple[str, Any, str]]:
     """``(eye key, EyeResult, true eye label)`` per eye, sorted by key: the B-scans' probabilities
     through the app's own decision, ``core.aggregate.decide`` (top-k eye scores, worst case wins,
     ``thresholds``; all B-scans counted gradable). The true label is ``eye_truth[key]`` when given,
@@ -85,14 +114,26 @@ def eye_decisions(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[s
         m = keys == key
         n = int(m.sum())
         vol = OctVolume(bscans=np.zeros((n, 1, 1), np.uint8))
-        vr = VolumeResult(volume=vol, classes=names, probs=p[m].astype(np.float32), cams=None,
-                          gradable=np.ones(n, bool), quality_reasons=[""] * n)
+        vr = VolumeResult(
+            volume=vol,
+            classes=names,
+            probs=p[m].astype(np.float32),
+            cams=None,
+            gradable=np.ones(n, bool),
+            quality_reasons=[""] * n,
+        )
         out.append((key, decide(vr, thresholds), (eye_truth or {}).get(key) or names[int(y[m].max())]))
     return out
 
 
-def eye_level(y_true: Sequence[int], probs: np.ndarray, eye_keys: Sequence[str], classes: Sequence[str],
-              eye_truth: dict[str, str] | None = None, thresholds=None) -> dict[str, Any]:
+def eye_level(
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    eye_keys: Sequence[str],
+    classes: Sequence[str],
+    eye_truth: dict[str, str] | None = None,
+    thresholds=None,
+) -> dict[str, Any]:
     """Per-eye metrics of :func:`eye_decisions` (the app's decision per eye). AUCs use the eye scores."""
     names = list(classes)
     truth, pred, scores = [], [], []
@@ -122,13 +163,17 @@ def summarise_folds(per_fold: Sequence[dict[str, Any]]) -> dict[str, dict[str, f
     for k in keys:
         v = np.array([f[k] for f in flats], dtype=np.float64)
         v = v[~np.isnan(v)]  # a metric undefined on some folds (e.g. AUC with a missing class) is left out
-        out[k] = {"mean": float(v.mean()) if len(v) else float("nan"),
-                  "std": float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else float("nan"))}
+        out[k] = {
+            "mean": float(v.mean()) if len(v) else float("nan"),
+            "std": float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else float("nan")),
+        }
     return out
 
 
-def fold_table(results: dict[str, Sequence[dict[str, Any]]], keys: Sequence[str] = ("accuracy", "macro_f1",
-               "macro_auc", "macro_sensitivity", "macro_specificity", "ece")) -> str:
+def fold_table(
+    results: dict[str, Sequence[dict[str, Any]]],
+    keys: Sequence[str] = ("accuracy", "macro_f1", "macro_auc", "macro_sensitivity", "macro_specificity", "ece"),
+) -> str:
     """A plain-text table like the paper's: one row per model and fold, then mean +- std (in %)."""
     head = f"{'model':<20}{'fold':>6}" + "".join(f"{k:>19}" for k in keys)
     lines = [head, "-" * len(head)]

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from core.errors import InputError
 
-__all__ = ["SplitPlan", "Fold", "make_splits", "save_splits", "load_splits", "check_split_hash",
-           "SplitMismatchError", "samples_of"]
+__all__ = [
+    "SplitPlan",
+    "Fold",
+    "make_splits",
+    "save_splits",
+    "load_splits",
+    "check_split_hash",
+    "SplitMismatchError",
+    "samples_of",
+]
 
 FORMAT = "octscreen-splits/1"
 
@@ -47,14 +55,21 @@ class SplitPlan:
 
     def compute_hash(self) -> str:
         """sha256 of the canonical plan (sorted group lists, seed, val fraction)."""
-        body = {"seed": self.seed, "val_fraction": self.val_fraction,
-                "folds": [{k: sorted(getattr(f, k)) for k in ("train", "val", "test")} for f in self.folds]}
+        body = {
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "folds": [{k: sorted(getattr(f, k)) for k in ("train", "val", "test")} for f in self.folds],
+        }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "hash": self.hash, "seed": self.seed, "val_fraction": self.val_fraction,
-                "folds": [{"train": sorted(f.train), "val": sorted(f.val), "test": sorted(f.test)}
-                          for f in self.folds]}
+        return {
+            "format": FORMAT,
+            "hash": self.hash,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "folds": [{"train": sorted(f.train), "val": sorted(f.val), "test": sorted(f.test)} for f in self.folds],
+        }
 
 
 def _group_labels(samples: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -129,9 +144,13 @@ def load_splits(path: str | Path) -> SplitPlan:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(p, f"splits file is not valid JSON ({e})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise InputError(p, f"not an OCT Screen splits file (expected \"format\": \"{FORMAT}\")")
-    plan = SplitPlan([Fold(list(f["train"]), list(f["val"]), list(f.get("test", []))) for f in d["folds"]],
-                     int(d["seed"]), float(d["val_fraction"]), str(d.get("hash", "")))
+        raise InputError(p, f'not an OCT Screen splits file (expected "format": "{FORMAT}")')
+    plan = SplitPlan(
+        [Fold(list(f["train"]), list(f["val"]), list(f.get("test", []))) for f in d["folds"]],
+        int(d["seed"]),
+        float(d["val_fraction"]),
+        str(d.get("hash", "")),
+    )
     if plan.hash != plan.compute_hash():
         raise InputError(p, "splits file does not match its hash (edited by hand?); make a new one")
     return plan
@@ -142,5 +161,7 @@ def check_split_hash(expected: str, actual: str, what: str = "teacher") -> None:
     if not expected:
         raise SplitMismatchError(f"the {what} carries no split hash; cannot prove it never saw the test patients")
     if expected != actual:
-        raise SplitMismatchError(f"the {what} was trained on split {expected} but this run uses split {actual}; "
-                                 "teacher and student of a fold must share one splits file")
+        raise SplitMismatchError(
+            f"the {what} was trained on split {expected} but this run uses split {actual}; "
+            "teacher and student of a fold must share one splits file"
+        )

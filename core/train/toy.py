@@ -23,19 +23,20 @@ def toy_bscan(label: str, rng: np.random.Generator, size: tuple[int, int] = (48,
     h, w = size
     img = rng.normal(40, 12, size=(h, w))
     base = int(h * 0.65) + int(rng.integers(-3, 4))
-    img[base - 10:base - 6] += 70
-    img[base:base + 4] += 150
+    img[base - 10 : base - 6] += 70
+    img[base : base + 4] += 150
     if label == "drusen":
         for c in rng.integers(w // 6, w - w // 6, size=3):
-            img[base - 5:base, max(0, c - 4):c + 4] += 140
+            img[base - 5 : base, max(0, c - 4) : c + 4] += 140
     elif label == "cnv":
         c = int(rng.integers(w // 4, 3 * w // 4))
-        img[base - 18:base - 8, c - 8:c + 8] += 180
+        img[base - 18 : base - 8, c - 8 : c + 8] += 180
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_toy_dataset(out_dir: str | Path, *, patients: int = 12, n_bscans: int = 4, seed: int = 0,
-                      size: tuple[int, int] = (48, 64)) -> Path:
+def write_toy_dataset(
+    out_dir: str | Path, *, patients: int = 12, n_bscans: int = 4, seed: int = 0, size: tuple[int, int] = (48, 64)
+) -> Path:
     """Write ``OUT/<CLASS>/<pid>/<OD|OS>/<NNN>_<LABEL>.png`` and ``OUT/manifest.csv``; return the manifest.
 
     Patients cycle through the classes; in a drusen / CNV eye the first B-scan is normal (so B-scan
@@ -56,8 +57,17 @@ def write_toy_dataset(out_dir: str | Path, *, patients: int = 12, n_bscans: int 
                 label = "normal" if (i == 0 and cls != "normal") else cls
                 name = f"{i:03d}_{label.upper()}.png"
                 Image.fromarray(toy_bscan(label, rng, size)).save(folder / name)
-                rows.append([f"{cls.upper()}/{pid}/{eye}/{name}", label, f"{cls.upper()}/{pid}", eye,
-                             f"{cls.upper()}/{pid}/{eye}", i, cls])
+                rows.append(
+                    [
+                        f"{cls.upper()}/{pid}/{eye}/{name}",
+                        label,
+                        f"{cls.upper()}/{pid}",
+                        eye,
+                        f"{cls.upper()}/{pid}/{eye}",
+                        i,
+                        cls,
+                    ]
+                )
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

@@ -7,7 +7,8 @@ uint8 B-scan and end with the same normalisation.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -40,8 +41,14 @@ class _TrainTransform:
     the width instead of the retina); then the aspect policy (as in the clinic).
     """
 
-    def __init__(self, pipeline: v2.Compose, size: tuple[int, int] = (0, 0), aspect: str = "squash",
-                 lateral_scale: tuple[float, float] = (1.0, 1.0), lateral_p: float = 0.0):
+    def __init__(
+        self,
+        pipeline: v2.Compose,
+        size: tuple[int, int] = (0, 0),
+        aspect: str = "squash",
+        lateral_scale: tuple[float, float] = (1.0, 1.0),
+        lateral_p: float = 0.0,
+    ):
         self.pipeline = pipeline
         self.size, self.aspect = size, aspect
         self.lateral_scale, self.lateral_p = lateral_scale, lateral_p
@@ -54,14 +61,15 @@ class _TrainTransform:
             w = a.shape[1]
             cw = max(8, int(round(w * f)))
             x0 = int(torch.randint(0, max(1, w - cw + 1), ()))
-            a = a[:, x0:x0 + cw]
+            a = a[:, x0 : x0 + cw]
         if self.aspect != "squash":
             a = fit_aspect(a, self.size, self.aspect)
         return self.pipeline(np.array(a, dtype=np.uint8, copy=True)[..., None]).contiguous()
 
 
-def eval_transform(input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                   aspect: str = "squash") -> Callable[[np.ndarray], torch.Tensor]:
+def eval_transform(
+    input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float], aspect: str = "squash"
+) -> Callable[[np.ndarray], torch.Tensor]:
     """uint8 ``[h, w]`` -> float32 ``[3, H, W]``, identical to :func:`core.preprocess.preprocess_bscans`."""
     return _EvalTransform(input_size, mean, std, aspect)
 
@@ -73,10 +81,18 @@ class _GreyToRgb(torch.nn.Module):
         return x.expand(3, -1, -1) if x.shape[-3] == 1 else x
 
 
-def train_transform(input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                    level: str = "strong", *, rand_magnitude: int = 9, vflip: float = 0.0,
-                    aspect: str = "squash", lateral_scale: tuple[float, float] = (1.0, 1.0), lateral_p: float = 0.0
-                    ) -> Callable[[np.ndarray], torch.Tensor]:
+def train_transform(
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    level: str = "strong",
+    *,
+    rand_magnitude: int = 9,
+    vflip: float = 0.0,
+    aspect: str = "squash",
+    lateral_scale: tuple[float, float] = (1.0, 1.0),
+    lateral_p: float = 0.0,
+) -> Callable[[np.ndarray], torch.Tensor]:
     """The training augmentation: uint8 ``[h, w]`` -> float32 ``[3, H, W]``.
 
     ``strong`` (the KD-OCT recipe): resize to ~1.14x + random crop, RandAugment, rotation, affine
@@ -106,13 +122,16 @@ def train_transform(input_size: tuple[int, int], mean: Sequence[float], std: Seq
     ops += [v2.ToDtype(torch.float32, scale=True), _GreyToRgb(), v2.Normalize(list(mean), list(std))]
     if level == "strong":
         ops.append(v2.RandomErasing(p=0.25, scale=(0.02, 0.15), value=0))
-    return _TrainTransform(v2.Compose(ops), (h, w), aspect, tuple(lateral_scale), float(lateral_p))
+    # (a config from JSON gives a list; _TrainTransform unpacks it as (lo, hi))
+    scale = cast(tuple[float, float], tuple(lateral_scale))
+    return _TrainTransform(v2.Compose(ops), (h, w), aspect, scale, float(lateral_p))
 
 
 def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
     """Test-time views of a normalised batch ``[n, 3, H, W]``: original, horizontal flip, a small
     rescale (zoom in 8 %, crop back) and small rotations (+-5 degrees)."""
     h, w = x.shape[-2:]
-    zoom = v2.functional.center_crop(v2.functional.resize(x, [round(h * 1.08), round(w * 1.08)], antialias=True),
-                                     [h, w])
+    zoom = v2.functional.center_crop(
+        v2.functional.resize(x, [round(h * 1.08), round(w * 1.08)], antialias=True), [h, w]
+    )
     return [x, torch.flip(x, dims=[-1]), zoom, v2.functional.rotate(x, 5.0), v2.functional.rotate(x, -5.0)]
