@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-DEMO   := resources/samples/demo-exam
+DEMO   := resources/samples/oct2017-bscans
 OUT    ?= demo-output
 
 .PHONY: setup sysdeps run gui screen-demo test bench clean

@@ -43,7 +43,7 @@ from app.workers import ExportRequest, Job, LoadOutcome, export_report, load_and
 from core.errors import InputError, ModelCardError
 from core.modelcard import ModelCard, load_card
 
-__all__ = ["MainWindow", "default_screener_factory", "demo_exam_path", "install_excepthook"]
+__all__ = ["MainWindow", "default_screener_factory", "demo_exam_path", "synthetic_demo_path", "install_excepthook"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_exam_path() -> Path:
-    """The bundled demo exam (synthetic patient, both eyes, DICOM OPT)."""
+    """The bundled demo: 44 real OCT2017 B-scans of 32 patients (CC BY 4.0) that the bundled model was
+    not trained on; each patient is an exam of one or two single B-scans."""
+    return REPO_ROOT / "resources" / "samples" / "oct2017-bscans"
+
+
+def synthetic_demo_path() -> Path:
+    """The synthetic demo exam (one simulated patient, both eyes, 25-B-scan DICOM OPT volumes)."""
     return REPO_ROOT / "resources" / "samples" / "demo-exam"
 
 
@@ -193,10 +199,17 @@ class MainWindow(QMainWindow):
             sp.SP_DirOpenIcon,
         )
         self.act_demo = self._action(
-            "Open &demo exam",
+            "Open &demo: real B-scans",
             self.open_demo,
             "Ctrl+D",
-            "Open the bundled synthetic demo exam",
+            "Open the bundled demo: real OCT2017 B-scans (CC BY 4.0) the model was not trained on",
+            sp.SP_FileDialogInfoView,
+        )
+        self.act_demo_synthetic = self._action(
+            "Open demo: &synthetic volumes",
+            self.open_synthetic_demo,
+            "Ctrl+Shift+D",
+            "Open the synthetic demo exam (simulated volumes of both eyes; not real patient data)",
             sp.SP_FileDialogInfoView,
         )
         self.act_export = self._action(
@@ -253,7 +266,7 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        m.addActions([self.act_open_file, self.act_open_folder, self.act_demo])
+        m.addActions([self.act_open_file, self.act_open_folder, self.act_demo, self.act_demo_synthetic])
         self.recent_menu = m.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         m.addSeparator()
@@ -311,7 +324,7 @@ class MainWindow(QMainWindow):
         self.act_close.setEnabled(has_exam)
         self.act_close_all.setEnabled(bool(self.state.exams))
         self.act_overlay.setEnabled(self.state.volume_result is not None)
-        for act in (self.act_open_file, self.act_open_folder, self.act_demo, self.act_settings):
+        for act in (self.act_open_file, self.act_open_folder, self.act_demo, self.act_demo_synthetic, self.act_settings):
             act.setEnabled(not busy)
         loaded = self.state.current_loaded
         if loaded is not None:
@@ -336,8 +349,14 @@ class MainWindow(QMainWindow):
             self.open_paths([path])
 
     def open_demo(self) -> None:
-        """File > Open demo exam."""
-        path = demo_exam_path()
+        """File > Open demo: real B-scans."""
+        self._open_bundled(demo_exam_path())
+
+    def open_synthetic_demo(self) -> None:
+        """File > Open demo: synthetic volumes."""
+        self._open_bundled(synthetic_demo_path())
+
+    def _open_bundled(self, path: Path) -> None:
         if not path.exists():
             self.dialogs.error(self, "Demo exam missing", f"{path}: the bundled demo exam is not installed.")
             return

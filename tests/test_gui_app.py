@@ -128,11 +128,25 @@ def test_open_screens_and_shows_the_decision(qtbot, window, exam_dir):
     assert window.summary.eye_title.text() == "Left eye (OS)"
 
 
-def test_open_demo_exam(qtbot, window):
+def test_open_demo_real_bscans(qtbot, window):
     from app.main_window import demo_exam_path
 
-    assert demo_exam_path().is_dir(), "the bundled demo exam is part of the repository"
+    assert demo_exam_path().is_dir(), "the bundled demo is part of the repository"
     window.act_demo.trigger()
+    wait_idle(qtbot, window)
+    assert not window.dialogs.errors
+    exams = window.state.exams
+    # 44 OCT2017 B-scans of 32 patients: one exam per patient
+    assert len(exams) == 32 and sum(e.n_bscans for x in exams for e in x.exam.eyes) == 44
+    assert all(e.n_bscans <= 6 for x in exams for e in x.exam.eyes)
+    assert window.settings.recent == []  # the demo is not a "recent file"
+
+
+def test_open_demo_synthetic_volumes(qtbot, window):
+    from app.main_window import synthetic_demo_path
+
+    assert synthetic_demo_path().is_dir(), "the synthetic demo exam is part of the repository"
+    window.act_demo_synthetic.trigger()
     wait_idle(qtbot, window)
     assert not window.dialogs.errors
     exam = window.state.current_exam
