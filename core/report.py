@@ -128,6 +128,17 @@ def _eye_title(lat: Laterality) -> str:
     return {Laterality.OD: "Right eye (OD)", Laterality.OS: "Left eye (OS)"}.get(lat, "Eye (laterality unknown)")
 
 
+def _rule_text(th: Thresholds, cls: str, tiers: dict | None = None) -> str:
+    """The decision rule of ``cls`` in the scores table, e.g. '>= 0.30: urgent referral'."""
+    words = tiers or DEFAULT_TIERS
+    for tier, table in (("urgent", th.urgent), ("soon", th.soon), ("routine", th.routine)):
+        if cls in table:
+            return f"\u2265 {table[cls]:.2f}: {words[tier].name.lower()}"
+    if cls in th.normal:
+        return f"\u2265 {th.normal[cls]:.2f}: no referral"
+    return "\u2013"
+
+
 def _class_colour(classes: list[str], name: str) -> str:
     others = [c for c in classes if c.lower() not in CLASS_COLOURS]
     return class_colour(name, others.index(name) if name in others else 0)
@@ -672,13 +683,7 @@ class _ReportBuilder:
         ]
         for c in classes:
             score = eye.scores.get(c)
-            rule = (
-                f"\u2265 {th.urgent[c]:.2f}: urgent referral"
-                if c in th.urgent
-                else f"\u2265 {th.routine[c]:.2f}: routine referral"
-                if c in th.routine
-                else "\u2013"
-            )
+            rule = _rule_text(th, c, eye.tiers)
             st = s["value"] if c == eye.label else s["base"]
             shown = "\u2013" if score is None or not math.isfinite(score) else f"{score:.2f}"
             rows.append([Paragraph(_x(c), st), Paragraph(shown, st), Paragraph(_x(rule), s["base"])])
@@ -703,8 +708,8 @@ class _ReportBuilder:
             why.append(
                 Paragraph(
                     _x(
-                        f"Eye score = mean of the {k} highest gradable B-scan probabilities; "
-                        f"review advised within \u00b1{th.review_margin:.2f} of a threshold "
+                        f"Eye score = mean of the {k} highest gradable B-scan probabilities (for normal: of "
+                        f"the {k} lowest); review advised within \u00b1{th.review_margin:.2f} of a threshold "
                         "(narrower for thresholds near 0 or 1)."
                     ),
                     s["small"],
