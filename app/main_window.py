@@ -324,7 +324,13 @@ class MainWindow(QMainWindow):
         self.act_close.setEnabled(has_exam)
         self.act_close_all.setEnabled(bool(self.state.exams))
         self.act_overlay.setEnabled(self.state.volume_result is not None)
-        for act in (self.act_open_file, self.act_open_folder, self.act_demo, self.act_demo_synthetic, self.act_settings):
+        for act in (
+            self.act_open_file,
+            self.act_open_folder,
+            self.act_demo,
+            self.act_demo_synthetic,
+            self.act_settings,
+        ):
             act.setEnabled(not busy)
         loaded = self.state.current_loaded
         if loaded is not None:

@@ -342,3 +342,35 @@ def test_calibrate_sets_thresholds_from_the_validation_eyes(crossval_run, tmp_pa
         == 2
     )
     assert "split" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "data.patiens=100",
+        "split.fold=3",
+        "export.nmae=x",
+        "crossval.controll=false",
+        "teacher.epoch=1",
+        "runtime.aspct=crop",
+        "student.lr_head=0.1",
+    ],
+)
+def test_a_misspelt_recipe_key_is_refused(key, capsys):
+    from training.config import load_config
+
+    section, _, rest = key.partition(".")
+    with pytest.raises(ValueError, match=f"unknown key\\(s\\) in section '{section}': {rest.split('=')[0]}"):
+        load_config("synthetic-cpu", [key])
+    assert main(["train", "teacher", "--config", "synthetic-cpu", "--set", key]) == 2
+    assert f"section '{section}'" in capsys.readouterr().err
+
+
+def test_every_bundled_recipe_is_valid():
+    from training.config import config_dir, load_config
+
+    names = sorted(p.stem for p in config_dir().glob("*.json"))
+    assert "oct2017-real" in names and "oct2017-real-cv" in names
+    for name in names:
+        cfg = load_config(name)
+        assert cfg["data"]["classes"]

@@ -168,18 +168,7 @@ def run(args: argparse.Namespace) -> int:
             if ex["int8"]:  # calibrate on the fold's training B-scans, measure on its test (or validation) ones
                 src = recipes.find_card(model)  # fail on a missing model before loading any data
                 ws = recipes.prepare(cfg, out, args.splits)
-                if src.split_hash != ws.plan.hash:
-                    raise SplitMismatchError(
-                        f"{src.path}: the model was trained on split {src.split_hash or '(none recorded)'} but "
-                        f"{args.splits or out / 'splits.json'} is split {ws.plan.hash}; its test patients may "
-                        "be ones the model trained on (pass --splits with the model's split file)"
-                    )
-                if src.extra.get("fold", args.fold) != args.fold:
-                    raise ValueError(
-                        f"{src.path}: the model was trained on fold {src.extra['fold']}, not on "
-                        f"--fold {args.fold}; measuring it on another fold's test patients would "
-                        "include patients it trained on"
-                    )
+                recipes.check_model_fold(src, ws.plan, args.fold, "measuring int8 against fp32 with")
                 train, val = ws.train_val(args.fold)
                 test = ws.test(args.fold)
                 data = dict(

@@ -10,9 +10,11 @@ A recipe may start with ``"base": "<other recipe>"`` and override only what diff
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,90 @@ def apply_overrides(cfg: dict, sets: Sequence[str]) -> dict:
     return out
 
 
+@dataclass
+class DataConfig:
+    """``data`` (and ``test_data``): where the B-scans come from (``core.train.data.load_samples``)."""
+
+    source: str = "synthetic"  # oct2017 | neh | manifest | synthetic
+    root: str | None = None
+    classes: list[str] = field(default_factory=lambda: ["normal", "drusen", "cnv"])
+    label_mode: str = "bscan"
+    split: str = "train"
+    cache_dir: str = "runs/cache"
+    patients: int = 30
+    seed: int = 0
+    n_bscans: int = 25
+    height: int = 496
+    width: int = 512
+    workers: int = 1
+    neh_csv: str | bool | None = None
+    worst_case: bool = False
+
+
+@dataclass
+class SplitConfig:
+    """``split``: the patient-level plan (``core.train.splits.make_splits``)."""
+
+    folds: int = 5
+    val_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass
+class CrossvalConfig:
+    """``crossval``: whether every fold also trains the student without its teacher (the control)."""
+
+    control: bool = True
+
+
+@dataclass
+class ExportConfig:
+    """``export``: where and under which name a trained student is exported."""
+
+    folder: str = "resources/models"
+    name: str = "octscreen-student"
+    int8: bool = False
+    version: str = "0.1.0"
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "test_data": DataConfig,
+    "split": SplitConfig,
+    "crossval": CrossvalConfig,
+    "export": ExportConfig,
+}
+
+
+def _check_keys(where: str, section: str, given: dict, known: set[str]) -> None:
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) in section '{section}': {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+
+
+def validate(cfg: dict, where: str = "config") -> dict:
+    """Check every section against its dataclass (``data``, ``test_data``, ``split``, ``crossval``,
+    ``export``) or :class:`TrainConfig` (``runtime``, ``teacher``, ``student``): an unknown key (a typo
+    such as ``data.patiens``) is an error naming the section, never silently ignored. Returns ``cfg``."""
+    for name, kind in SECTIONS.items():
+        section = cfg.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ValueError(f"{where}: section '{name}' must be an object")
+        _check_keys(where, name, section, {f.name for f in dataclasses.fields(kind)})
+        kind(**section)
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in ("runtime", "teacher", "student"):
+        section = cfg.get(name) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"{where}: section '{name}' must be an object")
+        _check_keys(where, name, section, train_keys)
+    return cfg
+
+
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> dict:
     """A recipe: the JSON file over :data:`DEFAULTS`, then the ``--set`` overrides.
 
@@ -107,6 +193,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> dict:
         bp = p.parent / base if (p.parent / base).is_file() else Path(base)
         parent = {k: v for k, v in load_config(bp).items() if not k.startswith("_")}
     cfg = apply_overrides(_merge(parent, raw), sets)
+    validate(cfg, str(p) + (f" with --set {' '.join(sets)}" if sets else ""))
     cfg["_path"] = os.path.relpath(p) if not os.path.relpath(p).startswith("..") else str(p)
     return cfg
 

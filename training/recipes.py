@@ -233,12 +233,24 @@ def find_card(path: str | Path) -> ModelCard:
     return load_card(p)
 
 
+def check_model_fold(card: ModelCard, plan: SplitPlan, fold: int, use: str, *, strict: bool = False) -> None:
+    """The one check that ``card``'s model was trained on ``plan`` (its split hash) and on ``fold``,
+    before it is used for ``use`` (teach, calibrate, measure): another split or fold would put
+    patients it trained on among those it is taught with, calibrated or measured on. ``strict``:
+    a card that records no fold is refused too (a teacher must say which fold it is)."""
+    check_split_hash(card.split_hash, plan.hash, f"model {card.path}")
+    recorded = card.extra.get("fold")
+    if (recorded is None and strict) or (recorded is not None and recorded != fold):
+        raise ValueError(
+            f"{card.path}: the model was trained on fold {recorded}, not fold {fold}; {use} it on fold "
+            f"{fold} would use patients it trained on"
+        )
+
+
 def load_teacher(path: str | Path, plan: SplitPlan, fold: int) -> tuple[torch.nn.Module, ModelCard]:
     """The teacher of ``path`` (its card or folder) after checking it was trained on this split and fold."""
     card = find_card(path)
-    check_split_hash(card.split_hash, plan.hash, f"teacher {card.path}")
-    if card.extra.get("fold") != fold:
-        raise ValueError(f"{card.path}: teacher of fold {card.extra.get('fold')} cannot teach fold {fold}")
+    check_model_fold(card, plan, fold, "teaching with", strict=True)
     return load_model_from_card(card), card
 
 
@@ -315,12 +327,7 @@ def calibrate(
     from core.train.metrics import eye_decisions
 
     card = find_card(model_card)
-    check_split_hash(card.split_hash, ws.plan.hash, f"model {card.path}")
-    if card.extra.get("fold", fold) != fold:
-        raise ValueError(
-            f"{card.path}: the model was trained on fold {card.extra['fold']}, not fold {fold}; "
-            "calibrating it on another fold's validation patients would use patients it trained on"
-        )
+    check_model_fold(card, ws.plan, fold, "calibrating")
     _, val = ws.train_val(fold)
     if not val:
         raise ValueError(f"fold {fold} has no validation patients to calibrate on")
