@@ -34,6 +34,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
+from core.fileio import atomic_output
 from core.io.images import parse_oct2017_name
 
 __all__ = [
@@ -337,14 +338,11 @@ def read_manifest(
 def write_manifest(samples: Iterable[Sample], csv_path: str | Path) -> Path:
     """Write samples as a CSV manifest (absolute paths), atomically."""
     p = Path(csv_path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_output(p, overwrite=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "patient_id", "eye", "volume_id", "eye_label"])
         for s in samples:
             w.writerow([str(Path(s.path).resolve()), s.label, s.group, s.eye, s.volume, s.eye_label])
-    tmp.replace(p)
     return p
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import SWALR, AveragedModel
 
+from core.fileio import atomic_output, write_text_atomic
 from core.modelcard import DEMO_WARNING, INTENDED_USE, ModelCard, save_weights
 from core.models import build, spec
 from core.train import ddp
@@ -216,9 +217,8 @@ def _lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -648,18 +648,17 @@ def _fit(
             _save_tensors(net.state_dict(), last_w)
             if swa_model is not None and in_swa:
                 _save_tensors(swa_model.state_dict(), out / "swa_avg.safetensors")
-            tmp = last_s.with_name(last_s.name + ".tmp")
-            torch.save(
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "swalr": swa_sched.state_dict() if swa_sched is not None else {},
-                    "history": json.dumps(state["history"]),
-                    **{k2: state[k2] for k2 in ("epoch", "step", "best_val", "bad_epochs", "stopped")},
-                },
-                tmp,
-            )
-            tmp.replace(last_s)
+            with atomic_output(last_s, overwrite=True) as tmp:
+                torch.save(
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "swalr": swa_sched.state_dict() if swa_sched is not None else {},
+                        "history": json.dumps(state["history"]),
+                        **{k2: state[k2] for k2 in ("epoch", "step", "best_val", "bad_epochs", "stopped")},
+                    },
+                    tmp,
+                )
             _write_json(out / "history.json", state["history"])
         ddp.barrier()
         epochs_run += 1
@@ -756,6 +755,4 @@ def _choose(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, default=float) + "\n", overwrite=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from core.fileio import atomic_output, write_text_atomic
+
 __all__ = [
     "classification_metrics",
     "expected_calibration_error",
@@ -191,18 +193,15 @@ def fold_table(
 def save_metrics(data: dict[str, Any], json_path: str | Path, csv_rows: Sequence[dict[str, Any]] | None = None) -> None:
     """Write metrics JSON (and optionally a CSV of flat rows next to it), atomically."""
     p = Path(json_path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    write_text_atomic(p, json.dumps(data, indent=1, default=float) + "\n", overwrite=True)
     if csv_rows:
-        c = p.with_suffix(".csv")
         fields: list[str] = []
         for r in csv_rows:
             fields += [k for k in r if k not in fields]
-        tmpc = c.with_name(c.name + ".tmp")
-        with open(tmpc, "w", newline="", encoding="utf-8") as f:
+        with (
+            atomic_output(p.with_suffix(".csv"), overwrite=True) as tmp,
+            open(tmp, "w", newline="", encoding="utf-8") as f,
+        ):
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(csv_rows)
-        tmpc.replace(c)

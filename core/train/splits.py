@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
+from core.fileio import write_text_atomic
 
 __all__ = [
     "SplitPlan",
@@ -127,11 +128,7 @@ def save_splits(plan: SplitPlan, path: str | Path, *, overwrite: bool = False) -
     p = Path(path)
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p}: splits file exists (pass overwrite=True to replace it)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(plan.to_json(), indent=1) + "\n", encoding="utf-8")
-    tmp.replace(p)
-    return p
+    return write_text_atomic(p, json.dumps(plan.to_json(), indent=1) + "\n", overwrite=overwrite)
 
 
 def load_splits(path: str | Path) -> SplitPlan:
