@@ -18,7 +18,6 @@ import datetime as dt
 import io
 import json
 import logging
-import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -92,20 +91,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _safe(text: str, fallback: str) -> str:
-    """A file-name-safe version of ``text`` (letters, digits, '-', '_', '.')."""
-    t = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.")
-    return t[:40] or fallback
-
-
 def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: bool) -> list[ExamJob]:
     """Group volumes into exams (patient id, study UID; first appearance order) and name their outputs.
 
-    Identified: ``<patient>_<study date>_<n>.pdf``; de-identified: ``exam-<n>.pdf`` (no identity in
-    file names). One pseudonym per patient id in a run, random (never derived from the id).
+    Names: ``core.screening.report_stem`` (the GUI's too): identified ``<patient>_<study date>_oct-report``
+    (``_2``, ... for a second exam of that patient and date), de-identified ``exam-<n>_oct-report`` (no
+    identity or date in file names). One pseudonym per patient id in a run, random (never derived from the id).
     """
     from core.report import pseudonym_for
-    from core.screening import exam_key
+    from core.screening import exam_key, report_stem
 
     groups: dict[tuple[str, str], list[OctVolume]] = {}
     for v in volumes:
@@ -114,9 +108,9 @@ def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: b
     jobs, used = [], set()
     for i, (key, vols) in enumerate(groups.items(), start=1):
         if deidentify:
-            stem = f"exam-{i:03d}"
+            stem = report_stem("", "", deidentify=True, index=i)
         else:
-            base = f"{_safe(key[0], 'unknown')}_{_safe(vols[0].study.study_date, 'nodate')}"
+            base = report_stem(key[0], vols[0].study.study_date, deidentify=False)
             n, stem = 1, base
             while stem in used:
                 n += 1

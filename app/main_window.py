@@ -452,19 +452,14 @@ class MainWindow(QMainWindow):
 
     # -- export ------------------------------------------------------------------------------
     def default_report_path(self, deidentified: bool = False) -> Path:
-        """'<export folder>/<patient id>_<study date>_oct-report.pdf' (no patient id when de-identified)."""
+        """'<export folder>/<patient id>_<study date>_oct-report.pdf', or 'exam-001_oct-report.pdf' when
+        de-identified: the names ``octscreen screen`` gives (``core.screening.report_stem``)."""
+        from core.screening import report_stem
+
         exam = self.state.current_exam
         folder = Path(self.settings.export_dir) if self.settings.export_dir else Path.home()
-        parts = (
-            []
-            if exam is None
-            else [exam.study.study_date]
-            if deidentified
-            else [exam.patient.patient_id, exam.study.study_date]
-        )
-        stem = "_".join(p for p in parts if p)
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "exam"
-        return folder / f"{safe}_oct-report.pdf"
+        pid, date = (exam.patient.patient_id, exam.study.study_date) if exam is not None else ("", "")
+        return folder / f"{report_stem(pid, date, deidentify=deidentified)}.pdf"
 
     def export_dialog(self) -> None:
         """File > Export report: ask, confirm overwrite, write in the background, offer to open."""

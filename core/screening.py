@@ -9,6 +9,7 @@ collecting their ``InputError``s.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -18,11 +19,29 @@ from core.modelcard import Thresholds
 from core.results import ExamResult, EyeResult
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, StudyInfo
 
-__all__ = ["screen_volumes", "screen_paths", "open_volumes", "group_exams", "exam_key"]
+__all__ = ["screen_volumes", "screen_paths", "open_volumes", "group_exams", "exam_key", "report_stem", "REPORT_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
 _EYE_ORDER = {Laterality.OD: 0, Laterality.OS: 1, Laterality.UNKNOWN: 2}
+
+
+REPORT_SUFFIX = "_oct-report"
+
+
+def _safe(text: str, fallback: str) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, '-', '_', '.'), at most 40 characters."""
+    t = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.")
+    return t[:40] or fallback
+
+
+def report_stem(patient_id: str, study_date: str, *, deidentify: bool, index: int = 1) -> str:
+    """The one naming rule of an exam's outputs (PDF, DICOM), for the CLI and the GUI alike:
+    ``<patient id>_<study date>_oct-report`` (``unknown`` / ``nodate`` when missing), or, de-identified,
+    ``exam-<index>_oct-report``: no identity and no date in a de-identified file name."""
+    if deidentify:
+        return f"exam-{index:03d}{REPORT_SUFFIX}"
+    return f"{_safe(patient_id, 'unknown')}_{_safe(study_date, 'nodate')}{REPORT_SUFFIX}"
 
 
 def exam_key(volume: OctVolume) -> tuple[str, str]:

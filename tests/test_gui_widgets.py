@@ -138,7 +138,7 @@ def test_scale_bar_lengths(value, expected):
 
 
 def test_export_dialog_swaps_to_anonymous_name_and_appends_pdf(qtbot, tmp_path):
-    named, anonymous = tmp_path / "P001_20260131_oct-report.pdf", tmp_path / "20260131_oct-report.pdf"
+    named, anonymous = tmp_path / "P001_20260131_oct-report.pdf", tmp_path / "exam-001_oct-report.pdf"
     dlg = ExportDialog(named, False, True, None, anonymous)
     qtbot.addWidget(dlg)
     assert dlg.path.text() == str(named)

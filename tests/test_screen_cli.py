@@ -115,13 +115,15 @@ def test_cli_writes_reports_and_results(tiny_card_path, exam_files, tmp_path, ca
     assert "broken.dcm" in cap.err and "screened 2 exam(s), 3 eye(s)" in cap.out
     assert "not for clinical use" in cap.err  # the tiny card is a demo model
     pdfs = sorted(p.name for p in out.glob("*.pdf"))
-    assert pdfs == ["P001_20260131.pdf", "P002_20260131.pdf"]
+    assert pdfs == ["P001_20260131_oct-report.pdf", "P002_20260131_oct-report.pdf"]
     assert all((out / p).read_bytes().startswith(b"%PDF") for p in pdfs)
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
     rows = _rows(out)
     assert [(r["patient_id"], r["eye"]) for r in rows] == [("P001", "OD"), ("P001", "OS"), ("P002", "OS")]
     r = rows[0]
-    assert r["report_file"] == "P001_20260131.pdf" and r["model_name"] == "tiny" and r["demo_model"] == "True"
+    assert (
+        r["report_file"] == "P001_20260131_oct-report.pdf" and r["model_name"] == "tiny" and r["demo_model"] == "True"
+    )
     assert r["n_bscans"] == "6" and r["source_file"].endswith("p1_od.dcm")
     assert abs(sum(float(r[f"score_{c}"]) for c in ("normal", "drusen", "cnv")) - 1) < 0.5  # top-k means
     assert r["evidence_bscans"] and all(1 <= int(i) <= 6 for i in r["evidence_bscans"].split())
@@ -142,9 +144,9 @@ def test_cli_refuses_to_overwrite_before_any_work(tiny_card_path, exam_files, tm
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "already exist" in err and "P002_20260131.pdf" in err
-    assert sorted(p.name for p in out.iterdir()) == ["P002_20260131.pdf"]
-    assert (out / "P002_20260131.pdf").stat().st_mtime_ns == before["P002_20260131.pdf"]
+    assert "already exist" in err and "P002_20260131_oct-report.pdf" in err
+    assert sorted(p.name for p in out.iterdir()) == ["P002_20260131_oct-report.pdf"]
+    assert (out / "P002_20260131_oct-report.pdf").stat().st_mtime_ns == before["P002_20260131_oct-report.pdf"]
     assert main(args + ["--overwrite"]) == 0
     assert (out / "results.csv").exists()
     assert main(args) == 2  # results.csv exists now: refused first thing
@@ -168,14 +170,19 @@ def test_cli_deidentify_and_dicom(tiny_card_path, exam_files, tmp_path):
         ]
     )
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["exam-001.dcm", "exam-001.pdf", "results.csv", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "exam-001_oct-report.dcm",
+        "exam-001_oct-report.pdf",
+        "results.csv",
+        "results.json",
+    ]
     rows = _rows(out)
     assert len(rows) == 2 and rows[0]["patient_id"] == rows[1]["patient_id"] != "P001"
     assert rows[0]["patient_id"].startswith("ANON-")
     assert rows[0]["source_file"] == "" and rows[0]["study_date"] == ""
     text = (out / "results.csv").read_text() + (out / "results.json").read_text()
     assert "P001" not in text and "Test^Patient" not in text and "p1_od" not in text
-    ds = pydicom.dcmread(out / "exam-001.dcm")
+    ds = pydicom.dcmread(out / "exam-001_oct-report.dcm")
     assert ds.PatientID == rows[0]["patient_id"] and ds.Modality == "DOC"
 
 
@@ -229,7 +236,7 @@ def test_cli_out_folder_inside_the_input_folder(tiny_card_path, exam_files, tmp_
     exam_files["bad"].unlink()
     args = ["screen", str(folder), "--out", str(folder / "reports"), "--model", str(tiny_card_path), "--dicom"]
     assert main(args) == 0
-    assert (folder / "reports" / "P001_20260131.dcm").exists()
+    assert (folder / "reports" / "P001_20260131_oct-report.dcm").exists()
     capsys.readouterr()
     assert main(args + ["--overwrite"]) == 0, capsys.readouterr().err
 
@@ -284,3 +291,30 @@ def test_card_classes_and_tiers_reach_the_csv_json_and_report(tmp_path, make_vol
     assert "SEMI-URGENT REFERRAL (SITE WORDING): DME" in text
     assert "within 17 days" in text and "dme" in text
     assert "NOT FOR CLINICAL USE" in text
+
+
+def test_cli_and_gui_name_an_exam_report_alike(tmp_path, make_volume):
+    """One naming rule (core.screening.report_stem) for octscreen screen and the GUI's export."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from app.cmd_screen import plan_jobs
+    from app.main_window import MainWindow
+
+    import dataclasses
+
+    vol = make_volume(n=6, laterality="OD", patient_id="P 7/x", study_uid="1.9")
+    vol.study = dataclasses.replace(vol.study, study_date="20261130")
+    for deid in (False, True):
+        (job,) = plan_jobs([vol], tmp_path, deidentify=deid, dicom=True)
+        exam = SimpleNamespace(patient=vol.patient, study=vol.study)
+        fake = SimpleNamespace(
+            state=SimpleNamespace(current_exam=exam), settings=SimpleNamespace(export_dir=str(tmp_path))
+        )
+        gui = MainWindow.default_report_path(fake, deidentified=deid)
+        assert gui == job.pdf and job.dcm == gui.with_suffix(".dcm")
+        if deid:
+            assert "P" not in gui.name.split("_")[0] and "20261130" not in gui.name  # no identity, no date
+        else:
+            assert gui.name == "P-7-x_20261130_oct-report.pdf"
+        assert isinstance(gui, Path)
