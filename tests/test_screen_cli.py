@@ -295,13 +295,12 @@ def test_card_classes_and_tiers_reach_the_csv_json_and_report(tmp_path, make_vol
 
 def test_cli_and_gui_name_an_exam_report_alike(tmp_path, make_volume):
     """One naming rule (core.screening.report_stem) for octscreen screen and the GUI's export."""
+    import dataclasses
     from pathlib import Path
     from types import SimpleNamespace
 
     from app.cmd_screen import plan_jobs
     from app.main_window import MainWindow
-
-    import dataclasses
 
     vol = make_volume(n=6, laterality="OD", patient_id="P 7/x", study_uid="1.9")
     vol.study = dataclasses.replace(vol.study, study_date="20261130")
