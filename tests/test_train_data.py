@@ -19,8 +19,8 @@ from core.train.data import (
     read_oct2017,
     synthetic_dataset,
 )
-from core.train.toy import write_toy_dataset
 from core.train.transforms import eval_transform, train_transform, tta_views
+from tests.fixtures.toy import write_toy_dataset
 
 OCT2017 = Path(__file__).parent / "data" / "oct2017-sample"  # committed, CC BY 4.0 (tests/data/README.md)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

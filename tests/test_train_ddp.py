@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from core.train.data import read_manifest
 from core.train.splits import make_splits, samples_of
-from core.train.toy import write_toy_dataset
+from tests.fixtures.toy import write_toy_dataset
 
 
 def _free_port() -> int:

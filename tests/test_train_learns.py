@@ -6,7 +6,7 @@ import torch
 from core.train.data import read_manifest
 from core.train.loop import TrainConfig, fit, predict
 from core.train.splits import make_splits, samples_of
-from core.train.toy import write_toy_dataset
+from tests.fixtures.toy import write_toy_dataset
 
 
 def test_tiny_model_learns_the_toy_classes(tmp_path):

@@ -19,7 +19,7 @@ from core.train.loop import (
     seed_everything,
 )
 from core.train.splits import make_splits, samples_of
-from core.train.toy import write_toy_dataset
+from tests.fixtures.toy import write_toy_dataset
 
 
 @pytest.fixture(scope="module")

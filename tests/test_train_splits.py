@@ -7,7 +7,7 @@ import pytest
 from core.errors import InputError
 from core.train.data import read_manifest
 from core.train.splits import SplitMismatchError, check_split_hash, load_splits, make_splits, samples_of, save_splits
-from core.train.toy import write_toy_dataset
+from tests.fixtures.toy import write_toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -5,5 +5,5 @@ augmentations; the evaluation transform is ``core.preprocess.preprocess_bscans``
 (patient-level stratified group k-fold with a hash), ``losses`` (focal, distillation), ``loop``
 (``fit``: AMP, accumulation, freezing, warm-up + cosine, SWA, early stopping, resume, DDP),
 ``metrics`` (per fold, mean +- std, per eye through ``core.aggregate.decide``), ``ddp`` (torchrun
-glue), ``toy`` (a tiny fast dataset for unit tests).
+glue). The tiny fast dataset of the unit tests lives in ``tests/fixtures/toy.py``.
 """
