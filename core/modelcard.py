@@ -112,7 +112,14 @@ class ModelCard:
         rel = {"weights": self.weights_file, "onnx": self.onnx_file, "onnx_int8": self.onnx_int8_file}[which]
         if not rel:
             raise ModelCardError(self.path, f"the model card names no {which} file")
-        return self.folder / rel
+        p = self.folder / rel
+        try:
+            inside = p.resolve().is_relative_to(self.folder.resolve())
+        except (OSError, ValueError):
+            inside = False
+        if Path(rel).is_absolute() or not inside:
+            raise ModelCardError(self.path, f"{which}_file '{rel}' points outside the model card's folder; refusing it")
+        return p
 
     def verified_file(self, which: str = "weights") -> Path:
         """The file, after checking that it exists and matches the card's sha256."""
@@ -120,7 +127,11 @@ class ModelCard:
         expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256, "onnx_int8": self.onnx_int8_sha256}[which]
         if not p.is_file():
             raise ModelCardError(p, f"{which} file named by model card {self.path} is missing")
-        if expected and sha256_file(p) != expected:
+        if not expected:
+            raise ModelCardError(
+                self.path, f"{which}_sha256 is empty: the model card must carry the sha256 of every file it names"
+            )
+        if sha256_file(p) != expected:
             raise ModelCardError(
                 p,
                 f"{which} file does not match the sha256 in its model card (damaged or replaced); refusing to load it",

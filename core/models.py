@@ -176,6 +176,8 @@ def build(
     import timm
 
     s = spec(arch)
+    if not timm.is_model(s.timm_name):
+        raise ValueError(f"unknown architecture {arch!r} (not in the registry nor in timm {timm.__version__})")
     kwargs = {**s.kwargs, **overrides}
     weights: Path | None = None
     status = PretrainedStatus(requested=bool(pretrained or pretrained_file), loaded=False, source="")

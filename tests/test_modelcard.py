@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from core.errors import ModelCardError
-from core.modelcard import DEMO_WARNING, ModelCard, Thresholds, load_card, load_weights, save_card, save_weights
+from core.modelcard import (
+    DEMO_WARNING,
+    ModelCard,
+    Thresholds,
+    load_card,
+    load_weights,
+    save_card,
+    save_weights,
+    sha256_file,
+)
 
 
 def _card(**kw):
@@ -43,9 +52,12 @@ def test_pickle_disguised_as_safetensors_is_refused(tmp_path):
     save_weights(card, {"w": torch.zeros(3)}, tmp_path)
     torch.save({"w": torch.zeros(3)}, tmp_path / "m.safetensors")  # a pickle with the right name
     c = load_card(tmp_path / "m.json")
-    c.weights_sha256 = ""  # even without a checksum...
+    c.weights_sha256 = sha256_file(tmp_path / "m.safetensors")  # even with a matching checksum...
     with pytest.raises(ModelCardError, match="safetensors"):
         load_weights(c)  # ...it is never unpickled
+    c.weights_sha256 = ""  # and without one, it is refused before being read at all
+    with pytest.raises(ModelCardError, match="sha256 is empty"):
+        load_weights(c)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +88,35 @@ def test_not_json_and_missing(tmp_path):
         load_card(tmp_path / "x.json")
     with pytest.raises(ModelCardError, match="not found"):
         load_card(tmp_path / "missing.json")
+
+
+def test_card_refuses_empty_sha256_paths_outside_its_folder_and_unknown_archs(tmp_path):
+    import json
+
+    import pytest
+
+    from core.errors import ModelCardError
+    from core.modelcard import load_card
+    from core.models import build
+
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    base = {
+        "format": "octscreen-model-card/1",
+        "name": "m",
+        "arch": "test_efficientnet",
+        "classes": ["a", "b"],
+        "input_size": [64, 64],
+        "weights_file": "m.safetensors",
+        "weights_sha256": "",
+    }
+    (tmp_path / "m.json").write_text(json.dumps(base))
+    with pytest.raises(ModelCardError, match="weights_sha256 is empty"):
+        load_card(tmp_path / "m.json").verified_file("weights")
+    outside = tmp_path.parent / "elsewhere.safetensors"
+    outside.write_bytes(b"x")
+    for rel in ("../elsewhere.safetensors", str(outside)):
+        (tmp_path / "m.json").write_text(json.dumps({**base, "weights_file": rel, "weights_sha256": "0" * 64}))
+        with pytest.raises(ModelCardError, match="outside the model card's folder"):
+            load_card(tmp_path / "m.json").verified_file("weights")
+    with pytest.raises(ValueError, match="unknown architecture 'no_such_net'"):
+        build("no_such_net", 2)

@@ -13,7 +13,7 @@ from core.preprocess import preprocess_bscans
 from core.train.data import read_grey, read_manifest
 from core.train.loop import TrainConfig, fit, load_model_from_card
 from core.train.splits import make_splits, samples_of
-from core.train.toy import write_toy_dataset
+from tests.fixtures.toy import write_toy_dataset
 
 SIZE = (64, 64)
 
