@@ -130,6 +130,7 @@ class ExportConfig:
     name: str = "octscreen-student"
     int8: bool = False
     version: str = "0.1.0"
+    model: str = "student"  # what `train demo` ships: the distilled "student" or the "control"
 
 
 SECTIONS: dict[str, type] = {

@@ -552,19 +552,26 @@ def export_student(
 
 
 def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """The bundled demo student: teacher -> distilled student on fold 0 -> thresholds calibrated on the
-    validation eyes -> test metrics -> export
+    """The bundled student: teacher -> distilled student on fold 0 (or, with ``export.model =
+    "control"``, the student trained without a teacher) -> thresholds calibrated on the validation
+    eyes -> test metrics -> export
     (with ``export.int8``: calibrated on fold 0's training B-scans, measured on its test set, or on
     its validation set when there is none)."""
-    t = train_teacher(ws, 0, resume=resume)
-    del t
-    s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
-    card = calibrate(ws, s.out_dir / "student.json", 0)  # per-eye thresholds from the validation eyes
+    which = ws.cfg["export"].get("model", "student")
+    if which not in ("student", "control"):
+        raise ValueError(f"export.model must be 'student' (distilled) or 'control', not {which!r}")
+    if which == "student":
+        t = train_teacher(ws, 0, resume=resume)
+        del t
+        s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
+    else:
+        s = train_student(ws, 0, teacher=None, resume=resume)
+    card = calibrate(ws, s.out_dir / f"{which}.json", 0)  # per-eye thresholds from the validation eyes
     test = ws.test(0)
     tm = (
         evaluate(
             s.model,
-            ws.train_config("student", name="student"),
+            ws.train_config("student", name=which),
             test,
             s.out_dir / "test_metrics.json",
             thresholds=card.thresholds,
@@ -578,7 +585,7 @@ def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Pat
         int8 = bool(ex.get("int8"))
         train, val = ws.train_val(0) if int8 else ([], [])
         path = export_student(
-            s.out_dir / "student.json",
+            s.out_dir / f"{which}.json",
             ex["folder"],
             ex["name"],
             int8=int8,
