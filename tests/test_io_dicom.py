@@ -168,3 +168,23 @@ def test_dicom_without_preamble_is_read_by_extension(tmp_path):
     raw.write_bytes(path.read_bytes()[132:])  # strip preamble + 'DICM' (old exports)
     (back,) = open_path(raw)
     np.testing.assert_array_equal(back.bscans, full_volume(n=2).bscans)
+
+
+@pytest.mark.parametrize(
+    "ref, why",
+    [(["..", "secret.dcm"], "outside"), (["/etc", "passwd"], "absolute"), (["PT000000", "A\x00B"], "NUL byte")],
+)
+def test_dicomdir_entries_that_leave_its_folder_are_refused(tmp_path, ref, why):
+    write_dicomdir([write_opt(full_volume(n=2, seed=i), tmp_path / f"v{i}.dcm") for i in range(2)], tmp_path / "media")
+    secret = write_opt(full_volume(n=2, seed=2, laterality="OS"), tmp_path / "secret.dcm")
+    dicomdir = tmp_path / "media" / "DICOMDIR"
+    ds = pydicom.dcmread(dicomdir)
+    image = [r for r in ds.DirectoryRecordSequence if "ReferencedFileID" in r][0]
+    good = list(image.ReferencedFileID)
+    image.ReferencedFileID = ref
+    ds.save_as(dicomdir)
+    errors: list[InputError] = []
+    volumes = open_path(dicomdir, errors=errors)
+    assert len(volumes) == 1 and len(errors) == 1  # the other member is read, the bad entry refused
+    assert why in str(errors[0]) and "DICOMDIR" in str(errors[0])
+    assert secret.exists() and good  # the outside file was never read as part of this DICOMDIR

@@ -147,15 +147,40 @@ def _check_oct(path: Path, ds: Dataset, media_class: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- DICOMDIR
-def dicomdir_members(f: DicomFile) -> list[Path]:
-    """Files a DICOMDIR references (IMAGE and other records with a ReferencedFileID)."""
+def dicomdir_members(f: DicomFile, errors: list[InputError] | None = None) -> list[Path]:
+    """Files a DICOMDIR references (IMAGE and other records with a ReferencedFileID).
+
+    A reference must stay inside the DICOMDIR's folder: an absolute path, a ``..`` that leaves it, a
+    symbolic link out of it or a NUL byte is refused (an ``InputError`` naming the DICOMDIR and the
+    entry, appended to ``errors``; raised without ``errors``) and never opened.
+    """
     root = f.path.parent
+    base = root.resolve()
     found: list[Path] = []
     for record in f.ds.get("DirectoryRecordSequence", []):
         ref = record.get("ReferencedFileID")
         if not ref:
             continue
         parts = [str(p) for p in ref] if isinstance(ref, MultiValue) else [str(ref)]
+        shown = "/".join(parts).encode("unicode_escape").decode("ascii")  # a NUL byte shown as \x00
+        why = ""
+        if any("\x00" in p for p in parts):
+            why = "contains a NUL byte"
+        elif any(Path(p).is_absolute() or p.startswith(("/", "\\")) for p in parts):
+            why = "is an absolute path"
+        else:
+            try:
+                inside = root.joinpath(*parts).resolve().is_relative_to(base)
+            except (OSError, ValueError):
+                inside = False
+            if not inside:
+                why = "points outside the DICOMDIR's folder"
+        if why:
+            err = InputError(f.path, f"DICOMDIR entry '{shown}' {why}; it is not followed")
+            if errors is None:
+                raise err
+            errors.append(err)
+            continue
         found.append(root.joinpath(*parts))
     return found
 
@@ -476,7 +501,7 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
         if f is None:
             continue
         if f.is_dicomdir:
-            queue.extend(dicomdir_members(f))
+            queue.extend(dicomdir_members(f, errors))
         elif f.n_frames > 1:
             multi.append(f)
         else:
