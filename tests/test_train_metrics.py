@@ -83,3 +83,17 @@ def test_summary_and_table(tmp_path):
     save_metrics({"a": s}, tmp_path / "m.json", [{"fold": 1, "acc": 1.0}])
     assert json.loads((tmp_path / "m.json").read_text())["a"]["accuracy"]["mean"] == pytest.approx(11 / 12)
     assert (tmp_path / "m.csv").read_text().splitlines()[0] == "fold,acc"
+
+
+def test_eye_truth_without_labels_is_the_most_urgent_bscan_class():
+    import numpy as np
+
+    from core.train.metrics import eye_decisions
+
+    classes = ["normal", "drusen", "cnv", "dme"]
+    # one eye with a CNV and a DME B-scan: CNV (urgent) is the eye's class, although DME has the higher index
+    y = np.array([2, 3, 0, 3, 1])
+    probs = np.full((5, 4), 0.25)
+    keys = ["a", "a", "b", "b", "b"]
+    truth = {k: t for k, _, t in eye_decisions(y, probs, keys, classes)}
+    assert truth == {"a": "cnv", "b": "dme"}

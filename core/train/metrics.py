@@ -102,7 +102,8 @@ def eye_decisions(
     """``(eye key, EyeResult, true eye label)`` per eye, sorted by key: the B-scans' probabilities
     through the app's own decision, ``core.aggregate.decide`` (top-k eye scores, worst case wins,
     ``thresholds``; all B-scans counted gradable). The true label is ``eye_truth[key]`` when given,
-    else the eye's most severe B-scan label (class order = severity order: normal < drusen < cnv)."""
+    else the eye's most severe B-scan label (severity = the thresholds' tier order: urgent, soon,
+    routine, then the other classes in class order)."""
     from core.aggregate import decide
     from core.results import VolumeResult
     from core.volume import OctVolume
@@ -111,6 +112,11 @@ def eye_decisions(
     p = np.asarray(probs, dtype=np.float64)
     keys = np.asarray(eye_keys)
     names = list(classes)
+    from core.modelcard import Thresholds
+
+    th = thresholds if thresholds is not None else Thresholds()
+    severity = [c for tier in (th.urgent, th.soon, th.routine) for c in tier if c in names]
+    severity += [c for c in reversed(names) if c not in severity]
     out = []
     for key in sorted(set(keys.tolist())):
         m = keys == key
@@ -124,7 +130,9 @@ def eye_decisions(
             gradable=np.ones(n, bool),
             quality_reasons=[""] * n,
         )
-        out.append((key, decide(vr, thresholds), (eye_truth or {}).get(key) or names[int(y[m].max())]))
+        present = {names[int(i)] for i in np.unique(y[m])}
+        worst = next((c for c in severity if c in present), names[int(y[m].max())])
+        out.append((key, decide(vr, thresholds), (eye_truth or {}).get(key) or worst))
     return out
 
 
