@@ -58,7 +58,10 @@ def _card(args, tmp: Path):
     if args.model is None and not args.random and default_card_path().is_file():
         args.model = default_card_path()
     if args.model is not None:
-        return load_card(args.model), f"model card {args.model}"
+        shown = Path(args.model).resolve()
+        root = Path(__file__).resolve().parents[1]
+        shown = shown.relative_to(root) if shown.is_relative_to(root) else Path(shown.name)
+        return load_card(args.model), f"model card {shown}"
     import torch
 
     torch.manual_seed(0)

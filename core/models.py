@@ -137,8 +137,8 @@ class PretrainedStatus:
     def __str__(self) -> str:
         if not self.requested:
             return "random initialisation (pretrained weights not requested)"
-        if self.loaded:
-            return f"pretrained weights from {self.source}"
+        if self.loaded:  # the file's name only: cards must not record a machine's folders
+            return f"pretrained weights from {Path(self.source).name}"
         return f"random initialisation: {self.source}"
 
 

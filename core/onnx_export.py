@@ -83,6 +83,27 @@ def _export_to(cam_net, dummy, tmp: Path, opset: int) -> None:
         )
 
 
+def _strip_trace(m) -> None:
+    """Drop what the exporter records about the machine that ran it (node doc strings and metadata
+    hold Python stack traces with absolute source paths): a shipped model names no one's folders."""
+    graphs = [m.graph]
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+            for a in node.attribute:
+                if a.HasField("g"):
+                    graphs.append(a.g)
+                graphs.extend(a.graphs)
+        g.doc_string = ""
+    del m.metadata_props[:]
+    for f in m.functions:
+        for node in f.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+
+
 def export_onnx(model, card: ModelCard, path: str | Path, *, opset: int = 18) -> Path:
     """Export ``model`` (a timm GAP + linear classifier) as ONNX with outputs 'logits' and 'cams'.
 
@@ -110,6 +131,8 @@ def export_onnx(model, card: ModelCard, path: str | Path, *, opset: int = 18) ->
             outs = [o.name for o in m.graph.output]
             if outs != list(OUTPUT_NAMES):
                 raise RuntimeError(f"{path}: exported graph has outputs {outs}, expected {list(OUTPUT_NAMES)}")
+            _strip_trace(m)
+            onnx.save(m, str(tmp))
     finally:
         model.train(was_training)
     log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,9 @@ def test_screen_cancel_between_batches(tiny_card_path, synthetic_volume):
 def test_default_card_path_points_into_resources():
     p = default_card_path()
     assert p.name == "octscreen-oct2017.json" and p.parent.name == "models" and p.parent.parent.name == "resources"
+
+
+def test_exported_onnx_names_no_folder_of_this_machine(tiny_card_path):
+    data = tiny_card_path.with_suffix(".onnx").read_bytes()
+    root = str(Path(__file__).resolve().parents[1]).encode()
+    assert root not in data and b"site-packages" not in data and b'File "' not in data

@@ -14,6 +14,7 @@ All file writing happens on rank 0; under ``torchrun`` every rank trains its sha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 from dataclasses import dataclass
@@ -492,25 +493,22 @@ def export_student(
     if test_metrics:
         metrics["test"] = test_metrics
         metrics["accuracy"] = test_metrics.get("accuracy")
-    card = ModelCard(
+    # the trained card with a new name and version; every other field carries over (new fields included),
+    # the file names and hashes are filled in by the export
+    card = dataclasses.replace(
+        src,
         name=name,
-        arch=src.arch,
-        classes=src.classes,
-        input_size=src.input_size,
-        mean=src.mean,
-        std=src.std,
-        aspect=src.aspect,
         version=version,
-        role=src.role,
-        thresholds=src.thresholds,
-        training_data=src.training_data,
         metrics=metrics,
-        split_hash=src.split_hash,
-        intended_use=src.intended_use,
-        demo=src.demo,
         reproduce=reproduce or src.extra.get("reproduce", ""),
-        created=src.created,
         extra={k: v for k, v in src.extra.items() if k != "config"},
+        weights_file="",
+        weights_sha256="",
+        onnx_file="",
+        onnx_sha256="",
+        onnx_int8_file="",
+        onnx_int8_sha256="",
+        path=None,
     )
     calib = _calibration_subset(list(calibration_samples), n_calibration) if int8 and calibration_samples else []
     if int8 and not calib:
