@@ -354,6 +354,7 @@ def test_calibrate_sets_thresholds_from_the_validation_eyes(crossval_run, tmp_pa
         "teacher.epoch=1",
         "runtime.aspct=crop",
         "student.lr_head=0.1",
+        "synthetic_mix.fracton=1",
     ],
 )
 def test_a_misspelt_recipe_key_is_refused(key, capsys):
@@ -374,3 +375,38 @@ def test_every_bundled_recipe_is_valid():
     for name in names:
         cfg = load_config(name)
         assert cfg["data"]["classes"]
+
+
+def test_synthetic_mix_adds_synthetic_bscans_to_training_only(tmp_path):
+    """``synthetic_mix`` adds core.synthetic B-scans to the training patients of a real-data recipe:
+    never to validation, their patients can't meet a real id, and the card's training data counts them."""
+    from pathlib import Path
+
+    from training import recipes
+
+    sample = Path(__file__).parent / "data" / "oct2017-sample"
+    sets = [
+        f"data.root={sample}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "synthetic_mix.fraction=0.5",
+        "synthetic_mix.patients=2",
+        "synthetic_mix.n_bscans=2",
+        "split.val_fraction=0.3",
+    ]
+    ws = recipes.prepare(load_config("oct2017-real", sets), tmp_path / "run")
+    train, val = ws.train_val(0)
+    syn = [s for s in train if s.group.startswith("synthetic/")]
+    real = [s for s in train if not s.group.startswith("synthetic/")]
+    assert real and len(syn) == round(0.5 * len(real))
+    assert {s.label for s in syn} <= {"normal", "drusen", "cnv"}
+    assert all(Path(s.path).is_file() and Path(s.path).suffix == ".png" for s in syn)
+    assert not any(s.group.startswith("synthetic/") for s in val)
+    assert [s.path for s in ws.train_val(0)[0]] == [s.path for s in train]  # the same draw every call
+    td = ws.training_data(0)
+    assert td["n_train"] == len(real) and td["n_train_synthetic"] == len(syn)
+    assert f"{len(syn)} synthetic" in td["short"]
+    # fraction 0 (the recipe's default) adds nothing
+    ws0 = recipes.prepare(load_config("oct2017-real", sets[:2] + ["split.val_fraction=0.3"]), tmp_path / "run0")
+    assert not any(s.group.startswith("synthetic/") for s in ws0.train_val(0)[0])
+    with pytest.raises(ValueError, match="synthetic_mix.fraction"):
+        load_config("oct2017-real", ["synthetic_mix.fraction=-1"])

@@ -3,7 +3,9 @@
 Sections: ``data`` (source, root, classes, ...), ``split`` (folds, val_fraction, seed),
 ``runtime`` (training options shared by teacher and student: device, amp, workers, seed, ...),
 ``teacher`` and ``student`` (:class:`core.train.loop.TrainConfig` fields), ``test_data`` (a
-separate test set when ``split.folds == 1``), ``export`` (folder, name, int8, version).
+separate test set when ``split.folds == 1``), ``synthetic_mix`` (synthetic B-scans added to the
+training patients only: ``fraction`` of the real training B-scans, 0 = none), ``export`` (folder,
+name, int8, version).
 A recipe may start with ``"base": "<other recipe>"`` and override only what differs.
 """
 
@@ -44,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "teacher": {},
     "student": {},
     "crossval": {"control": True},
+    "synthetic_mix": {"fraction": 0.0, "patients": 40, "n_bscans": 12, "seed": 1},
     "export": {"folder": "resources/models", "name": "octscreen-student", "int8": False, "version": "0.1.0"},
 }
 
@@ -123,6 +126,23 @@ class CrossvalConfig:
 
 
 @dataclass
+class SyntheticMixConfig:
+    """``synthetic_mix``: core.synthetic B-scans added to each fold's *training* B-scans (never to its
+    validation or test patients), ``fraction`` × the number of real training B-scans, drawn with
+    ``seed`` from ``patients`` simulated patients of ``n_bscans`` B-scans per eye. Only the classes
+    the simulator knows (normal, drusen, CNV) are added. 0 (the default) adds none."""
+
+    fraction: float = 0.0
+    patients: int = 40
+    n_bscans: int = 12
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.fraction) <= 4.0:
+            raise ValueError(f"synthetic_mix.fraction must be between 0 and 4, not {self.fraction}")
+
+
+@dataclass
 class ExportConfig:
     """``export``: where and under which name a trained student is exported."""
 
@@ -138,6 +158,7 @@ SECTIONS: dict[str, type] = {
     "test_data": DataConfig,
     "split": SplitConfig,
     "crossval": CrossvalConfig,
+    "synthetic_mix": SyntheticMixConfig,
     "export": ExportConfig,
 }
 
@@ -152,7 +173,7 @@ def _check_keys(where: str, section: str, given: dict, known: set[str]) -> None:
 
 def validate(cfg: dict, where: str = "config") -> dict:
     """Check every section against its dataclass (``data``, ``test_data``, ``split``, ``crossval``,
-    ``export``) or :class:`TrainConfig` (``runtime``, ``teacher``, ``student``): an unknown key (a typo
+    ``synthetic_mix``, ``export``) or :class:`TrainConfig` (``runtime``, ``teacher``, ``student``): an unknown key (a typo
     such as ``data.patiens``) is an error naming the section, never silently ignored. Returns ``cfg``."""
     for name, kind in SECTIONS.items():
         section = cfg.get(name)

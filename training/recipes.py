@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.modelcard import ModelCard, load_card
@@ -68,8 +69,39 @@ class Workspace:
         return self.out / f"fold{fold}" / model
 
     def train_val(self, fold: int) -> tuple[list[Sample], list[Sample]]:
+        """The fold's training B-scans (with the ``synthetic_mix`` B-scans added) and validation ones."""
         f = self._fold(fold)
-        return samples_of(self.samples, f.train), samples_of(self.samples, f.val)
+        train = samples_of(self.samples, f.train)
+        return train + self.synthetic_mix(len(train)), samples_of(self.samples, f.val)
+
+    def synthetic_mix(self, n_real: int) -> list[Sample]:
+        """``synthetic_mix.fraction`` × ``n_real`` core.synthetic B-scans (the same ones on every call),
+        their patients prefixed ``synthetic/`` so that they can never meet a real patient id."""
+        mix = self.cfg.get("synthetic_mix") or {}
+        n = round(float(mix.get("fraction", 0.0)) * n_real)
+        if n <= 0 or self.demo:
+            return []
+        d = self.cfg["data"]
+        pool = load_samples(
+            "synthetic",
+            classes=d["classes"],
+            cache_dir=d.get("cache_dir", "runs/cache"),
+            patients=int(mix.get("patients", 40)),
+            seed=int(mix.get("seed", 1)),
+            n_bscans=int(mix.get("n_bscans", 12)),
+        )
+        if not pool:
+            return []
+        rng = np.random.default_rng(int(mix.get("seed", 1)))
+        idx = rng.choice(len(pool), size=n, replace=n > len(pool))
+        return [
+            dataclasses.replace(
+                pool[i],
+                group=f"synthetic/{pool[i].group}",
+                volume=f"synthetic/{pool[i].volume}" if pool[i].volume else "",
+            )
+            for i in sorted(idx)
+        ]
 
     def test(self, fold: int) -> list[Sample]:
         """The fold's test patients, or the separate test set (``test_data``) of a one-fold plan."""
@@ -93,6 +125,8 @@ class Workspace:
     def training_data(self, fold: int) -> dict[str, Any]:
         d = self.cfg["data"]
         train, val = self.train_val(fold)
+        n_syn = sum(s.group.startswith("synthetic/") for s in train)
+        train = [s for s in train if not s.group.startswith("synthetic/")]
         credit = DATASET_CREDITS.get(d["source"], {})
         where = (
             f"synthetic OCT (core.synthetic, seed {d['seed']}, {d['patients']} patients)"
@@ -102,13 +136,14 @@ class Workspace:
         n_pat = len({s.group for s in train})
         short = (
             f"{credit['name']} ({credit['citation']}, {credit['licence']}): {len(train)} real B-scans of "
-            f"{n_pat} patients"
+            f"{n_pat} patients" + (f", plus {n_syn} synthetic B-scans (core.synthetic)" if n_syn else "")
             if credit
             else where
         )
         return {
             "description": f"{where}: {len(train)} training / {len(val)} validation B-scans, "
-            f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
+            + (f"plus {n_syn} synthetic training B-scans (core.synthetic), " if n_syn else "")
+            + f"fold {fold + 1} of {len(self.plan.folds)}, patient-level split {self.plan.hash}",
             "short": short,
             **credit,
             "source": d["source"],
@@ -117,6 +152,7 @@ class Workspace:
             "n_val": len(val),
             "n_train_patients": n_pat,
             "label_mode": d["label_mode"],
+            **({"n_train_synthetic": n_syn, "synthetic_mix": dict(self.cfg["synthetic_mix"])} if n_syn else {}),
             **{k: d[k] for k in ("neh_csv", "worst_case") if d.get(k) not in (None, False)},
         }
 
