@@ -173,8 +173,9 @@ def _check_keys(where: str, section: str, given: dict, known: set[str]) -> None:
 
 def validate(cfg: dict, where: str = "config") -> dict:
     """Check every section against its dataclass (``data``, ``test_data``, ``split``, ``crossval``,
-    ``synthetic_mix``, ``export``) or :class:`TrainConfig` (``runtime``, ``teacher``, ``student``): an unknown key (a typo
-    such as ``data.patiens``) is an error naming the section, never silently ignored. Returns ``cfg``."""
+    ``synthetic_mix``, ``export``) or :class:`TrainConfig` (``runtime``, ``teacher``, ``student``): an
+    unknown key (a typo such as ``data.patiens``) is an error naming the section, never silently
+    ignored. Returns ``cfg``."""
     for name, kind in SECTIONS.items():
         section = cfg.get(name)
         if section is None:
