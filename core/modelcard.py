@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import limits
 from core.errors import ModelCardError
 from core.fileio import atomic_output, write_text_atomic
 
@@ -191,6 +192,11 @@ def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
         raise ModelCardError(path, f"malformed model card: {e}") from None
     if len(card.input_size) != 2 or min(card.input_size) < 8:
         raise ModelCardError(path, f"input_size must be [height, width], got {list(card.input_size)}")
+    top = limits.current().max_model_input
+    if max(card.input_size) > top:
+        raise ModelCardError(
+            path, f"input_size {list(card.input_size)} exceeds the limit of {top} px per side (max_model_input)"
+        )
     if len(card.classes) < 2 or len(set(card.classes)) != len(card.classes):
         raise ModelCardError(path, "classes must list at least two distinct names")
     from core.preprocess import ASPECT_POLICIES
@@ -224,10 +230,19 @@ def load_card(path: str | Path) -> ModelCard:
         p = cards[0]
     if not p.is_file():
         raise ModelCardError(p, "model card not found")
+    top = limits.current().max_card_bytes
+    if p.stat().st_size > top:
+        raise ModelCardError(
+            p, f"model card is {p.stat().st_size} bytes, more than the limit of {top} (max_card_bytes)"
+        )
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelCardError(p, f"model card is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ModelCardError(p, "model card is nested too deeply to be a model card") from None
+    if not isinstance(d, dict):
+        raise ModelCardError(p, f"model card must be a JSON object, not {type(d).__name__}")
     return _from_json(d, p.resolve())
 
 

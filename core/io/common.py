@@ -7,8 +7,11 @@ not by the file name; only vendor formats without a stable magic number are reco
 from __future__ import annotations
 
 import enum
+import errno
 import functools
 import logging
+import os
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from core import limits
 from core.errors import (
     CorruptFileError,
     EmptyInputError,
@@ -28,8 +32,6 @@ from core.errors import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MAX_SIDE",
-    "MAX_VOLUME_PIXELS",
     "Kind",
     "sniff",
     "check_size",
@@ -44,11 +46,6 @@ __all__ = [
 ]
 
 _UID_NAMESPACE = uuid.UUID("6f1c7f0e-5b1a-4d5e-9a63-0c7a1f3e8b21")  # OCT Screen's own namespace
-
-MAX_SIDE = 8192
-"""Largest B-scan side (pixels) we decode; real OCT B-scans are at most ~1536 wide."""
-MAX_VOLUME_PIXELS = 2**28
-"""Largest number of pixels per volume we decode (256 Mi: ~0.5 GB as uint16)."""
 
 VENDOR_EXTENSIONS = {
     ".e2e": "Heidelberg E2E",
@@ -91,7 +88,25 @@ _MAGIC: list[tuple[bytes, Kind]] = [
 
 
 def sniff(path: Path) -> Kind:
-    """Recognise a file by content. Raises FileMissingError (unreadable) or EmptyInputError (0 bytes)."""
+    """Recognise a file by content. Raises FileMissingError (unreadable, a link loop),
+    UnsupportedFormatError (not a regular file: a FIFO, socket or device is never opened, since
+    reading one can block forever) or EmptyInputError (0 bytes)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        why = "is a loop of symbolic links" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror or e})"
+        raise FileMissingError(path, why) from None
+    if not stat.S_ISREG(st.st_mode):
+        what = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
+        raise UnsupportedFormatError(path, f"is {what}, not a regular file; it is not opened")
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -117,21 +132,37 @@ def is_ignorable(path: Path) -> bool:
     )
 
 
-def check_size(path: Path, n: int, h: int, w: int) -> None:
-    """Refuse to decode images whose declared size no OCT volume has (decompression bombs)."""
-    if h > MAX_SIDE or w > MAX_SIDE:
+def check_size(path: Path, n: int, h: int, w: int, *, charge: bool = False) -> None:
+    """Refuse to decode images whose declared size no OCT volume has (decompression bombs): the
+    limits of :mod:`core.limits` (side, frame, B-scan count, volume). With ``charge`` the pixels are
+    also charged to the scan's ``max_run_pixels`` budget (call it once per decode)."""
+    lim = limits.current()
+    if n < 1 or h < 1 or w < 1:
+        raise EmptyInputError(path, f"declared image size {n} x {h} x {w} holds no pixels")
+    if h > lim.max_side or w > lim.max_side:
         raise ImageTooLargeError(
             path,
-            f"declared image size {w} x {h} pixels exceeds the limit of {MAX_SIDE} pixels per side; refusing to decode",
+            f"declared image size {w} x {h} pixels exceeds the limit of {lim.max_side} pixels per side "
+            "(max_side); refusing to decode",
         )
-    if n * h * w > MAX_VOLUME_PIXELS:
+    if h * w > lim.max_frame_pixels:
+        raise ImageTooLargeError(
+            path,
+            f"declared image size {w} x {h} = {h * w} pixels exceeds the limit of {lim.max_frame_pixels} "
+            "pixels per frame (max_frame_pixels); refusing to decode",
+        )
+    if n > lim.max_bscans:
+        raise ImageTooLargeError(
+            path, f"declares {n} B-scans, more than the limit of {lim.max_bscans} per volume (max_bscans)"
+        )
+    if n * h * w > lim.max_volume_pixels:
         raise ImageTooLargeError(
             path,
             f"declared volume size {n} x {h} x {w} = {n * h * w} pixels exceeds "
-            f"the limit of {MAX_VOLUME_PIXELS}; refusing to decode",
+            f"the limit of {lim.max_volume_pixels} (max_volume_pixels); refusing to decode",
         )
-    if n < 1 or h < 1 or w < 1:
-        raise EmptyInputError(path, f"declared image size {n} x {h} x {w} holds no pixels")
+    if charge:
+        limits.charge(path, n * h * w)
 
 
 def stable_uid(*parts: object) -> str:

@@ -171,7 +171,7 @@ def dicomdir_members(f: DicomFile, errors: list[InputError] | None = None) -> li
         else:
             try:
                 inside = root.joinpath(*parts).resolve().is_relative_to(base)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
                 inside = False
             if not inside:
                 why = "points outside the DICOMDIR's folder"
@@ -186,9 +186,59 @@ def dicomdir_members(f: DicomFile, errors: list[InputError] | None = None) -> li
 
 
 # ----------------------------------------------------------------------------------- pixel access
+_J2K_SYNTAXES = {
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+}
+_SOC_SIZ = b"\xff\x4f\xff\x51"
+
+
+def j2k_frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) that a JPEG 2000 codestream's SIZ marker declares (None: no SIZ marker found
+    in its first 4 KiB). Reads a few header bytes only: the decoder never runs."""
+    at = frame.find(_SOC_SIZ, 0, 4096)  # a raw codestream starts with it; a JP2 file has boxes first
+    if at < 0 or len(frame) < at + 4 + 2 + 2 + 16:
+        return None
+    xsiz, ysiz, xo, yo = (int.from_bytes(frame[at + 8 + 4 * i : at + 12 + 4 * i], "big") for i in range(4))
+    return max(xsiz - xo, 0), max(ysiz - yo, 0)
+
+
+def _check_j2k_frames(f: DicomFile) -> None:
+    """Each JPEG 2000 frame's own declared size must be the header's (a 600-byte frame may claim
+    60000 × 60000 pixels: the DICOM header check alone does not stop that decompression bomb)."""
+    ds = f.ds
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    if syntax not in _J2K_SYNTAXES:
+        return
+    from pydicom.encaps import generate_frames
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    try:
+        frames = generate_frames(ds.PixelData, number_of_frames=f.n_frames)
+        for i, frame in enumerate(frames):
+            size = j2k_frame_size(frame)
+            if size is None:
+                raise CorruptFileError(f.path, f"JPEG 2000 frame {i + 1} has no codestream header (SIZ marker)")
+            if size != (cols, rows):
+                check_size(f.path, 1, size[1], size[0])  # a bomb is named as one
+                raise CorruptFileError(
+                    f.path,
+                    f"JPEG 2000 frame {i + 1} declares {size[0]} x {size[1]} pixels while the DICOM header says "
+                    f"{cols} x {rows}; refusing to decode",
+                )
+    except InputError:
+        raise
+    except Exception as e:  # a damaged encapsulation (basic offset table, item tags)
+        raise CorruptFileError(f.path, f"damaged JPEG 2000 pixel data ({reason(e, f.path)})") from None
+
+
 def _decode(f: DicomFile) -> np.ndarray:
     """Pixels as uint8/uint16 ``[n, h, w]`` (colour converted to grey, MONOCHROME1 inverted)."""
     ds = f.ds
+    _check_j2k_frames(f)
     try:
         arr = ds.pixel_array
     except NotImplementedError as e:
@@ -351,6 +401,7 @@ def volume_from_file(f: DicomFile) -> OctVolume:
     """The volume in one OPT file (multi-frame, or a single frame as a one-B-scan volume)."""
     ds = f.ds
     n = f.n_frames
+    check_size(f.path, n, int(ds.Rows), int(ds.Columns), charge=True)
     pixels = _decode(f)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     order = list(range(n))
@@ -444,7 +495,7 @@ def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVol
                 f"this B-scan is {shape[1]} x {shape[0]} pixels, {shape[2]} bit, while the other "
                 f"{shapes[common]} B-scans of its series are {common[1]} x {common[0]}, {common[2]} bit",
             )
-    check_size(members[0].path, len(members), common[0], common[1])
+    check_size(members[0].path, len(members), common[0], common[1], charge=True)
     # order: by position along the slice normal, else InstanceNumber, else file name
     instance = [f.ds.get("InstanceNumber") for f in members]
     fallback = list(range(len(members)))
@@ -493,7 +544,10 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
     single: list[DicomFile] = []
     while queue:
         path = queue.pop(0)
-        key = path.resolve()
+        try:
+            key = path.resolve()
+        except (OSError, RuntimeError):  # a link loop: _read_member reports it
+            key = path.absolute()
         if key in seen:
             continue
         seen.add(key)
@@ -513,5 +567,5 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
 
 def _read_member(path: Path, force: bool) -> DicomFile:
     if not path.is_file():
-        raise FileMissingError(path, "referenced file does not exist")
+        raise FileMissingError(path, "referenced file does not exist or is not a regular file")
     return read_header(path, force=force)

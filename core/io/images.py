@@ -31,6 +31,7 @@ import tifffile
 from natsort import natsorted
 from PIL import Image
 
+from core import limits
 from core.errors import (
     CorruptFileError,
     ImageTooLargeError,
@@ -102,13 +103,43 @@ def _open_pil(path: Path) -> Iterator[Image.Image]:
             yield im
 
 
+def tiff_page_count(path: Path) -> int:
+    """Pages in a TIFF's IFD chain, counted by following the next-IFD offsets ourselves: a chain that
+    loops back is a ``CorruptFileError``, one longer than ``max_bscans`` an ``ImageTooLargeError``
+    (tifffile would walk either for minutes). Classic and BigTIFF, either byte order."""
+    cap = limits.current().max_bscans
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        order = "little" if head[:2] == b"II" else "big"
+        big = int.from_bytes(head[2:4], order) == 43
+        size = fh.seek(0, 2)
+        offset = int.from_bytes(head[8:16] if big else head[4:8], order)
+        seen: set[int] = set()
+        while offset:
+            if offset in seen:
+                raise CorruptFileError(
+                    path, f"damaged TIFF: its page chain loops back to page {len(seen)} (offset {offset})"
+                )
+            if offset + (8 if big else 2) > size:
+                break  # a dangling last offset: tifffile reports what it can read
+            seen.add(offset)
+            if len(seen) > cap:
+                raise ImageTooLargeError(path, f"holds more than {cap} pages, the limit per volume (max_bscans)")
+            fh.seek(offset)
+            n = int.from_bytes(fh.read(8 if big else 2), order)
+            fh.seek(offset + (8 if big else 2) + n * (20 if big else 12))
+            nxt = fh.read(8 if big else 4)
+            offset = int.from_bytes(nxt, order) if len(nxt) == (8 if big else 4) else 0
+    return len(seen)
+
+
 def probe_image(path: Path, kind: Kind) -> ImageFile:
     """Read an image header and refuse oversized images before any pixel is decoded."""
     try:
         if kind is Kind.TIFF:
+            pages = tiff_page_count(path)  # before tifffile walks the chain: loops and page floods
             with tifffile.TiffFile(path) as tif:
-                pages = len(tif.pages)
-                if pages == 0:
+                if pages == 0 or not len(tif.pages):
                     raise CorruptFileError(path, "damaged TIFF image (no readable image page)")
                 page = tif.pages[0]
                 shape = page.shape
@@ -226,7 +257,7 @@ def _check_consistent(members: list[ImageFile]) -> None:
                 f"this B-scan is {m.width} x {m.height} pixels, {m.bits} bit, while the other {count} "
                 f"images of its folder are {common[1]} x {common[0]}, {common[2]} bit; move it elsewhere",
             )
-    check_size(members[0].path, len(members), common[0], common[1])
+    check_size(members[0].path, len(members), common[0], common[1], charge=True)
 
 
 def _volume_from_group(key: tuple, members: list[ImageFile], errors: list[InputError]) -> OctVolume | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from natsort import natsorted
 
+from core import limits
 from core.errors import EmptyInputError, FileMissingError, InputError, UnsupportedFormatError
 from core.io.common import Kind, guarded, is_ignorable, sniff
 from core.io.dicom import read_dicom_files
@@ -49,11 +50,16 @@ def open_path(path: str | os.PathLike[str], errors: list[InputError] | None = No
     """
     root = Path(path)
     collected: list[InputError] = []
+    with limits.pixel_budget():  # max_run_pixels over everything this call decodes
+        return _open(root, collected, errors)
+
+
+def _open(root: Path, collected: list[InputError], errors: list[InputError] | None) -> list[OctVolume]:
     try:
         if not os.path.lexists(root):
             raise FileMissingError(root, "does not exist")
         if root.is_dir():
-            files = _walk(root)
+            files = _walk(root, collected)
             if not files:
                 raise EmptyInputError(root, "the folder holds no files")
             volumes = _read_files(files, collected, in_folder=True)
@@ -76,11 +82,31 @@ def open_path(path: str | os.PathLike[str], errors: list[InputError] | None = No
     return natsorted(volumes, key=lambda v: str(v.source_files[0] if v.source_files else v.source or ""))
 
 
-def _walk(root: Path) -> list[Path]:
+def _walk(root: Path, errors: list[InputError]) -> list[Path]:
+    """Every file under ``root`` (hidden folders skipped), without following folder links (a link
+    loop can't trap the scan); an unreadable subfolder is an error in ``errors``, never silently
+    missing; at most ``max_depth`` levels and ``max_files`` files (more: an error, the rest unread)."""
+    lim = limits.current()
     files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    depth0 = len(root.parts)
+
+    def unreadable(e: OSError) -> None:
+        where = Path(e.filename) if e.filename else root
+        errors.append(FileMissingError(where, f"this folder cannot be read ({e.strerror or e}); its files are missing"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        files.extend(Path(dirpath) / name for name in filenames)
+        if len(here.parts) - depth0 >= lim.max_depth and dirnames:
+            errors.append(InputError(here, f"folders deeper than {lim.max_depth} levels (max_depth) are not scanned"))
+            dirnames[:] = []
+        files.extend(here / name for name in filenames)
+        if len(files) > lim.max_files:
+            errors.append(
+                InputError(root, f"holds more than {lim.max_files} files (max_files); only the first were scanned")
+            )
+            del files[lim.max_files :]
+            break
     return natsorted(files, key=str)
 
 

@@ -81,7 +81,7 @@ def _pixels(path: Path, frames: Any) -> np.ndarray:
     if not slices:
         raise CorruptFileError(path, "the volume holds no B-scans")
     h, w = slices[0].shape[:2]
-    check_size(path, len(slices), h, w)
+    check_size(path, len(slices), h, w, charge=True)
     if any(s.shape != slices[0].shape for s in slices):
         raise CorruptFileError(path, "the B-scans of one volume have different sizes")
     stack = np.stack(slices)
