@@ -19,17 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,train]'
 	touch $(STAMP)
 
-# dcmtk (dcmdump) and poppler-utils (pdftoppm, pdftotext) check our DICOM and PDF output in tests.
+# dcmtk (dcmdump) and poppler-utils (pdftoppm, pdftotext) check our DICOM and PDF output in tests;
+# the libxcb ones are what Qt's X11 plugin needs for a real window (`octscreen gui` names any missing).
 sysdeps:
-	@if ! command -v dcmdump >/dev/null || ! command -v pdftotext >/dev/null; then \
+	@if ! command -v dcmdump >/dev/null || ! command -v pdftotext >/dev/null || ! ldconfig -p | grep -q libxcb-icccm; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk poppler-utils >/dev/null; \
-	  else echo "note: install dcmtk and poppler-utils to run the DICOM/PDF conformance tests"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk poppler-utils libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 >/dev/null; \
+	  else echo "note: install dcmtk and poppler-utils (DICOM/PDF conformance tests) and libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 (GUI window)"; fi; \
 	fi
 
 setup: $(STAMP)
 
-run: setup
+run: setup sysdeps
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || [ "$$(uname)" = Darwin ]; then \
 	  $(BIN)/octscreen gui --demo; \
 	else \

@@ -48,9 +48,50 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
+def _debian_package(soname: str) -> str:
+    """libxcb-icccm.so.4 -> libxcb-icccm4, libxkbcommon-x11.so.0 -> libxkbcommon-x11-0 (Debian's rule)."""
+    name, _, version = soname.partition(".so")
+    version = version.lstrip(".").split(".")[0]
+    return name + ("-" if name[-1:].isdigit() and version else "") + version
+
+
+def _unresolved_libraries(files: list[str]) -> list[str]:
+    """Shared libraries that ``ldd`` cannot find for ``files`` (empty where ldd is missing)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("ldd"):
+        return []
+    missing: list[str] = []
+    for f in files:
+        try:
+            out = subprocess.run(["ldd", f], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in out.splitlines():
+            name, sep, where = line.strip().partition(" => ")
+            if sep and where.strip() == "not found" and name not in missing:
+                missing.append(name)
+    return missing
+
+
+def _xcb_plugin_files() -> list[str]:
+    """Qt's X11 platform plugin and its xcb integration library, as shipped inside PySide6."""
+    try:
+        import PySide6
+    except ImportError:
+        return []
+    qt = Path(PySide6.__file__).parent / "Qt"
+    return [
+        str(p) for p in (qt / "plugins" / "platforms" / "libqxcb.so", qt / "lib" / "libQt6XcbQpa.so.6") if p.is_file()
+    ]
+
+
 def missing_system_library(platform: str | None = None, system: str | None = None) -> str:
-    """Why Qt's X11 plugin cannot start here, or ''. Qt >= 6.5 needs libxcb-cursor for X11 and
-    otherwise aborts the whole process with a cryptic message; we say what to install instead."""
+    """Why Qt's X11 plugin cannot start here, or ''. Without a library it needs, Qt aborts the whole
+    process with a cryptic message; we name every missing library and the package to install instead:
+    the ones ``ldd`` cannot resolve for the xcb plugin (libxcb-icccm4, libxcb-keysyms1, ... on a bare
+    Debian 12), and libxcb-cursor0, which Qt >= 6.5 needs for X11."""
     import ctypes.util
     import os
     import sys
@@ -61,12 +102,17 @@ def missing_system_library(platform: str | None = None, system: str | None = Non
         return ""
     if not platform and not os.environ.get("DISPLAY"):
         return ""  # Wayland or no screen: Qt picks another plugin
-    if ctypes.util.find_library("xcb-cursor") is None:
-        return (
-            "the Qt X11 plugin needs the system library libxcb-cursor0: install it "
-            "(Debian/Ubuntu: sudo apt install libxcb-cursor0; Fedora: sudo dnf install xcb-util-cursor)"
-        )
-    return ""
+    missing = _unresolved_libraries(_xcb_plugin_files())
+    if ctypes.util.find_library("xcb-cursor") is None and not any(m.startswith("libxcb-cursor") for m in missing):
+        missing.append("libxcb-cursor.so.0")
+    if not missing:
+        return ""
+    packages = " ".join(_debian_package(m) for m in missing)
+    return (
+        f"the Qt X11 plugin needs system libraries that are missing here: {', '.join(missing)}; install them "
+        f"(Debian/Ubuntu: sudo apt install {packages}; Fedora: sudo dnf install xcb-util-cursor xcb-util-wm "
+        "xcb-util-keysyms xcb-util-image xcb-util-renderutil libxkbcommon-x11)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -219,11 +219,38 @@ def test_browser_names_several_volumes_of_one_eye(qtbot, make_volume, tmp_path):
 def test_gui_command_names_the_missing_x11_library(monkeypatch):
     import ctypes.util
 
+    import app.cmd_gui as cmd_gui
     from app.cmd_gui import missing_system_library
 
+    monkeypatch.setattr(cmd_gui, "_unresolved_libraries", lambda files: [])
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert "libxcb-cursor0" in missing_system_library(platform="xcb", system="linux")
     assert missing_system_library(platform="offscreen", system="linux") == ""
     assert missing_system_library(platform="", system="win32") == ""
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libxcb-cursor.so.0")
     assert missing_system_library(platform="xcb", system="linux") == ""
+    # what ldd cannot resolve for the plugin is named too, each with its Debian package
+    monkeypatch.setattr(
+        cmd_gui,
+        "_unresolved_libraries",
+        lambda files: ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libxkbcommon-x11.so.0"],
+    )
+    msg = missing_system_library(platform="xcb", system="linux")
+    assert "libxcb-icccm.so.4" in msg and "libxcb-keysyms.so.1" in msg
+    assert "apt install libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0" in msg
+
+
+def test_ldd_output_is_parsed_for_missing_libraries(monkeypatch, tmp_path):
+    import subprocess
+
+    import app.cmd_gui as cmd_gui
+
+    out = (
+        "\tlinux-vdso.so.1 (0x00007ffd)\n"
+        "\tlibxcb-icccm.so.4 => not found\n"
+        "\tlibxcb.so.1 => /lib/x86_64-linux-gnu/libxcb.so.1 (0x00007f)\n"
+        "\tlibxcb-keysyms.so.1 => not found\n"
+    )
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out))
+    assert cmd_gui._unresolved_libraries(["a.so", "b.so"]) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]
+    assert cmd_gui._xcb_plugin_files()  # the plugin PySide6 ships is found

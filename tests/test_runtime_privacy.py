@@ -1,0 +1,41 @@
+"""Privacy of the runtime (issue 11 item 8): screening writes nothing into the user's cache or home
+folders, in particular no ONNX Runtime telemetry (device id, event store)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "tests" / "data" / "oct2017-sample"
+
+
+def _run(home: Path, code: str) -> None:
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONPATH": str(REPO)}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=300)
+
+
+def _files(home: Path) -> list[str]:
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+
+
+def test_screening_writes_no_telemetry_or_anything_else_under_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "out"
+    _run(
+        home,
+        "from app.cli import main; import sys; "
+        f"sys.exit(main(['screen', {str(next(SAMPLE.rglob('*.jpeg')))!r}, '--out', {str(out)!r}]))",
+    )
+    assert any(out.iterdir())  # it did screen
+    assert _files(home) == []
+
+
+def test_the_switch_is_needed(tmp_path):
+    """Without core's switch, importing onnxruntime does write its device id (so the test above can fail)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _run(home, "import onnxruntime")
+    assert any("onnxruntime" in f for f in _files(home))
