@@ -424,3 +424,98 @@ def test_deeply_nested_or_non_object_card_is_a_clean_error(tmp_path, payload):
     with pytest.raises(E.ModelCardError) as info:
         load_card(p)
     assert str(p) in str(info.value)
+
+
+# ----------------------------------------------------------------------------- silent wrong results
+def _truncate_frame(path: Path, index: int, cut: int) -> Path:
+    ds = pydicom.dcmread(path)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    frames[index] = frames[index][:-cut]
+    ds.PixelData = encapsulate(frames)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("cut", [2, 50, 300])
+@pytest.mark.parametrize("index", [0, 2])
+def test_truncated_j2k_frame_is_refused_not_screened(tmp_path, index, cut):
+    path = _truncate_frame(_j2k_file(tmp_path), index, cut)
+    err = expect(path, E.CorruptFileError, also="truncated")
+    assert f"frame {index + 1} of 3" in str(err)
+
+
+def _jpeg_dicom(tmp: Path, cut: int = 0) -> Path:
+    import io
+
+    from PIL import Image
+    from pydicom.uid import JPEGBaseline8Bit
+
+    vol = full_volume(n=2)
+    frames = []
+    for b in vol.bscans:
+        buf = io.BytesIO()
+        Image.fromarray(b).save(buf, format="JPEG", quality=95)
+        frames.append(buf.getvalue())
+    if cut:
+        frames[1] = frames[1][:-cut]
+    path = write_opt(vol, tmp / "jpeg.dcm")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_truncated_jpeg_baseline_frame_is_refused_and_a_whole_one_reads(tmp_path):
+    good = _jpeg_dicom(tmp_path / "a")
+    assert open_path(good)[0].n_bscans == 2
+    expect(_jpeg_dicom(tmp_path / "b", cut=200), E.CorruptFileError, also="frame 2 of 2 is truncated")
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["identical copy", "different pixels"])
+def test_duplicate_sop_instance_uid_is_reported_not_silently_dropped(tmp_path, same):
+    from core.io.writer import build_opt_dataset
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    vol = full_volume(n=1)
+    datasets = [build_opt_dataset(vol) for _ in range(3)]
+    for i, ds in enumerate(datasets):
+        ds.InstanceNumber = i + 1
+    third = datasets[2]  # reuses the second's SOPInstanceUID
+    third.SOPInstanceUID = third.file_meta.MediaStorageSOPInstanceUID = datasets[1].SOPInstanceUID
+    if not same:
+        third.PixelData = bytes(255 - b for b in third.PixelData)
+    paths = []
+    for i, ds in enumerate(datasets):
+        ds.save_as(folder / f"b{i}.dcm", enforce_file_format=True)
+        paths.append(folder / f"b{i}.dcm")
+    assert len({str(ds.SOPInstanceUID) for ds in datasets}) == 2
+    errors: list[E.InputError] = []
+    volumes = open_path(folder, errors=errors)
+    assert len(volumes) == 1 and volumes[0].n_bscans == 2
+    assert [e.path for e in errors] == [paths[2]]
+    assert "b1.dcm" in str(errors[0])
+    assert ("identical copy" in str(errors[0])) is same
+
+
+SAMPLE_JPEG = sorted((Path(__file__).parent / "data" / "oct2017-sample").rglob("*.jpeg"))[0]
+
+
+@pytest.mark.parametrize(
+    "fmt,cut",
+    # a PNG cut inside its IEND chunk still holds every pixel: only cuts into the image data count
+    [("jpeg", 2), ("jpeg", 100), ("jpeg", 5000), ("jpeg", 20000), ("png", 100), ("png", 5000), ("png", 20000)],
+)
+def test_truncated_image_file_is_refused(tmp_path, fmt, cut):
+    from PIL import Image
+
+    path = tmp_path / f"CNV-1-1.{fmt}"
+    if fmt == "jpeg":
+        data = SAMPLE_JPEG.read_bytes()
+    else:
+        Image.open(SAMPLE_JPEG).save(path)
+        data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+    expect(path, E.CorruptFileError, also="truncated")

@@ -206,12 +206,26 @@ def j2k_frame_size(frame: bytes) -> tuple[int, int] | None:
     return max(xsiz - xo, 0), max(ysiz - yo, 0)
 
 
-def _check_j2k_frames(f: DicomFile) -> None:
-    """Each JPEG 2000 frame's own declared size must be the header's (a 600-byte frame may claim
-    60000 × 60000 pixels: the DICOM header check alone does not stop that decompression bomb)."""
+_JPEG_FAMILY = {
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+} | _J2K_SYNTAXES
+
+
+def _check_compressed_frames(f: DicomFile) -> None:
+    """Checks on the encapsulated frames before any decoder runs:
+
+    - each JPEG 2000 frame's own declared size must be the header's (a 600-byte frame may claim
+      60000 × 60000 pixels: the DICOM header check alone does not stop that decompression bomb);
+    - each JPEG / JPEG-LS / JPEG 2000 frame must end with its end-of-image marker (FFD9): a truncated
+      frame decodes to plausible-looking garbage with some decoders, and would be screened."""
     ds = f.ds
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    if syntax not in _J2K_SYNTAXES:
+    if syntax not in _JPEG_FAMILY:
         return
     from pydicom.encaps import generate_frames
 
@@ -219,26 +233,33 @@ def _check_j2k_frames(f: DicomFile) -> None:
     try:
         frames = generate_frames(ds.PixelData, number_of_frames=f.n_frames)
         for i, frame in enumerate(frames):
-            size = j2k_frame_size(frame)
-            if size is None:
-                raise CorruptFileError(f.path, f"JPEG 2000 frame {i + 1} has no codestream header (SIZ marker)")
-            if size != (cols, rows):
-                check_size(f.path, 1, size[1], size[0])  # a bomb is named as one
+            if syntax in _J2K_SYNTAXES:
+                size = j2k_frame_size(frame)
+                if size is None:
+                    raise CorruptFileError(f.path, f"JPEG 2000 frame {i + 1} has no codestream header (SIZ marker)")
+                if size != (cols, rows):
+                    check_size(f.path, 1, size[1], size[0])  # a bomb is named as one
+                    raise CorruptFileError(
+                        f.path,
+                        f"JPEG 2000 frame {i + 1} declares {size[0]} x {size[1]} pixels while the DICOM header "
+                        f"says {cols} x {rows}; refusing to decode",
+                    )
+            if not frame.rstrip(b"\x00").endswith(b"\xff\xd9"):
                 raise CorruptFileError(
                     f.path,
-                    f"JPEG 2000 frame {i + 1} declares {size[0]} x {size[1]} pixels while the DICOM header says "
-                    f"{cols} x {rows}; refusing to decode",
+                    f"compressed frame {i + 1} of {f.n_frames} is truncated (no end-of-image marker); "
+                    "it would decode to garbage",
                 )
     except InputError:
         raise
     except Exception as e:  # a damaged encapsulation (basic offset table, item tags)
-        raise CorruptFileError(f.path, f"damaged JPEG 2000 pixel data ({reason(e, f.path)})") from None
+        raise CorruptFileError(f.path, f"damaged compressed pixel data ({reason(e, f.path)})") from None
 
 
 def _decode(f: DicomFile) -> np.ndarray:
     """Pixels as uint8/uint16 ``[n, h, w]`` (colour converted to grey, MONOCHROME1 inverted)."""
     ds = f.ds
-    _check_j2k_frames(f)
+    _check_compressed_frames(f)
     try:
         arr = ds.pixel_array
     except NotImplementedError as e:
@@ -483,7 +504,24 @@ def volumes_from_series(files: list[DicomFile], errors: list[InputError]) -> lis
 def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVolume:
     unique: dict[str, DicomFile] = {}
     for f in natsorted(members, key=lambda m: str(m.path)):
-        unique.setdefault(str(f.ds.get("SOPInstanceUID", "") or f.path), f)
+        uid = str(f.ds.get("SOPInstanceUID", "") or f.path)
+        if uid in unique:  # the same instance twice: read once, and say so
+            first = unique[uid]
+            same = first.ds.get("PixelData") == f.ds.get("PixelData")
+            errors.append(
+                InputError(
+                    f.path,
+                    f"has the same SOPInstanceUID as {first.path.name}: "
+                    + (
+                        "an identical copy, read once"
+                        if same
+                        else "a different B-scan under the same id (a broken export); this one was left out "
+                        "of the volume"
+                    ),
+                )
+            )
+            continue
+        unique[uid] = f
     members = list(unique.values())
     shapes = Counter((int(f.ds.Rows), int(f.ds.Columns), int(f.ds.BitsAllocated)) for f in members)
     common = shapes.most_common(1)[0][0]
