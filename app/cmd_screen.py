@@ -189,6 +189,42 @@ def _inside(path: Path | None, folder: Path) -> bool:
         return False
 
 
+def _prepare_out(out: Path) -> str:
+    """Create ``out`` and check that it can be written, before any work; '' or why not. Also removes
+    the temp files a killed earlier run left there (they may hold patient data)."""
+    from core.fileio import clean_stale_temps
+
+    try:
+        if out.exists() and not out.is_dir():
+            return f"{out}: --out must be a folder, and this is a file"
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".octscreen-write-check-{uuid.uuid4().hex[:8]}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        return f"{out}: cannot create or write the output folder ({e.strerror or e})"
+    for p in clean_stale_temps(out):
+        print(f"note: removed {p.name}, a temp file a killed earlier run left in {out}", file=sys.stderr)
+    return ""
+
+
+def _write_unique(path: Path, overwrite: bool, write, /, **kwargs) -> Path:
+    """``write(path, **kwargs)``; when ``path`` was taken meanwhile (another run writing into the same folder:
+    ``FileExistsError`` without overwrite) the next free name ``<stem>_2`` ..., so no result is lost.
+    Returns the path written."""
+    from core.fileio import next_free
+
+    for _ in range(100):
+        try:
+            write(path, **kwargs)
+            return path
+        except FileExistsError:
+            if overwrite:
+                raise
+            path = next_free(path)
+    raise FileExistsError(f"{path}: no free name found")
+
+
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
@@ -204,8 +240,9 @@ def run(args: argparse.Namespace) -> int:
     from core.screening import open_volumes, screen_volumes
 
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        _err(f"{out}: --out must be a folder")
+    problem = _prepare_out(out)
+    if problem:
+        _err(problem)
         return 2
     csv_path, json_path = out / "results.csv", out / "results.json"
     existing = [p for p in (csv_path, json_path) if p.exists()]
@@ -249,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         _err(str(e))
         return 2
     print(f"WARNING: {card.warning} (trained on {card.trained_on})", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    renamed: list[str] = []
     total = sum(v.n_bscans for j in jobs for v in j.volumes)
     rows: list[dict] = []
     failures: list[str] = []
@@ -275,18 +312,21 @@ def run(args: argparse.Namespace) -> int:
                     report_id=job.report_id,
                     pseudo_id=job.pseudo_id or None,
                 )
-                write_report(job.pdf, exam, card, opts, overwrite=args.overwrite)
-                report_file = job.pdf.name
+                pdf = _write_unique(
+                    job.pdf, args.overwrite, write_report, exam=exam, card=card, options=opts, overwrite=args.overwrite
+                )
+                report_file = pdf.name
+                if pdf != job.pdf:
+                    renamed.append(f"{job.pdf.name} appeared meanwhile (another run?): written as {pdf.name}")
                 if job.dcm is not None:
-                    pdf_to_dicom(
-                        job.pdf,
-                        exam,
-                        job.dcm,
-                        deidentify=args.deidentify,
-                        overwrite=args.overwrite,
-                        pseudo_id=job.pseudo_id or None,
+                    dcm = _write_unique(
+                        pdf.with_suffix(".dcm"),
+                        args.overwrite,
+                        lambda d, src=pdf, ex=exam, pid=job.pseudo_id or None: pdf_to_dicom(
+                            src, ex, d, deidentify=args.deidentify, overwrite=args.overwrite, pseudo_id=pid
+                        ),
                     )
-                    dicom_file = job.dcm.name
+                    dicom_file = dcm.name
             except Exception as e:  # a report problem is reported; the results rows are still written
                 log.debug("report failed", exc_info=True)
                 failures.append(f"{job.pdf}: report not written ({e})")
@@ -312,8 +352,13 @@ def run(args: argparse.Namespace) -> int:
         "errors": [str(e) for e in errors] + failures,
     }
     try:
-        _write_text(csv_path, _csv_text(rows, list(card.classes)), args.overwrite)
-        _write_text(json_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n", args.overwrite)
+        for path, text in (
+            (csv_path, _csv_text(rows, list(card.classes))),
+            (json_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n"),
+        ):
+            written = _write_unique(path, args.overwrite, _write_text, text=text, overwrite=args.overwrite)
+            if written != path:
+                renamed.append(f"{path.name} appeared meanwhile (another run?): written as {written.name}")
     except OSError as e:
         _err(f"results not written ({e})")
         return 2
@@ -321,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
     # 4. Summary.
     for f in failures:
         _err(f)
+    for r in renamed:
+        print(f"note: {r}", file=sys.stderr)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["urgency"]] = counts.get(r["urgency"], 0) + 1

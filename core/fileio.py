@@ -6,12 +6,14 @@ unless ``overwrite`` is asked for."""
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic", "clean_stale_temps", "next_free"]
 
 
 def _exists_message(target: Path) -> str:
@@ -62,3 +64,41 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
     with atomic_output(path, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def clean_stale_temps(folder: str | Path, older_than_s: float = 600.0) -> list[Path]:
+    """Remove the temp files :func:`atomic_output` left in ``folder`` when a process was killed
+    mid-write (they may hold patient data). Only our own name pattern, and only files older than
+    ``older_than_s`` (a write takes well under a second, so a younger one may be another run's).
+    Returns what was removed."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        try:
+            if _TEMP_NAME.match(p.name) and p.is_file() and now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+def next_free(path: str | Path, limit: int = 1000) -> Path:
+    """``path``, or ``<stem>_2<suffix>``, ``_3``, ... : the first name not taken yet (another run may
+    take it before we write: :func:`atomic_output` without overwrite then refuses, and the caller
+    asks again)."""
+    p = Path(path)
+    if not p.exists():
+        return p
+    for n in range(2, limit):
+        q = p.with_name(f"{p.stem}_{n}{p.suffix}")
+        if not q.exists():
+            return q
+    raise FileExistsError(f"{p}: {limit} files of this name already exist")

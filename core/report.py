@@ -199,9 +199,15 @@ def _fit(text: str) -> str:
     return text.translate(_ASCII_FALLBACK).encode("cp1252", errors="replace").decode("cp1252")
 
 
-def _x(text: object) -> str:
-    """Plain text -> escaped paragraph markup the font can show."""
-    return escape(_fit(str(text)))
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters (an ellipsis marks the cut): a 5000-character name from a damaged
+    or hostile header must not push a table cell past the page (reportlab cannot split a cell)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def _x(text: object, limit: int = 600) -> str:
+    """Plain text -> escaped paragraph markup the font can show, clipped to ``limit`` characters."""
+    return escape(_fit(_clip(str(text), limit)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,7 +255,7 @@ class _ReportBuilder:
         )
         self.notice = DEMO_WARNING if self.demo else card.warning
         self.patient_id = (
-            (opts.pseudo_id or pseudonym_for(self.report_id)) if opts.deidentify else exam.patient.patient_id
+            (opts.pseudo_id or pseudonym_for(self.report_id)) if opts.deidentify else _clip(exam.patient.patient_id, 64)
         )
         self.font, self.bold = _report_fonts()
         self.styles = self._styles()
@@ -517,14 +523,19 @@ class _ReportBuilder:
                 str(self.exam.device) or "unknown",
             ),
             ("Birth date", birth, "Accession no.", accession),
-            ("Sex", _SEX.get(p.sex.upper(), p.sex or "unknown"), "Study", st.description or "\u2013"),
+            (
+                "Sex",
+                _SEX.get(p.sex.upper(), p.sex or "unknown"),
+                "Study",
+                "(removed)" if self.opts.deidentify else st.description or "\u2013",
+            ),
         ]
         data = [
             [
                 Paragraph(_x(a), s["label"]),
-                Paragraph(_x(b), s["value"]),
+                Paragraph(_x(b, 96), s["value"]),
                 Paragraph(_x(c), s["label"]),
-                Paragraph(_x(d), s["value"]),
+                Paragraph(_x(d, 96), s["value"]),
             ]
             for a, b, c, d in rows
         ]

@@ -278,7 +278,7 @@ def _volume_from_group(key: tuple, members: list[ImageFile], errors: list[InputE
             study=StudyInfo(
                 study_uid=stable_uid("oct2017", folder, cls, pid),
                 series_uid=stable_uid("oct2017", folder, cls, pid, shape),
-                description=f"OCT2017 {cls}",
+                description="OCT2017 B-scans",  # never the class folder: that is the ground truth
             ),
             source=source,
             source_files=paths,
@@ -295,8 +295,7 @@ def _volume_from_group(key: tuple, members: list[ImageFile], errors: list[InputE
             study=StudyInfo(
                 study_uid=stable_uid("neh", root, cls, case),
                 series_uid=stable_uid("neh", root, cls, case, eye),
-                study_id=cls,
-                description=f"NEH {cls} {case}",
+                description="NEH B-scans",  # never the class folder (ground truth) or the case (an id)
             ),
             source=source,
             source_files=paths,
