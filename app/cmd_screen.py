@@ -82,7 +82,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--deidentify",
         action="store_true",
-        help="pseudonymise patients in reports and results; omit names, dates, UIDs and paths",
+        help="de-identify every output (DICOM PS3.15 Basic Profile): random pseudonyms; no names, birth "
+        "dates, ids, descriptions, original UIDs or paths",
+    )
+    p.add_argument(
+        "--deid-dates",
+        choices=["remove", "shift", "retain"],
+        default="remove",
+        help="with --deidentify: remove exam dates (default), shift them by a random per-patient offset "
+        "(intervals between visits survive), or retain them",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="inference backend")
@@ -117,8 +125,9 @@ def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: b
                 stem = f"{base}_{n}"
         used.add(stem)
         job = ExamJob(key, vols, out / f"{stem}.pdf", (out / f"{stem}.dcm") if dicom else None)
-        if deidentify:
-            job.pseudo_id = pseudonyms.setdefault(key[0], pseudonym_for(job.report_id))
+        if deidentify:  # volumes de-identified at the entry already carry their pseudonym
+            own = key[0] if key[0].startswith("ANON-") else pseudonym_for(job.report_id)
+            job.pseudo_id = pseudonyms.setdefault(key[0], own)
         jobs.append(job)
     return jobs
 
@@ -267,6 +276,12 @@ def run(args: argparse.Namespace) -> int:
     errors: list[InputError] = []
     volumes = open_volumes(args.paths, errors)
     errors = [e for e in errors if not _inside(e.path, out)]  # our own earlier reports, when --out is inside
+    deid = None
+    if args.deidentify:  # at the entry: everything made from these volumes is de-identified
+        from core.deid import Deidentifier
+
+        deid = Deidentifier(dates=getattr(args, "deid_dates", "remove"))
+        volumes = [deid.volume(v) for v in volumes]
     jobs = plan_jobs(volumes, out, deidentify=args.deidentify, dicom=args.dicom)
     clash = [p for j in jobs for p in (j.pdf, j.dcm) if p is not None and p.exists()]
     if clash and not args.overwrite:
@@ -349,7 +364,12 @@ def run(args: argparse.Namespace) -> int:
         "classes": list(card.classes),
         "deidentified": bool(args.deidentify),
         "eyes": rows,
-        "errors": [str(e) for e in errors] + failures,
+        "errors": (
+            [deid.error_text(e, i) for i, e in enumerate(errors, start=1)]
+            + [deid.error_text(f, i) for i, f in enumerate(failures, start=1)]
+            if deid is not None
+            else [str(e) for e in errors] + failures
+        ),
     }
     try:
         for path, text in (

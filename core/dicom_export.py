@@ -44,7 +44,7 @@ DOCUMENT_TITLE = "OCT screening report"
 #: LOINC 18748-4 "Diagnostic imaging report": what the encapsulated document is.
 _CONCEPT = ("18748-4", "LN", "Diagnostic imaging report")
 _DEMO_SUFFIX = " [DEMO MODEL]"  # series description of exports made with a demonstration model
-_DEID_METHOD = "OCT Screen: pseudonym ID, no name/birth date/accession, new UIDs"  # LO: <= 64 chars
+_DEID_METHOD = "PS3.15 Basic Profile (OCT Screen): pseudonym, new UIDs"  # LO: <= 64 chars
 
 
 def _identity(
