@@ -519,3 +519,11 @@ def test_truncated_image_file_is_refused(tmp_path, fmt, cut):
         data = path.read_bytes()
     path.write_bytes(data[:-cut])
     expect(path, E.CorruptFileError, also="truncated")
+
+
+@pytest.mark.parametrize("name", ["dicomdir-typeerror", "dicomdir-notag", "dicomdir-badvr"])
+def test_fuzz_found_damaged_dicomdirs_are_clean_errors(tmp_path, name):
+    """Inputs benchmarks/fuzz_readers.py found: the directory records used to crash the folder scan."""
+    path = tmp_path / "DICOMDIR"
+    path.write_bytes((Path(__file__).parent / "data" / "fuzz-regressions" / name).read_bytes())
+    expect(path, E.CorruptFileError, also="damaged DICOMDIR")

@@ -157,8 +157,13 @@ def dicomdir_members(f: DicomFile, errors: list[InputError] | None = None) -> li
     root = f.path.parent
     base = root.resolve()
     found: list[Path] = []
-    for record in f.ds.get("DirectoryRecordSequence", []):
-        ref = record.get("ReferencedFileID")
+    try:  # the records are parsed lazily: a damaged sequence fails here, not later
+        refs = [record.get("ReferencedFileID") for record in f.ds.get("DirectoryRecordSequence", [])]
+    except Exception as e:
+        raise CorruptFileError(
+            f.path, f"damaged DICOMDIR: its directory records cannot be read ({reason(e, f.path)})"
+        ) from None
+    for ref in refs:
         if not ref:
             continue
         parts = [str(p) for p in ref] if isinstance(ref, MultiValue) else [str(ref)]
@@ -592,8 +597,8 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
         f = guarded(path, errors, functools.partial(_read_member, path, force))
         if f is None:
             continue
-        if f.is_dicomdir:
-            queue.extend(dicomdir_members(f, errors))
+        if f.is_dicomdir:  # a damaged directory record sequence is this DICOMDIR's error, never a crash
+            queue.extend(guarded(path, errors, functools.partial(dicomdir_members, f, errors)) or [])
         elif f.n_frames > 1:
             multi.append(f)
         else:
