@@ -527,3 +527,16 @@ def test_fuzz_found_damaged_dicomdirs_are_clean_errors(tmp_path, name):
     path = tmp_path / "DICOMDIR"
     path.write_bytes((Path(__file__).parent / "data" / "fuzz-regressions" / name).read_bytes())
     expect(path, E.CorruptFileError, also="damaged DICOMDIR")
+
+
+def test_fuzz_found_bad_series_uid_vr_is_a_clean_error_beside_good_files(tmp_path):
+    folder = tmp_path / "exam"
+    good = write_opt(full_volume(n=2), folder / "good.dcm")
+    bad = folder / "bad.dcm"
+    bad.write_bytes((Path(__file__).parent / "data" / "fuzz-regressions" / "opt-1frame-badvr-series.dcm").read_bytes())
+    errors: list[E.InputError] = []
+    volumes = open_path(folder, errors=errors)
+    assert [v.source for v in volumes] == [good]
+    assert [(type(e), e.path) for e in errors] == [(E.CorruptFileError, bad)]
+    assert "damaged DICOM header" in str(errors[0])
+    expect(bad, E.CorruptFileError, also="damaged DICOM header")

@@ -93,13 +93,16 @@ def read_header(path: Path, *, force: bool = False) -> DicomFile:
         raise CorruptFileError(path, "not a readable DICOM file (no DICOM header found)")
     if media_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         return DicomFile(path, ds, is_dicomdir=True)
+    f = DicomFile(path, ds)
     try:
         _check_oct(path, ds, media_class)
+        # elements are parsed on first access: parse the ones grouping uses now, inside this check
+        _ = (f.series_key, ds.get("SOPInstanceUID"), ds.get("InstanceNumber"), ds.get("ImagePositionPatient"))
     except InputError:
         raise
     except Exception as e:  # a header element that cannot be parsed
         raise CorruptFileError(path, f"damaged DICOM header ({reason(e, path)})") from None
-    return DicomFile(path, ds)
+    return f
 
 
 def _check_oct(path: Path, ds: Dataset, media_class: str) -> None:
