@@ -61,7 +61,9 @@ class _OnnxBackend:
         ort = _onnxruntime()
         if ort is None:
             raise ModelCardError(card.path, "onnxruntime is not installed; use the torch backend")
-        path = card.verified_file("onnx_int8" if int8 else "onnx")
+        which = "onnx_int8" if int8 else "onnx"
+        data = card.verified_bytes(which)  # the session gets the hashed bytes: no unhashed external data
+        path = card.file(which)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -73,9 +75,15 @@ class _OnnxBackend:
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(data, sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad graphs
-            raise ModelCardError(path, f"ONNX Runtime cannot load the model ({e})") from None
+            if "external" in str(e).lower():
+                raise ModelCardError(
+                    path,
+                    "the ONNX model keeps tensors in external data files, which its card cannot hash; "
+                    "export it as one file",
+                ) from None
+            raise ModelCardError(path, f"ONNX Runtime cannot load the model ({str(e)[:300]})") from None
         outs = [o.name for o in self.session.get_outputs()]
         if "logits" not in outs:
             raise ModelCardError(path, f"ONNX model has no 'logits' output (outputs: {outs})")

@@ -9,6 +9,7 @@ Nothing here unpickles anything: a model file must not be able to run code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -122,6 +123,17 @@ class ModelCard:
             raise ModelCardError(self.path, f"{which}_file '{rel}' points outside the model card's folder; refusing it")
         return p
 
+    def verified_bytes(self, which: str = "weights") -> bytes:
+        """The file's bytes, read once and checked against the card's sha256: what is checked is what
+        is loaded (no window in which the file could be swapped), and a loader given bytes cannot
+        pull in other, unhashed files (ONNX external data)."""
+        p = self.verified_file(which)
+        data = p.read_bytes()
+        expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256, "onnx_int8": self.onnx_int8_sha256}[which]
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ModelCardError(p, f"{which} file changed while it was being loaded; refusing it")
+        return data
+
     def verified_file(self, which: str = "weights") -> Path:
         """The file, after checking that it exists and matches the card's sha256."""
         p = self.file(which)
@@ -220,6 +232,32 @@ def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
     return card
 
 
+SCHEMA_FILE = Path(__file__).parent / "schemas" / "model-card-1.schema.json"
+"""The committed JSON schema of card format ``octscreen-model-card/1`` (a new format gets a new file)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_schema(d: dict, path: Path | None = None) -> None:
+    """Validate a card's JSON against :data:`SCHEMA_FILE`; the first problem (by field) is a
+    ``ModelCardError`` naming the card and the field, e.g. ``field 'thresholds.urgent.cnv': 1.5 is
+    greater than the maximum of 1``."""
+    errors = sorted(_validator().iter_errors(d), key=lambda e: [str(x) for x in e.absolute_path])
+    if not errors:
+        return
+    e = errors[0]
+    where = ".".join(str(x) for x in e.absolute_path) or "(top level)"
+    message = e.message if len(e.message) <= 200 else e.message[:199] + "\u2026"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    raise ModelCardError(path, f"model card field '{where}': {message}{more} [schema {SCHEMA_FILE.name}]")
+
+
 def load_card(path: str | Path) -> ModelCard:
     """Read a model card (the .json file, or a folder holding exactly one card)."""
     p = Path(path)
@@ -243,6 +281,8 @@ def load_card(path: str | Path) -> ModelCard:
         raise ModelCardError(p, "model card is nested too deeply to be a model card") from None
     if not isinstance(d, dict):
         raise ModelCardError(p, f"model card must be a JSON object, not {type(d).__name__}")
+    if d.get("format") == CARD_FORMAT:  # other formats get _from_json's message
+        check_schema(d, p)
     return _from_json(d, p.resolve())
 
 
@@ -272,10 +312,11 @@ def save_weights(card: ModelCard, state_dict: dict, folder: str | Path) -> Path:
 def load_weights(card: ModelCard) -> dict:
     """The card's state dict, after the sha256 check (safetensors only; never a pickle)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    p = card.verified_file("weights")
+    data = card.verified_bytes("weights")
+    p = card.file("weights")
     try:
-        return load_file(str(p))
+        return load(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelCardError(p, f"weights file is not a readable safetensors file ({e})") from None

@@ -64,12 +64,21 @@ def test_pickle_disguised_as_safetensors_is_refused(tmp_path):
     "mutate, message",
     [
         (lambda d: d.pop("format"), "not an OCT Screen model card"),
-        (lambda d: d.pop("classes"), "required field 'classes'"),
-        (lambda d: d.update(classes=["a"]), "at least two"),
-        (lambda d: d.update(input_size=[64]), "input_size"),
-        (lambda d: d.update(bogus=1), "unknown model card fields: bogus"),
-        (lambda d: d.update(std=[0, 1, 1]), "std > 0"),
-        (lambda d: d.update(thresholds={"nope": 1}), "malformed"),
+        (lambda d: d.pop("classes"), "field '\\(top level\\)': 'classes' is a required property"),
+        (lambda d: d.update(classes=["a"]), "field 'classes': .* too short"),
+        (lambda d: d.update(classes=["cnv", "cnv"]), "field 'classes': .* non-unique"),
+        (lambda d: d.update(classes=["CNV disease", "normal"]), "field 'classes.0'"),
+        (lambda d: d.update(input_size=[64]), "field 'input_size'"),
+        (lambda d: d.update(input_size=[64, "x"]), "field 'input_size.1': 'x' is not of type 'integer'"),
+        (lambda d: d.update(bogus=1), "Additional properties are not allowed \\('bogus'"),
+        (lambda d: d.update(std=[0, 1, 1]), "field 'std.0'"),
+        (lambda d: d.update(thresholds={"nope": 1}), "field 'thresholds'"),
+        (lambda d: d.update(thresholds={"urgent": {"cnv": 1.5}}), "field 'thresholds.urgent.cnv': 1.5 is greater"),
+        (lambda d: d.update(weights_sha256="abc"), "field 'weights_sha256'"),
+        (lambda d: d.update(onnx_file="x" * 300), "field 'onnx_file'"),
+        (lambda d: d.update(aspect="stretch"), "field 'aspect'"),
+        (lambda d: d.update(demo="no"), "field 'demo'"),
+        (lambda d: d.update(name=""), "field 'name'"),
     ],
 )
 def test_malformed_cards_name_the_file(tmp_path, mutate, message):
@@ -80,6 +89,18 @@ def test_malformed_cards_name_the_file(tmp_path, mutate, message):
     with pytest.raises(ModelCardError, match=message) as e:
         load_card(tmp_path / "c.json")
     assert "c.json" in str(e.value)
+
+
+def test_the_committed_schema_is_valid_and_the_bundled_card_meets_it():
+    import jsonschema
+
+    from core.inference import default_card_path
+    from core.modelcard import SCHEMA_FILE, check_schema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["format"]["const"] == "octscreen-model-card/1"
+    check_schema(json.loads(default_card_path().read_text()))  # no error
 
 
 def test_not_json_and_missing(tmp_path):
@@ -120,3 +141,28 @@ def test_card_refuses_empty_sha256_paths_outside_its_folder_and_unknown_archs(tm
             load_card(tmp_path / "m.json").verified_file("weights")
     with pytest.raises(ValueError, match="unknown architecture 'no_such_net'"):
         build("no_such_net", 2)
+
+
+def test_onnx_with_unhashed_external_data_is_refused(tiny_card_path, tmp_path):
+    """ONNX Runtime would load external data files beside the model that the card never hashed: the
+    session only ever gets the hashed bytes, so such a model is refused with a clear message."""
+    import shutil
+
+    import onnx
+
+    from core.inference import Screener
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_card_path.parent, folder)
+    card = json.loads((folder / "tiny.json").read_text())
+    model = onnx.load(str(folder / card["onnx_file"]))
+    onnx.save_model(
+        model, str(folder / card["onnx_file"]), save_as_external_data=True, location="w.data", size_threshold=0
+    )
+    assert (folder / "w.data").stat().st_size > 0
+    card["onnx_sha256"] = sha256_file(folder / card["onnx_file"])
+    (folder / "tiny.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="external data") as e:
+        Screener(folder / "tiny.json", backend="onnx")
+    assert card["onnx_file"] in str(e.value)
+    Screener(tiny_card_path, backend="onnx")  # the one-file export loads
