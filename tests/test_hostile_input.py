@@ -540,3 +540,75 @@ def test_fuzz_found_bad_series_uid_vr_is_a_clean_error_beside_good_files(tmp_pat
     assert [(type(e), e.path) for e in errors] == [(E.CorruptFileError, bad)]
     assert "damaged DICOM header" in str(errors[0])
     expect(bad, E.CorruptFileError, also="damaged DICOM header")
+
+
+# ------------------------------------------------------------------- image headers that claim a size
+def _png_claiming(w: int, h: int) -> bytes:
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _small_image(fmt: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 24), 90, np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _jpeg_claiming(w: int, h: int) -> bytes:
+    data = bytearray(_small_image("JPEG"))
+    at = data.find(b"\xff\xc0")  # SOF0: length(2) precision(1) height(2) width(2)
+    data[at + 5 : at + 9] = struct.pack(">HH", h, w)
+    return bytes(data)
+
+
+def _bmp_claiming(w: int, h: int) -> bytes:
+    data = bytearray(_small_image("BMP"))
+    data[18:26] = struct.pack("<ii", w, h)
+    return bytes(data)
+
+
+def _tiff_claiming(w: int, h: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.full((16, 24), 90, np.uint8), photometric="minisblack")
+    data = bytearray(buf.getvalue())
+    ifd = int.from_bytes(data[4:8], "little")
+    n = int.from_bytes(data[ifd : ifd + 2], "little")
+    for i in range(n):
+        e = ifd + 2 + 12 * i
+        tag, typ = struct.unpack("<HH", data[e : e + 4])
+        if tag in (256, 257):
+            value = w if tag == 256 else h
+            data[e + 2 : e + 4] = struct.pack("<H", 4)  # LONG
+            data[e + 8 : e + 12] = struct.pack("<I", value)
+    return bytes(data)
+
+
+CLAIMS = {"png": _png_claiming, "jpeg": _jpeg_claiming, "bmp": _bmp_claiming, "tif": _tiff_claiming}
+
+
+@pytest.mark.parametrize("size", [(60000, 60000), (8193, 16), (16, 9000), (6000, 6000)], ids=str)
+@pytest.mark.parametrize("fmt", list(CLAIMS))
+def test_image_header_claiming_a_huge_size_is_refused_before_decoding(tmp_path, fmt, size):
+    path = tmp_path / f"claim.{fmt}"
+    path.write_bytes(CLAIMS[fmt](*size))
+    expect(path, E.ImageTooLargeError)
+
+
+@pytest.mark.parametrize("fmt", list(CLAIMS))
+def test_image_header_claiming_zero_size_is_refused(tmp_path, fmt):
+    path = tmp_path / f"zero.{fmt}"
+    path.write_bytes(CLAIMS[fmt](0, 0))
+    with deadline(), pytest.raises(E.InputError) as info:
+        open_path(path)
+    assert str(path) in str(info.value)
