@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="octscreen",
-        description="OCT Screen: retinal OCT screening "
-        "(normal / drusen / CNV) with a distilled CNN that runs on the CPU.",
+        description="OCT Screen: retinal OCT screening (the bundled model: normal / drusen / CNV / DME; "
+        "research model, not for clinical use) with a distilled CNN that runs on the CPU.",
     )
     p.add_argument("--version", action="version", version=f"octscreen {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")

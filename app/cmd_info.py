@@ -7,10 +7,12 @@ its problem. Exit code 0 when everything was read, 1 when some file was bad, 2 w
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from core.errors import InputError
-from core.io import open_path
-from core.volume import OctVolume, PixelSpacing
+
+if TYPE_CHECKING:  # core.io (pydicom, codecs) is imported when the command runs: `octscreen --help` stays fast
+    from core.volume import OctVolume, PixelSpacing
 
 __all__ = ["register", "run", "format_volume", "format_spacing"]
 
@@ -45,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print volumes and bad files; 0 all good, 1 some file bad, 2 nothing readable."""
+    from core.io import open_path
+
     n_volumes = 0
     n_bad = 0
     for path in args.paths:

@@ -22,9 +22,12 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import InputError
-from core.volume import OctVolume
+
+if TYPE_CHECKING:  # numpy and the readers load when the command runs: `octscreen --help` stays fast
+    from core.volume import OctVolume
 
 __all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "CSV_COLUMNS"]
 

@@ -26,9 +26,12 @@ for v in "${ORDER[@]}"; do
   echo "== $v: training ($(date -u +%H:%M))"
   resume=""; [ -d "$dir/fold0/control" ] && resume="--resume"
   # shellcheck disable=SC2086
-  $PY -m app.cli train student --config training/configs/oct2017-real.json --out "$dir" --threads 2 \
+  [ -f "$dir/fold0/control/control.json" ] || $PY -m app.cli train student --config training/configs/oct2017-real.json --out "$dir" --threads 2 \
       ${SETS[$v]} $resume >>"$dir/train.log" 2>&1 || { echo "== $v: training failed (see $dir/train.log)"; continue; }
-  $PY benchmarks/eval_real.py --model "$dir/fold0/control" --config training/configs/oct2017-real.json \
+  # per-eye thresholds from the same validation eyes as the shipped model's, then the app's evaluation
+  $PY -m app.cli train calibrate --config training/configs/oct2017-real.json --out "$dir" \
+      --model "$dir/fold0/control/control.json" ${SETS[$v]} >>"$dir/train.log" 2>&1
+  $PY benchmarks/eval_real.py --model "$dir/fold0/control/control.json" --config training/configs/oct2017-real.json \
       --out "$dir" --threads 2 >"$dir/eval.tmp" 2>>"$dir/train.log" && mv "$dir/eval.tmp" "$dir/eval.txt"
   echo "== $v: $(grep -m1 -i 'balanced' "$dir/eval.txt" 2>/dev/null)"
 done
