@@ -110,21 +110,10 @@ def load_and_screen(
     ``.screen``); it is called only if something could be read. Raises ``Cancelled`` when
     ``cancel()`` turns True.
     """
-    from core.io import open_path
-    from core.screening import screen_volumes
+    from core.screening import open_volumes, screen_volumes
 
     errors: list[InputError] = []
-    volumes = []
-    paths = [Path(p) for p in paths]
-    for i, path in enumerate(paths):
-        if cancel():
-            raise Cancelled()
-        progress(i, len(paths), f"Reading {path.name}\u2026")
-        try:
-            volumes.extend(open_path(path, errors=errors))
-        except InputError as e:
-            if not any(e is seen or str(e) == str(seen) for seen in errors):  # open_path may have listed it
-                errors.append(e)
+    volumes = open_volumes(paths, errors, progress=progress, cancel=cancel)
     if not volumes:
         return LoadOutcome([], None, errors, 0)
     if cancel():

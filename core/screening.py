@@ -104,20 +104,35 @@ def screen_volumes(
     return group_exams(eyes)
 
 
-def open_volumes(paths: Iterable[str | Path], errors: list | None = None) -> list[OctVolume]:
-    """Every volume ``core.io.open_path`` finds under ``paths``, in order. Bad files are collected
-    in ``errors`` (``InputError``s) and skipped; without ``errors`` the first bad path raises."""
+def open_volumes(
+    paths: Iterable[str | Path],
+    errors: list | None = None,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[OctVolume]:
+    """Every volume ``core.io.open_path`` finds under ``paths``, in order: the one open loop of the
+    CLI (``octscreen screen``) and the GUI worker. Bad files are collected in ``errors``
+    (``InputError``s, each once) and skipped; without ``errors`` the first bad path raises.
+    ``progress(i, n, message)`` before each path; ``cancel()`` checked before each path
+    (``core.errors.Cancelled``)."""
+    from core.errors import Cancelled
     from core.io import open_path
 
+    paths = [Path(p) for p in paths]
     volumes: list[OctVolume] = []
-    for p in paths:
+    for i, p in enumerate(paths):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        if progress is not None:
+            progress(i, len(paths), f"Reading {p.name}\u2026")
         try:
             volumes.extend(open_path(p, errors=errors))
         except InputError as e:
             if errors is None:
                 raise
             log.warning("%s", e)
-            if not any(e is x for x in errors):  # open_path may have collected it already
+            if not any(e is x or str(e) == str(x) for x in errors):  # open_path may have collected it already
                 errors.append(e)
     return volumes
 

@@ -317,3 +317,25 @@ def test_cli_and_gui_name_an_exam_report_alike(tmp_path, make_volume):
         else:
             assert gui.name == "P-7-x_20261130_oct-report.pdf"
         assert isinstance(gui, Path)
+
+
+def test_cli_and_gui_worker_open_and_decide_the_same(tiny_card_path, exam_files, tmp_path):
+    """One open loop (core.screening.open_volumes) and one decision path for `octscreen screen` and the
+    GUI's load-and-screen worker: the same eyes, the same decisions, the same bad files."""
+    from app.workers import load_and_screen
+
+    src = exam_files["od"].parent
+    out = tmp_path / "cli"
+    main(["screen", str(src), "--out", str(out), "--model", str(tiny_card_path)])
+    meta = json.loads((out / "results.json").read_text())
+    cli = sorted((r["patient_id"], r["eye"], r["label"], r["tier"]) for r in meta["eyes"])
+    cli_bad = sorted(e.split(":")[0] for e in meta["errors"])
+
+    steps: list[str] = []
+    outcome = load_and_screen([src], lambda: Screener(tiny_card_path), lambda d, t, m: steps.append(m), lambda: False)
+    gui = sorted(
+        (e.eye.patient_id, e.eye.laterality.value, e.label, e.tier.name) for x in outcome.exams for e in x.eyes
+    )
+    assert gui == cli and len(gui) == 3
+    assert sorted(str(e.path) for e in outcome.errors) == cli_bad and cli_bad
+    assert steps[0].startswith("Reading")
