@@ -119,13 +119,13 @@ def open_volumes(
     from core.errors import Cancelled
     from core.io import open_path
 
-    paths = [Path(p) for p in paths]
+    items = [Path(p) for p in paths]
     volumes: list[OctVolume] = []
-    for i, p in enumerate(paths):
+    for i, p in enumerate(items):
         if cancel is not None and cancel():
             raise Cancelled()
         if progress is not None:
-            progress(i, len(paths), f"Reading {p.name}\u2026")
+            progress(i, len(items), f"Reading {p.name}\u2026")
         try:
             volumes.extend(open_path(p, errors=errors))
         except InputError as e:

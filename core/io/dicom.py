@@ -514,12 +514,12 @@ def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVol
     for f in natsorted(members, key=lambda m: str(m.path)):
         uid = str(f.ds.get("SOPInstanceUID", "") or f.path)
         if uid in unique:  # the same instance twice: read once, and say so
-            first = unique[uid]
-            same = first.ds.get("PixelData") == f.ds.get("PixelData")
+            original = unique[uid]
+            same = original.ds.get("PixelData") == f.ds.get("PixelData")
             errors.append(
                 InputError(
                     f.path,
-                    f"has the same SOPInstanceUID as {first.path.name}: "
+                    f"has the same SOPInstanceUID as {original.path.name}: "
                     + (
                         "an identical copy, read once"
                         if same

@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tifffile
@@ -110,7 +111,7 @@ def tiff_page_count(path: Path) -> int:
     cap = limits.current().max_bscans
     with open(path, "rb") as fh:
         head = fh.read(16)
-        order = "little" if head[:2] == b"II" else "big"
+        order: Literal["little", "big"] = "little" if head[:2] == b"II" else "big"
         big = int.from_bytes(head[2:4], order) == 43
         size = fh.seek(0, 2)
         offset = int.from_bytes(head[8:16] if big else head[4:8], order)
