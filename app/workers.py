@@ -135,6 +135,7 @@ class ExportRequest:
     pdf_path: Path
     deidentify: bool = False
     dicom: bool = False
+    deid_dates: str = "remove"  # with deidentify: remove | shift | retain (core.deid)
 
     @property
     def dicom_path(self) -> Path:
@@ -165,14 +166,34 @@ def export_report(
     progress = progress or (lambda *_: None)
     steps = len(request.targets)
     progress(0, steps, f"Writing {request.pdf_path.name}\u2026")
-    options = ReportOptions(institution=institution, logo=Path(logo) if logo else None, deidentify=request.deidentify)
+    pseudo_id = None
+    if request.deidentify:  # the same PS3.15 de-identification as `octscreen screen --deidentify`
+        from core.deid import Deidentifier
+
+        exam = Deidentifier(dates=request.deid_dates).exam(exam)
+        pseudo_id = exam.patient.patient_id
+    options = ReportOptions(
+        institution=institution,
+        logo=Path(logo) if logo else None,
+        deidentify=request.deidentify,
+        pseudo_id=pseudo_id,
+    )
     written = [Path(write_report(request.pdf_path, exam, card, options, overwrite=overwrite))]
     if request.dicom:
         if cancel is not None and cancel():
             raise Cancelled()
         progress(1, steps, f"Writing {request.dicom_path.name}\u2026")
         written.append(
-            Path(pdf_to_dicom(written[0], exam, request.dicom_path, deidentify=request.deidentify, overwrite=overwrite))
+            Path(
+                pdf_to_dicom(
+                    written[0],
+                    exam,
+                    request.dicom_path,
+                    deidentify=request.deidentify,
+                    overwrite=overwrite,
+                    pseudo_id=pseudo_id,
+                )
+            )
         )
     progress(steps, steps, "Report written")
     return written

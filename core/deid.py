@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pydicom.uid import generate_uid
 
 from core.errors import InputError
+from core.results import ExamResult
 from core.volume import DeviceInfo, OctVolume, PatientInfo, StudyInfo
 
 __all__ = ["Deidentifier", "DATE_POLICIES", "METHOD"]
@@ -110,6 +111,27 @@ class Deidentifier:
             source=None,
             source_files=(),
             extra={k: val for k, val in v.extra.items() if k in _SAFE_EXTRA},
+        )
+
+    def exam(self, x: ExamResult) -> ExamResult:
+        """A screened exam de-identified the same way (its eyes' volumes and keys too): for exports
+        of an exam that was screened identified (the GUI's "de-identify" export)."""
+        pid = x.patient.patient_id
+        eyes = []
+        for e in x.eyes:
+            vr = e.volume_result
+            if vr is not None:
+                vr = dataclasses.replace(vr, volume=self.volume(vr.volume))
+            key = dataclasses.replace(
+                e.eye, patient_id=self.pseudonym(e.eye.patient_id), study_uid=self.uid(e.eye.study_uid)
+            )
+            eyes.append(dataclasses.replace(e, eye=key, volume_result=vr))
+        return dataclasses.replace(
+            x,
+            patient=self.patient(x.patient),
+            study=self.study(pid, x.study),
+            device=DeviceInfo(manufacturer=x.device.manufacturer, model=x.device.model),
+            eyes=eyes,
         )
 
     def error_text(self, e: InputError | str, index: int) -> str:

@@ -157,3 +157,22 @@ def test_deidentifier_is_consistent_within_a_run_and_random_across_runs():
     err = CorruptFileError(Path("/data/Quixotic_IDPLANT777/scan.dcm"), "damaged header of Quixotic_IDPLANT777")
     text = a.error_text(err, 3)
     assert "Quixotic" not in text and "IDPLANT777" not in text and text.startswith("input 3: CorruptFileError")
+
+
+def test_gui_export_deidentifies_the_same_way(tiny_card_path, planted, tmp_path):
+    """The GUI's "de-identify" export (app.workers.export_report) goes through core.deid too."""
+    from app.workers import ExportRequest, export_report
+    from core.inference import Screener
+    from core.screening import screen_paths
+
+    screener = Screener(tiny_card_path)
+    dicom_in = planted / f"{NAME}_{FIRST}_{PID}" / f"{NAME}-{BIRTH}.dcm"
+    (exam,) = screen_paths([dicom_in], screener)
+    assert exam.patient.name.startswith(NAME)  # screened identified, as the GUI does
+    out = tmp_path / "gui"
+    out.mkdir()
+    req = ExportRequest(out / "report.pdf", deidentify=True, dicom=True)
+    written = export_report(req, exam, screener.card)
+    assert [p.name for p in written] == ["report.pdf", "report.dcm"]
+    assert _leaks(_texts(out), PLANTED + EXAM_FORMS + ["1.2.3.4.5", str(planted)]) == []
+    assert exam.patient.name.startswith(NAME)  # the exam on screen keeps its identity
