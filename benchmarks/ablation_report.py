@@ -62,11 +62,18 @@ def parse_log(text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
-    ap.add_argument("--baseline", type=Path, default=Path("docs/results/real_model_validation.txt"))
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=Path("docs/results/real_model_v1.1.0_validation.txt"),
+        help="eval_real output of the model the variants are compared with (default: the v1.1.0 control)",
+    )
     a = ap.parse_args(argv)
     rows = []
     if a.baseline.is_file():
-        rows.append(("shipped control (Lite0 224, squash)", parse_eval(a.baseline.read_text()), None))
+        first = a.baseline.read_text().splitlines()[0]
+        m = re.match(r"model (\S+ v[\d.]+)", first)
+        rows.append((f"baseline {m.group(1) if m else a.baseline.name}", parse_eval(a.baseline.read_text()), None))
     for d in sorted(p for p in a.root.iterdir() if p.is_dir()):
         ev = d / "eval.txt"
         log = parse_log((d / "train.log").read_text(errors="replace")) if (d / "train.log").is_file() else None

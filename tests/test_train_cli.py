@@ -405,8 +405,11 @@ def test_synthetic_mix_adds_synthetic_bscans_to_training_only(tmp_path):
     td = ws.training_data(0)
     assert td["n_train"] == len(real) and td["n_train_synthetic"] == len(syn)
     assert f"{len(syn)} synthetic" in td["short"]
-    # fraction 0 (the recipe's default) adds nothing
-    ws0 = recipes.prepare(load_config("oct2017-real", sets[:2] + ["split.val_fraction=0.3"]), tmp_path / "run0")
+    # fraction 0 (the default outside the bundled recipe) adds nothing
+    ws0 = recipes.prepare(
+        load_config("oct2017-real", sets[:2] + ["split.val_fraction=0.3", "synthetic_mix.fraction=0"]),
+        tmp_path / "run0",
+    )
     assert not any(s.group.startswith("synthetic/") for s in ws0.train_val(0)[0])
     with pytest.raises(ValueError, match="synthetic_mix.fraction"):
         load_config("oct2017-real", ["synthetic_mix.fraction=-1"])
