@@ -185,10 +185,9 @@ def _csv_text(rows: list[dict], classes: list[str]) -> str:
 
 
 def _write_text(path: Path, text: str, overwrite: bool) -> None:
-    from core.fileio import atomic_output
+    from core.fileio import write_text_atomic
 
-    with atomic_output(path, overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text_atomic(path, text, overwrite)
 
 
 def _inside(path: Path | None, folder: Path) -> bool:

@@ -123,19 +123,8 @@ class ModelCard:
             raise ModelCardError(self.path, f"{which}_file '{rel}' points outside the model card's folder; refusing it")
         return p
 
-    def verified_bytes(self, which: str = "weights") -> bytes:
-        """The file's bytes, read once and checked against the card's sha256: what is checked is what
-        is loaded (no window in which the file could be swapped), and a loader given bytes cannot
-        pull in other, unhashed files (ONNX external data)."""
-        p = self.verified_file(which)
-        data = p.read_bytes()
-        expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256, "onnx_int8": self.onnx_int8_sha256}[which]
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise ModelCardError(p, f"{which} file changed while it was being loaded; refusing it")
-        return data
-
-    def verified_file(self, which: str = "weights") -> Path:
-        """The file, after checking that it exists and matches the card's sha256."""
+    def _checked(self, which: str) -> tuple[Path, str]:
+        """The file's path and the card's sha256 for it, after the checks that need no reading."""
         p = self.file(which)
         expected = {"weights": self.weights_sha256, "onnx": self.onnx_sha256, "onnx_int8": self.onnx_int8_sha256}[which]
         if not p.is_file():
@@ -144,11 +133,29 @@ class ModelCard:
             raise ModelCardError(
                 self.path, f"{which}_sha256 is empty: the model card must carry the sha256 of every file it names"
             )
+        return p, expected
+
+    @staticmethod
+    def _mismatch(p: Path, which: str) -> ModelCardError:
+        return ModelCardError(
+            p, f"{which} file does not match the sha256 in its model card (damaged or replaced); refusing to load it"
+        )
+
+    def verified_bytes(self, which: str = "weights") -> bytes:
+        """The file's bytes, read and hashed once: what is checked is what is loaded (no window in
+        which the file could be swapped), and a loader given bytes cannot pull in other, unhashed
+        files (ONNX external data)."""
+        p, expected = self._checked(which)
+        data = p.read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise self._mismatch(p, which)
+        return data
+
+    def verified_file(self, which: str = "weights") -> Path:
+        """The file, after checking that it exists and matches the card's sha256 (streamed)."""
+        p, expected = self._checked(which)
         if sha256_file(p) != expected:
-            raise ModelCardError(
-                p,
-                f"{which} file does not match the sha256 in its model card (damaged or replaced); refusing to load it",
-            )
+            raise self._mismatch(p, which)
         return p
 
     def to_json(self) -> dict[str, Any]:

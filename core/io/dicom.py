@@ -21,7 +21,7 @@ from natsort import natsorted
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
-from pydicom.uid import UID
+from pydicom.uid import UID, JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
 
 from core.errors import (
     CorruptFileError,
@@ -194,13 +194,7 @@ def dicomdir_members(f: DicomFile, errors: list[InputError] | None = None) -> li
 
 
 # ----------------------------------------------------------------------------------- pixel access
-_J2K_SYNTAXES = {
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
-    "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
-    "1.2.840.10008.1.2.4.203",  # HTJ2K
-}
+_J2K_SYNTAXES = {str(u) for u in JPEG2000TransferSyntaxes}  # JPEG 2000 and HTJ2K (pydicom's list)
 _SOC_SIZ = b"\xff\x4f\xff\x51"
 
 
@@ -214,14 +208,7 @@ def j2k_frame_size(frame: bytes) -> tuple[int, int] | None:
     return max(xsiz - xo, 0), max(ysiz - yo, 0)
 
 
-_JPEG_FAMILY = {
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline
-    "1.2.840.10008.1.2.4.51",  # JPEG extended
-    "1.2.840.10008.1.2.4.57",  # JPEG lossless
-    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
-} | _J2K_SYNTAXES
+_JPEG_FAMILY = {str(u) for u in (*JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes)} | _J2K_SYNTAXES
 
 
 def _check_compressed_frames(f: DicomFile) -> None:
