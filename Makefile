@@ -16,7 +16,7 @@ OUT    ?= demo-output
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,train]'
+	$(BIN)/python -m pip install --quiet -e '.[test,train,vendor]'
 	touch $(STAMP)
 
 # dcmtk (dcmdump) and poppler-utils (pdftoppm, pdftotext) check our DICOM and PDF output in tests;

@@ -195,7 +195,10 @@ CASES = {
         E.EmptyInputError,
     ),
     "folder with mixed image sizes": (_mixed_size_folder, E.InconsistentVolumeError),
-    "heidelberg vol": (lambda t: _write(t / "scan.vol", b"HSF-OCT-103" + _random_bytes(100)), E.UnsupportedFormatError),
+    "heidelberg vol cut in its header": (
+        lambda t: _write(t / "scan.vol", b"HSF-OCT-103" + _random_bytes(100)),
+        E.CorruptFileError,
+    ),
 }
 
 

@@ -109,7 +109,7 @@ def sniff(path: Path) -> Kind:
         raise UnsupportedFormatError(path, f"is {what}, not a regular file; it is not opened")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(132)
+            head = fh.read(1024 if path.suffix.lower() == ".xml" else 132)
     except OSError as e:
         raise FileMissingError(path, f"cannot be read ({e.strerror or e})") from None
     if not head:
@@ -120,6 +120,8 @@ def sniff(path: Path) -> Kind:
         if head.startswith(magic):
             return kind
     if path.suffix.lower() in VENDOR_EXTENSIONS:
+        return Kind.VENDOR
+    if path.suffix.lower() == ".xml" and b"<HEDX" in head:  # a Heidelberg XML export (core/io/heyex.py)
         return Kind.VENDOR
     return Kind.UNKNOWN
 

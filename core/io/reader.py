@@ -27,6 +27,7 @@ from core import limits
 from core.errors import EmptyInputError, FileMissingError, InputError, UnsupportedFormatError
 from core.io.common import Kind, guarded, is_ignorable, sniff
 from core.io.dicom import read_dicom_files
+from core.io.heyex import xml_members
 from core.io.images import read_image_files
 from core.io.vendor import read_vendor
 from core.volume import OctVolume
@@ -37,7 +38,7 @@ __all__ = ["open_path"]
 
 _UNKNOWN_FORMAT = (
     "not a format OCT Screen reads (expected DICOM, PNG, JPEG, TIFF or BMP B-scans, or a "
-    "Heidelberg/Topcon/Zeiss export)"
+    "Heidelberg (.e2e, .vol, XML export), Topcon (.fds, .fda) or Zeiss Cirrus (.img) export)"
 )
 
 
@@ -135,6 +136,11 @@ def _read_files(files: list[Path], errors: list[InputError], *, in_folder: bool)
             log.debug("skipping %s", path)
         else:
             errors.append(UnsupportedFormatError(path, _UNKNOWN_FORMAT))
+    claimed: set[Path] = set()  # images that belong to a Heidelberg XML export, read with it
+    for path in vendor:
+        if path.suffix.lower() == ".xml":
+            claimed.update(guarded(path, [], functools.partial(xml_members, path)) or [])
+    images = [(p, k) for p, k in images if p not in claimed]
     volumes = read_dicom_files(dicom, errors)
     volumes += read_dicom_files(raw_dicom, errors, force=True)
     volumes += read_image_files(images, errors)
