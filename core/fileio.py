@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic", "clean_stale_temps", "next_free"]
+__all__ = [
+    "atomic_output",
+    "atomic_folder",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "clean_stale_temps",
+    "next_free",
+]
 
 
 def _exists_message(target: Path) -> str:
@@ -52,6 +60,38 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
                 os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path, merge: bool = False) -> Iterator[Path]:
+    """Yield a new temp folder beside ``path`` to fill; on success move it to ``path``, on error
+    delete it with everything in it, so a failed or cancelled writer leaves nothing behind.
+
+    ``path`` may be missing or an empty folder (replaced). A folder with files is refused
+    (``FileExistsError``) unless ``merge``: then the temp folder's files are moved into it one by
+    one, each replacing a file of the same name, and its other files are left alone.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp.mkdir()  # (mkdir honours the umask, mkdtemp would not)
+    try:
+        yield tmp
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        if not target.exists():
+            os.replace(tmp, target)
+        elif merge and target.is_dir():
+            for p in sorted(tmp.rglob("*")):  # (parents sort before their children)
+                q = target / p.relative_to(tmp)
+                if p.is_dir():
+                    q.mkdir(exist_ok=True)
+                else:
+                    os.replace(p, q)
+        else:
+            raise FileExistsError(f"{target}: exists and is not an empty folder; not replacing it")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path:

@@ -29,8 +29,6 @@ import functools
 import hashlib
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.fileio import write_bytes_atomic
+from core.fileio import atomic_folder, write_bytes_atomic
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
 __all__ = [
@@ -874,10 +872,7 @@ def write_dataset(
     if fmt == "dicom":
         from core.io import write_opt  # the DICOM OPT writer of the io layer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()  # (mkdir honours the umask, mkdtemp would not)
-    try:
+    with atomic_folder(out, merge=True) as tmp:  # a non-empty out: the user's own files stay
         rows: list[dict[str, object]] = []
         total = 2 * patients
         job = functools.partial(
@@ -911,14 +906,5 @@ def write_dataset(
             writer.writerows(rows)
         if out.is_dir():
             _remove_previous_dataset(out)
-            if not any(out.iterdir()):
-                out.rmdir()
-        if out.exists():
-            shutil.copytree(tmp, out, dirs_exist_ok=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d synthetic patients (%s) to %s", patients, fmt, out)
     return out

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.fileio import write_text_atomic
 from core.modelcard import ModelCard, load_card
 from core.train import ddp
 from core.train.data import Sample, load_samples
@@ -456,7 +457,7 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
             {"model": k, "fold": folds[i], **flat_metrics(m)} for k, v in per_model.items() for i, m in enumerate(v)
         ]
         save_metrics(results, ws.out / "crossval.json", rows)
-        (ws.out / "crossval.txt").write_text(table + "\n", encoding="utf-8")
+        write_text_atomic(ws.out / "crossval.txt", table + "\n", overwrite=True)
     return results, table
 
 
