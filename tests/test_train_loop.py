@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from core.modelcard import load_card
 from core.train.data import read_manifest
@@ -158,3 +158,41 @@ def test_balanced_sampling_draws_rare_classes_as_often_as_common_ones():
     balanced, uniform = counts("balanced"), counts("uniform")
     assert all(abs(f - 1 / 3) < 0.06 for f in balanced), balanced
     assert uniform[2] < 0.03 and uniform[0] > 0.85, uniform
+
+
+def test_a_run_checkpointed_in_the_older_layout_resumes_to_the_same_weights(data, tmp_path):
+    """Resume files written as core/train/loop.py wrote them before core.train.checkpoint (no
+    safetensors metadata, last_state.pt a plain dict of these keys), mid-SWA: the resumed run ends
+    bit for bit where an uninterrupted one does."""
+    train, val, _ = data
+    cfg = _cfg(arch="test_convnext", swa=True, swa_start=0.34)  # SWA from the second of 3 epochs
+    full = fit(cfg, train, val, tmp_path / "full")
+    part = tmp_path / "part"
+    fit(cfg, train, val, part, stop_after=2)
+    for name in ("last", "swa_avg", "best"):  # rewrite the files in the old layout, explicitly
+        save_file(load_file(part / f"{name}.safetensors"), part / f"{name}.safetensors")
+    new = torch.load(part / "last_state.pt", weights_only=True)
+    assert new["swalr"] and new["epoch"] == 2  # (SWA had begun)
+    torch.save(
+        {
+            "optimizer": new["optimizer"],
+            "scaler": new["scaler"],
+            "swalr": new["swalr"],
+            "history": new["history"],
+            "epoch": new["epoch"],
+            "step": new["step"],
+            "best_val": new["best_val"],
+            "bad_epochs": new["bad_epochs"],
+            "stopped": new["stopped"],
+        },
+        part / "last_state.pt",
+    )
+    resumed = fit(cfg, train, val, part, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3] and resumed.chosen == full.chosen
+    for name in ("last", "swa_avg", "swa", cfg.name):
+        a, b = load_file(tmp_path / "full" / f"{name}.safetensors"), load_file(part / f"{name}.safetensors")
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    keep = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr_head", "lr_backbone", "swa")
+    assert [{k: r[k] for k in keep} for r in resumed.history] == [{k: r[k] for k in keep} for r in full.history]

@@ -1,4 +1,4 @@
-"""The training loop: one function, :func:`fit`, for the teacher, the student and distillation.
+"""The training loop: :func:`fit` for the teacher, the student and distillation, in named steps.
 
 What it does (KD-OCT recipe, all switchable by :class:`TrainConfig`):
 AdamW with separate head / backbone learning rates, backbone frozen for the first epochs, linear
@@ -9,22 +9,28 @@ validation loss, stochastic weight averaging (``AveragedModel`` + ``SWALR``, BN 
 recomputed) evaluated against the best checkpoint so the better of the two on validation is kept,
 resume from our own checkpoints, DistributedDataParallel under ``torchrun``.
 
+The pieces, usable on their own (timm's ``train.py`` layout): :func:`train_one_epoch` (one pass
+of a step over a loader), :func:`validate` (loss and accuracy on validation samples), a step
+object that owns the loss (:func:`make_step`: ``core.train.steps.SupervisedStep`` or
+``DistillationStep``), the schedule (:class:`WarmupCosine`), and ``core.train.checkpoint``
+(``TrainState``, the loop's counters and history; ``Checkpoint``, the resume files).
+
 Files written to ``out_dir`` (rank 0 only): ``train.log``, ``history.json`` (metrics per epoch),
-``last.safetensors`` + ``last_state.pt`` (resume), ``best.safetensors``, ``swa.safetensors`` and the
+``last.safetensors`` + ``last_state.pt`` (resume), ``best.safetensors``, ``swa_avg.safetensors``
+(the running SWA average), ``swa.safetensors`` (that average with its BN statistics) and the
 chosen model as ``<name>.safetensors`` + ``<name>.json`` (model card).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,19 +40,27 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from core.fileio import atomic_output, write_text_atomic
+from core.fileio import clean_stale_temps, write_text_atomic
 from core.modelcard import DEMO_WARNING, INTENDED_USE, ModelCard, save_weights
 from core.models import build, spec
 from core.train import ddp
+from core.train.checkpoint import Checkpoint, TrainState, load_tensors, save_tensors
 from core.train.data import BScanDataset, Sample, enable_image_cache
 from core.train.losses import DistillationLoss, FocalLoss, balanced_class_weights
 from core.train.metrics import classification_metrics
+from core.train.steps import DistillationStep, SupervisedStep, TeacherInput, TrainStep, prepare_teacher
 from core.train.transforms import eval_transform, train_transform, tta_views
 
 __all__ = [
     "TrainConfig",
     "FitResult",
     "fit",
+    "train_one_epoch",
+    "validate",
+    "Validation",
+    "make_step",
+    "make_criterion",
+    "WarmupCosine",
     "predict",
     "build_model",
     "seed_everything",
@@ -214,17 +228,22 @@ def _lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+@dataclass(frozen=True)
+class WarmupCosine:
+    """The per-optimizer-step learning rates: each group's base rate times :func:`_lr_factor`."""
 
-    with atomic_output(path, overwrite=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    base_lrs: tuple[float, ...]
+    warmup_steps: int
+    total_steps: int
+    floor: float
 
+    def factor(self, step: int) -> float:
+        return _lr_factor(step, self.warmup_steps, self.total_steps, self.floor)
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        f = self.factor(step)
+        for g, base in zip(optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * f
 
 
 def _balanced_sampler(ds: torch.utils.data.Dataset, g: torch.Generator) -> torch.utils.data.Sampler:
@@ -332,6 +351,128 @@ def _val_loss(logits: np.ndarray, targets: np.ndarray, criterion: torch.nn.Modul
         return float(criterion(torch.from_numpy(logits), torch.from_numpy(targets)))
 
 
+@dataclass
+class Validation:
+    """One pass over the validation samples: loss (``criterion`` on the logits), accuracy, and the
+    logits and targets themselves."""
+
+    loss: float
+    acc: float
+    logits: np.ndarray
+    targets: np.ndarray
+
+    def row(self) -> dict[str, float]:
+        """The history columns: ``val_loss``, ``val_acc``."""
+        return {"val_loss": self.loss, "val_acc": self.acc}
+
+
+def validate(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    cfg: TrainConfig,
+    criterion: torch.nn.Module,
+    *,
+    device: torch.device | None = None,
+) -> Validation:
+    """``model`` on ``samples`` through the evaluation transform (no TTA; every rank gets all of
+    them, see :func:`predict`), scored with ``criterion`` on the CPU (a step's ``val_criterion``)."""
+    logits, y = predict(model, samples, cfg, device=device, tta=False)
+    acc = float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
+    return Validation(_val_loss(logits, y, criterion), acc, logits, y)
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    step: TrainStep,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    schedule: WarmupCosine | None = None,
+    max_batches: int | None = None,
+    desc: str = "",
+) -> dict[str, float]:
+    """One pass over ``loader``: ``step(model, x, y)`` under autocast, the loss scaled by ``scaler``
+    and divided by ``cfg.accum_steps``, an optimizer step every ``accum_steps`` batches (its
+    learning rates first set by ``schedule`` for ``state.step``; None leaves them, as in SWA
+    epochs), ``state.step`` counting them. At most ``max_batches`` batches.
+
+    Returns ``train_loss`` and ``train_acc`` (averaged over the ranks), ``samples_this_rank`` and
+    ``train_seconds``.
+    """
+    from tqdm.auto import tqdm
+
+    scaler = scaler if scaler is not None else torch.amp.GradScaler("cuda", enabled=False)
+    model.train()
+    bar = tqdm(total=max_batches, desc=desc, leave=False, disable=not (cfg.progress and ddp.is_main()))
+    t0, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, cfg.amp):
+            loss, logits = step(model, x, y)
+        scaler.scale(loss / cfg.accum_steps).backward()
+        if (i + 1) % cfg.accum_steps == 0:
+            if schedule is not None:
+                schedule.apply(optimizer, state.step)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+        loss_sum += float(loss.detach()) * len(y)
+        seen += len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    train_secs = time.perf_counter() - t0
+    stats = ddp.all_reduce_mean(
+        {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)},
+        device if device.type == "cuda" else "cpu",
+    )
+    return {**stats, "samples_this_rank": seen, "train_seconds": train_secs}
+
+
+def make_criterion(cfg: TrainConfig, targets: np.ndarray) -> torch.nn.Module:
+    """The supervised loss of ``cfg`` (focal or cross-entropy, balanced class weights of ``targets``
+    when asked), on the CPU."""
+    weights = balanced_class_weights(targets, len(cfg.classes)) if cfg.class_weights == "balanced" else None
+    if cfg.loss == "focal":
+        return FocalLoss(cfg.focal_gamma, weights)
+    if cfg.loss == "ce":
+        return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    raise ValueError(f"loss must be 'focal' or 'ce', not {cfg.loss!r}")
+
+
+def make_step(
+    cfg: TrainConfig,
+    targets: np.ndarray,
+    device: torch.device,
+    *,
+    teacher: torch.nn.Module | None = None,
+    teacher_size: tuple[int, int] | None = None,
+    teacher_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> SupervisedStep | DistillationStep:
+    """The training step of ``cfg``: distillation from ``teacher`` (prepared: on ``device``, frozen,
+    eval) when one is given, else supervised on the labels (``targets``: the training classes,
+    for the balanced class weights)."""
+    criterion = make_criterion(cfg, targets)  # (checked even when distilling: a bad config fails alike)
+    if teacher is None:
+        return SupervisedStep(criterion, device)
+    return DistillationStep(
+        prepare_teacher(teacher, device, cfg.channels_last),
+        DistillationLoss(cfg.distill_alpha, cfg.distill_temperature),
+        TeacherInput((cfg.mean, cfg.std), teacher_size, teacher_norm),
+    )
+
+
 def _file_logger(out_dir: Path) -> logging.Handler | None:
     if not ddp.is_main():
         return None
@@ -343,33 +484,6 @@ def _file_logger(out_dir: Path) -> logging.Handler | None:
     if pkg.getEffectiveLevel() > logging.INFO:
         pkg.setLevel(logging.INFO)
     return h
-
-
-def _prepare_teacher(teacher: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> torch.nn.Module:
-    teacher = teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    if cfg.channels_last:
-        teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher
-
-
-def _teacher_input(
-    x: torch.Tensor,
-    cfg: TrainConfig,
-    teacher_size: tuple[int, int] | None,
-    teacher_norm: tuple[Sequence[float], Sequence[float]] | None,
-) -> torch.Tensor:
-    """The student's augmented batch as the teacher expects it (its size and normalisation)."""
-    if teacher_norm is not None and (tuple(teacher_norm[0]) != cfg.mean or tuple(teacher_norm[1]) != cfg.std):
-        ms = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
-        ss = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
-        mt = torch.tensor(teacher_norm[0], device=x.device).view(1, 3, 1, 1)
-        st = torch.tensor(teacher_norm[1], device=x.device).view(1, 3, 1, 1)
-        x = (x * ss + ms - mt) / st
-    if teacher_size is not None and tuple(x.shape[-2:]) != tuple(teacher_size):
-        x = F.interpolate(x, size=tuple(teacher_size), mode="bilinear", align_corners=False, antialias=True)
-    return x
 
 
 def fit(
@@ -396,6 +510,7 @@ def fit(
     out = Path(out_dir)
     if ddp.is_main():
         out.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(out)  # what a run killed while saving left
     ddp.barrier()
     handler = _file_logger(out)
     # the caller's teacher is moved to the device, frozen and put in eval mode for the run; it is
@@ -409,20 +524,11 @@ def fit(
             {n: p.requires_grad for n, p in teacher.named_parameters()},
         )
     try:
-        return _fit(
-            cfg,
-            list(train),
-            list(val),
-            out,
-            teacher,
-            teacher_size,
-            teacher_norm,
-            split_hash,
-            card_extra or {},
-            training_data or {},
-            resume,
-            stop_after,
+        run = _setup(
+            cfg, list(train), list(val), out, teacher=teacher, teacher_size=teacher_size, teacher_norm=teacher_norm
         )
+        info = _CardInfo(split_hash, card_extra or {}, training_data or {})
+        return _train(run, info, resume=resume, stop_after=stop_after)
     finally:
         if restore is not None and teacher is not None:  # (restore is set only with a teacher)
             dev, mode, flags = restore
@@ -436,11 +542,51 @@ def fit(
             handler.close()
 
 
-def _fit(
-    cfg, train, val, out, teacher, teacher_size, teacher_norm, split_hash, card_extra, training_data, resume, stop_after
-) -> FitResult:
-    from tqdm.auto import tqdm
+@dataclass
+class _CardInfo:
+    """What the model card records beyond the config: the split, the caller's extras, the data."""
 
+    split_hash: str
+    extra: dict[str, Any]
+    training_data: dict[str, Any]
+
+
+@dataclass
+class _Run:
+    """One training run, set up: the network (``net``; ``model`` is it compiled or not), its data,
+    step, optimizer and grad scaler, the schedule (``batches`` per epoch, SWA from ``swa_epoch``)."""
+
+    cfg: TrainConfig
+    val: list[Sample]
+    out: Path
+    device: torch.device
+    net: torch.nn.Module
+    model: torch.nn.Module
+    status: str
+    train_ds: BScanDataset
+    step: SupervisedStep | DistillationStep
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: WarmupCosine
+    batches: int
+    swa_epoch: int
+    swa_model: AveragedModel | None
+
+    def make_swalr(self) -> SWALR:
+        return SWALR(self.optimizer, swa_lr=self.cfg.swa_lr or 0.5 * self.cfg.lr, anneal_epochs=1)
+
+
+def _setup(
+    cfg: TrainConfig,
+    train: list[Sample],
+    val: list[Sample],
+    out: Path,
+    *,
+    teacher: torch.nn.Module | None,
+    teacher_size: tuple[int, int] | None,
+    teacher_norm: tuple[Sequence[float], Sequence[float]] | None,
+) -> _Run:
+    """Build the network (seeded), the training dataset, the step, optimizer, scaler and schedule."""
     device = pick_device(cfg)
     seed_everything(cfg.seed)
     net, status = build_model(cfg)
@@ -448,7 +594,6 @@ def _fit(
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    k = len(cfg.classes)
     if cfg.cache_images:
         enable_image_cache()
     train_ds = BScanDataset(
@@ -464,26 +609,15 @@ def _fit(
             lateral_p=cfg.lateral_p,
         ),
     )
-    weights = balanced_class_weights(train_ds.targets, k) if cfg.class_weights == "balanced" else None
-    if cfg.loss == "focal":
-        base_loss: torch.nn.Module = FocalLoss(cfg.focal_gamma, weights)
-    elif cfg.loss == "ce":
-        base_loss = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
-    else:
-        raise ValueError(f"loss must be 'focal' or 'ce', not {cfg.loss!r}")
+    step = make_step(
+        cfg, train_ds.targets, device, teacher=teacher, teacher_size=teacher_size, teacher_norm=teacher_norm
+    )
     if cfg.sampling not in ("uniform", "balanced"):
         raise ValueError(f"sampling must be 'uniform' or 'balanced', not {cfg.sampling!r}")
-    kd = DistillationLoss(cfg.distill_alpha, cfg.distill_temperature) if teacher is not None else None
-    # validation losses are computed on the CPU (from gathered logits): keep a CPU copy of the loss
-    val_criterion = copy.deepcopy(base_loss) if kd is None else torch.nn.CrossEntropyLoss()
-    base_loss = base_loss.to(device)
-    if teacher is not None:
-        teacher = _prepare_teacher(teacher, device, cfg)
-
     prefix = head_prefix(net)
     head = [p for n, p in net.named_parameters() if n.startswith(prefix)]
     body = [p for n, p in net.named_parameters() if not n.startswith(prefix)]
-    lrs = [cfg.lr, cfg.lr_backbone if cfg.lr_backbone is not None else cfg.lr]
+    lrs = (cfg.lr, cfg.lr_backbone if cfg.lr_backbone is not None else cfg.lr)
     optimizer = torch.optim.AdamW(
         [{"params": head, "lr": lrs[0]}, {"params": body, "lr": lrs[1]}], weight_decay=cfg.weight_decay
     )
@@ -498,231 +632,192 @@ def _fit(
         batches = min(batches, cfg.max_steps_per_epoch)
     steps_per_epoch = max(1, batches // cfg.accum_steps)
     swa_epoch = max(1, int(round(cfg.swa_start * cfg.epochs))) if cfg.swa else cfg.epochs + 1
-    total_steps = steps_per_epoch * min(cfg.epochs, swa_epoch)
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    swa_model = AveragedModel(net) if cfg.swa else None
-    swa_sched: SWALR | None = None
-
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "step": 0,
-        "best_val": float("inf"),
-        "bad_epochs": 0,
-        "history": [],
-        "stopped": False,
-    }
-    last_w, last_s = out / "last.safetensors", out / "last_state.pt"
-    if resume and last_w.is_file() and last_s.is_file():
-        net.load_state_dict(_load_tensors(last_w))
-        saved = torch.load(last_s, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-        state.update({k2: saved[k2] for k2 in ("epoch", "step", "best_val", "bad_epochs", "stopped")})
-        state["history"] = json.loads(saved["history"])
-        if swa_model is not None and (out / "swa_avg.safetensors").is_file():
-            swa_model.load_state_dict(_load_tensors(out / "swa_avg.safetensors"))
-        if saved.get("swalr"):
-            swa_sched = SWALR(optimizer, swa_lr=cfg.swa_lr or 0.5 * cfg.lr, anneal_epochs=1)
-            swa_sched.load_state_dict(saved["swalr"])
-        log.info("resumed from %s at epoch %d", last_w, state["epoch"])
-    elif resume:
-        log.info("no checkpoint in %s; starting from scratch", out)
-
+    schedule = WarmupCosine(
+        lrs,
+        warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
+        total_steps=steps_per_epoch * min(cfg.epochs, swa_epoch),
+        floor=cfg.min_lr_ratio,
+    )
     # (torch.compile of a Module gives an OptimizedModule, a Module; its stub says Callable)
     model: torch.nn.Module = cast(torch.nn.Module, torch.compile(net)) if cfg.compile else net
-    frozen = None
-    wrapped = model
+    return _Run(
+        cfg=cfg,
+        val=val,
+        out=out,
+        device=device,
+        net=net,
+        model=model,
+        status=status,
+        train_ds=train_ds,
+        step=step,
+        optimizer=optimizer,
+        scaler=scaler,
+        schedule=schedule,
+        batches=batches,
+        swa_epoch=swa_epoch,
+        swa_model=AveragedModel(net) if cfg.swa else None,
+    )
+
+
+def _resume(run: _Run, resume: bool) -> tuple[TrainState, SWALR | None]:
+    ckpt = Checkpoint(run.out)
+    if resume and ckpt.exists():
+        state, swa_sched = ckpt.load(
+            run.net, run.optimizer, run.scaler, swa_model=run.swa_model, make_swalr=run.make_swalr
+        )
+        log.info("resumed from %s at epoch %d", ckpt.weights, state.epoch)
+        return state, swa_sched
+    if resume:
+        log.info("no checkpoint in %s; starting from scratch", run.out)
+    return TrainState(), None
+
+
+def _wrap(run: _Run, frozen: bool) -> torch.nn.Module:
+    """The model to train this epoch: the backbone frozen or not, under DDP when distributed (it is
+    wrapped again whenever the set of trainable parameters changes)."""
+    _set_backbone_trainable(run.net, not frozen)
+    if not ddp.is_distributed():
+        return run.model
+    dev = run.device
+    return torch.nn.parallel.DistributedDataParallel(run.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _train(run: _Run, info: _CardInfo, *, resume: bool, stop_after: int | None) -> FitResult:
+    """The epochs (train, validate, record, checkpoint) until done, stopped early or ``stop_after``;
+    then choose the model."""
+    cfg, net = run.cfg, run.net
+    state, swa_sched = _resume(run, resume)
+    ckpt = Checkpoint(run.out)
+    frozen: bool | None = None
+    wrapped = run.model
     epochs_run = 0
-    while state["epoch"] < cfg.epochs and not state["stopped"]:
-        epoch = state["epoch"]
-        want_frozen = epoch < cfg.freeze_epochs
-        if want_frozen != frozen:  # (re)wrap when the set of trainable parameters changes
-            _set_backbone_trainable(net, not want_frozen)
-            frozen = want_frozen
-            wrapped = (
-                torch.nn.parallel.DistributedDataParallel(
-                    model, device_ids=[device.index] if device.type == "cuda" else None
-                )
-                if ddp.is_distributed()
-                else model
-            )
+    while state.epoch < cfg.epochs and not state.stopped:
+        epoch = state.epoch
+        if (epoch < cfg.freeze_epochs) != frozen:
+            frozen = epoch < cfg.freeze_epochs
+            wrapped = _wrap(run, frozen)
             log.info("epoch %d: backbone %s", epoch + 1, "frozen" if frozen else "trainable")
         seed_everything(cfg.seed * 7919 + epoch * 101 + ddp.rank())
-        in_swa = cfg.swa and epoch >= swa_epoch
+        in_swa = cfg.swa and epoch >= run.swa_epoch
         if in_swa and swa_sched is None:
-            swa_sched = SWALR(optimizer, swa_lr=cfg.swa_lr or 0.5 * cfg.lr, anneal_epochs=1)
-        wrapped.train()
-        loader = _loader(train_ds, cfg.batch_size, cfg, shuffle=True, epoch=epoch)
-        bar = tqdm(
-            total=batches,
-            desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            disable=not (cfg.progress and ddp.is_main()),
-        )
-        t0, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
-        optimizer.zero_grad(set_to_none=True)
-        for i, (x, y) in enumerate(loader):
-            if i >= batches:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, cfg.amp):
-                logits = wrapped(x)
-                if teacher is not None:
-                    assert kd is not None  # set whenever there is a teacher
-                    with torch.no_grad():
-                        t_logits = teacher(_teacher_input(x, cfg, teacher_size, teacher_norm))
-                    loss = kd(logits, t_logits, y)
-                else:
-                    loss = base_loss(logits.float(), y)
-            scaler.scale(loss / cfg.accum_steps).backward()
-            if (i + 1) % cfg.accum_steps == 0:
-                if not in_swa:
-                    f = _lr_factor(state["step"], warmup_steps, total_steps, cfg.min_lr_ratio)
-                    for g, base in zip(optimizer.param_groups, lrs):
-                        g["lr"] = base * f
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-            loss_sum += float(loss.detach()) * len(y)
-            seen += len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        bar.close()
-        train_secs = time.perf_counter() - t0
-        if in_swa:
-            assert swa_model is not None and swa_sched is not None  # both exist once in SWA
-            swa_model.update_parameters(net)
-            swa_sched.step()
-        train_stats = ddp.all_reduce_mean(
-            {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)},
-            device if device.type == "cuda" else "cpu",
-        )
-        v_logits, v_y = predict(net, val, cfg, device=device, tta=False)
-        v_loss = _val_loss(v_logits, v_y, val_criterion)
-        v_acc = float((v_logits.argmax(1) == v_y).mean()) if len(v_y) else float("nan")
-        secs = time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            **train_stats,
-            "val_loss": v_loss,
-            "val_acc": v_acc,
-            "lr_head": optimizer.param_groups[0]["lr"],
-            "lr_backbone": optimizer.param_groups[1]["lr"],
-            "swa": in_swa,
-            "samples_this_rank": seen,
-            "seconds": secs,
-            "train_seconds": train_secs,
-            "images_per_s": seen * ddp.world_size() / train_secs if train_secs > 0 else float("nan"),
-        }
-        if device.type == "cuda":
-            row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            torch.cuda.reset_peak_memory_stats(device)
-        state["history"].append(row)
-        improved = v_loss < state["best_val"]
-        if improved:
-            state["best_val"], state["bad_epochs"] = v_loss, 0
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        if cfg.patience and state["bad_epochs"] >= cfg.patience and not in_swa:
-            state["stopped"] = True
+            swa_sched = run.make_swalr()
+        row = _epoch(run, wrapped, state, swa_sched if in_swa else None)
+        improved = state.end_epoch(row, patience=cfg.patience, may_stop=not in_swa)
+        if state.stopped:
             log.info("early stopping after epoch %d (no better validation loss for %d epochs)", epoch + 1, cfg.patience)
         log.info(
             "epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f (%.1f s, %.0f images/s)",
-            epoch + 1,
+            row["epoch"],
             cfg.epochs,
-            train_stats["train_loss"],
-            train_stats["train_acc"],
-            v_loss,
-            v_acc,
+            row["train_loss"],
+            row["train_acc"],
+            row["val_loss"],
+            row["val_acc"],
             row["seconds"],
             row["images_per_s"],
         )
         if ddp.is_main():
-            if improved:
-                _save_tensors(net.state_dict(), out / "best.safetensors")
-            _save_tensors(net.state_dict(), last_w)
-            if swa_model is not None and in_swa:
-                _save_tensors(swa_model.state_dict(), out / "swa_avg.safetensors")
-            with atomic_output(last_s, overwrite=True) as tmp:
-                torch.save(
-                    {
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "swalr": swa_sched.state_dict() if swa_sched is not None else {},
-                        "history": json.dumps(state["history"]),
-                        **{k2: state[k2] for k2 in ("epoch", "step", "best_val", "bad_epochs", "stopped")},
-                    },
-                    tmp,
-                )
-            _write_json(out / "history.json", state["history"])
+            swa_model = run.swa_model if in_swa else None
+            ckpt.save(state, net, run.optimizer, run.scaler, swa_model=swa_model, swa_sched=swa_sched, best=improved)
+            _write_json(run.out / "history.json", state.history)
         ddp.barrier()
         epochs_run += 1
-        if stop_after is not None and epochs_run >= stop_after and state["epoch"] < cfg.epochs:
+        if stop_after is not None and epochs_run >= stop_after and state.epoch < cfg.epochs:
             log.info("stopping after %d epoch(s) as asked; resume to continue", epochs_run)
-            return FitResult(net.eval(), None, state["history"], "last", {}, out, cfg)
+            return FitResult(net.eval(), None, state.history, "last", {}, run.out, cfg)
+    return _choose(run, state, info)
 
-    return _choose(
-        cfg,
-        net,
-        swa_model,
-        train_ds,
-        val,
-        val_criterion,
-        device,
-        out,
+
+def _epoch(run: _Run, wrapped: torch.nn.Module, state: TrainState, swa_sched: SWALR | None) -> dict[str, Any]:
+    """Epoch ``state.epoch``: train (the schedule's learning rates, or in SWA, given ``swa_sched``,
+    the SWA average updated and the scheduler stepped after), validate; its history row."""
+    cfg, device, optimizer, epoch = run.cfg, run.device, run.optimizer, state.epoch
+    in_swa = swa_sched is not None
+    loader = _loader(run.train_ds, cfg.batch_size, cfg, shuffle=True, epoch=epoch)
+    t0 = time.perf_counter()
+    stats = train_one_epoch(
+        wrapped,
+        loader,
+        run.step,
+        optimizer,
         state,
-        split_hash,
-        card_extra,
-        training_data,
-        status,
+        cfg,
+        device=device,
+        scaler=run.scaler,
+        schedule=None if in_swa else run.schedule,
+        max_batches=run.batches,
+        desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}",
     )
+    if swa_sched is not None:
+        assert run.swa_model is not None  # (made whenever cfg.swa)
+        run.swa_model.update_parameters(run.net)
+        swa_sched.step()
+    v = validate(run.net, run.val, cfg, run.step.val_criterion, device=device)
+    secs, train_secs, seen = time.perf_counter() - t0, stats["train_seconds"], stats["samples_this_rank"]
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": stats["train_loss"],
+        "train_acc": stats["train_acc"],
+        **v.row(),
+        "lr_head": optimizer.param_groups[0]["lr"],
+        "lr_backbone": optimizer.param_groups[1]["lr"],
+        "swa": in_swa,
+        "samples_this_rank": seen,
+        "seconds": secs,
+        "train_seconds": train_secs,
+        "images_per_s": seen * ddp.world_size() / train_secs if train_secs > 0 else float("nan"),
+    }
+    if device.type == "cuda":
+        row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    return row
 
 
-def _choose(
-    cfg, net, swa_model, train_ds, val, val_criterion, device, out, state, split_hash, card_extra, training_data, status
-) -> FitResult:
+def _swa_candidate(run: _Run) -> dict[str, torch.Tensor]:
+    """The SWA average with its BN statistics recomputed on the training data (rank 0's on all ranks)."""
+    assert run.swa_model is not None
+    cfg, device = run.cfg, run.device
+    bn_loader = _loader(run.train_ds, cfg.batch_size, cfg, shuffle=True, epoch=10_000)
+    seed_everything(cfg.seed + 424242)
+    swa_net = run.swa_model.module
+    torch.optim.swa_utils.update_bn(
+        (
+            (x.to(device).contiguous(memory_format=torch.channels_last) if cfg.channels_last else x.to(device))
+            for x, _ in bn_loader
+        ),
+        swa_net,
+    )
+    ddp.broadcast_state(swa_net)  # each rank saw its own shard: keep rank 0's BN statistics everywhere
+    return {k: v.detach().clone() for k, v in swa_net.state_dict().items()}
+
+
+def _choose(run: _Run, state: TrainState, info: _CardInfo) -> FitResult:
     """Best checkpoint vs SWA (BN statistics recomputed) on validation; save the better one with its card."""
+    cfg, net, out = run.cfg, run.net, run.out
     candidates: dict[str, dict[str, torch.Tensor]] = {}
-    best_file = out / "best.safetensors"
+    best_file = Checkpoint(out).best
     ddp.barrier()
     candidates["best" if best_file.is_file() else "last"] = (
-        _load_tensors(best_file)
-        if best_file.is_file()
-        else {k: v.detach().clone() for k, v in net.state_dict().items()}
+        load_tensors(best_file) if best_file.is_file() else {k: v.detach().clone() for k, v in net.state_dict().items()}
     )
-    if swa_model is not None and swa_model.n_averaged.item() > 0:
-        bn_loader = _loader(train_ds, cfg.batch_size, cfg, shuffle=True, epoch=10_000)
-        seed_everything(cfg.seed + 424242)
-        swa_net = swa_model.module
-        torch.optim.swa_utils.update_bn(
-            (
-                (x.to(device).contiguous(memory_format=torch.channels_last) if cfg.channels_last else x.to(device))
-                for x, _ in bn_loader
-            ),
-            swa_net,
-        )
-        ddp.broadcast_state(swa_net)  # each rank saw its own shard: keep rank 0's BN statistics everywhere
-        candidates["swa"] = {k: v.detach().clone() for k, v in swa_net.state_dict().items()}
+    if run.swa_model is not None and run.swa_model.n_averaged.item() > 0:
+        candidates["swa"] = _swa_candidate(run)
         if ddp.is_main():
-            _save_tensors(candidates["swa"], out / "swa.safetensors")
-    scores: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+            save_tensors(candidates["swa"], out / "swa.safetensors")
+    scores: dict[str, Validation] = {}
     for name, sd in candidates.items():
         net.load_state_dict(sd)
-        lg, y = predict(net, val, cfg, device=device, tta=False)
-        scores[name] = (_val_loss(lg, y, val_criterion), lg, y)
-        log.info("validation loss of the %s model: %.4f", name, scores[name][0])
-    chosen = min(scores, key=lambda n: (scores[n][0] if not math.isnan(scores[n][0]) else float("inf"), n != "best"))
+        scores[name] = validate(net, run.val, cfg, run.step.val_criterion, device=run.device)
+        log.info("validation loss of the %s model: %.4f", name, scores[name].loss)
+    chosen = min(
+        scores, key=lambda n: (scores[n].loss if not math.isnan(scores[n].loss) else float("inf"), n != "best")
+    )
     net.load_state_dict(candidates[chosen])
     net = net.cpu().eval().to(memory_format=torch.contiguous_format)
-    _, lg, y = scores[chosen]
+    lg, y = scores[chosen].logits, scores[chosen].targets
     probs = torch.softmax(torch.from_numpy(lg), 1).numpy()
     vm = classification_metrics(y, probs, cfg.classes) if len(y) else {}
-    vm["loss"] = scores[chosen][0]
+    vm["loss"] = scores[chosen].loss
     card = None
     if ddp.is_main():
         card = ModelCard(
@@ -734,24 +829,24 @@ def _choose(
             std=cfg.std,
             aspect=cfg.aspect,
             role=cfg.role,
-            split_hash=split_hash,
+            split_hash=info.split_hash,
             demo=cfg.demo,
-            metrics={"validation": vm, "val_loss_by_candidate": {n: s[0] for n, s in scores.items()}},
-            training_data=dict(training_data),
+            metrics={"validation": vm, "val_loss_by_candidate": {n: s.loss for n, s in scores.items()}},
+            training_data=dict(info.training_data),
             intended_use=(DEMO_WARNING if cfg.demo else INTENDED_USE),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             extra={
-                **card_extra,
+                **info.extra,
                 "chosen": chosen,
-                "pretrained": status,
-                "epochs_run": state["epoch"],
+                "pretrained": run.status,
+                "epochs_run": state.epoch,
                 "config": dataclasses.asdict(cfg),
             },
         )
         save_weights(card, net.state_dict(), out)
-        _write_json(out / "history.json", state["history"])
+        _write_json(out / "history.json", state.history)
     ddp.barrier()
-    return FitResult(net, card, state["history"], chosen, vm, out, cfg)
+    return FitResult(net, card, state.history, chosen, vm, out, cfg)
 
 
 def _write_json(path: Path, data: Any) -> None:
