@@ -290,8 +290,10 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(str(p) for p in clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
         _err(f"output files already exist: {shown}; use --overwrite to replace them, or another --out")
         return 2
-    for e in errors:
-        _err(str(e))
+    for i, e in enumerate(errors, start=1):  # de-identified: numbered as in results.json, no file names
+        _err(deid.error_text(e, i) if deid else str(e))
+    if errors and deid:
+        print("note: --deidentify withholds file names; `octscreen info PATH` names the bad file", file=sys.stderr)
     if not jobs:
         _err("nothing to screen: no readable OCT volume found")
         return 2
@@ -386,8 +388,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     # 4. Summary.
-    for f in failures:
-        _err(f)
+    for i, f in enumerate(failures, start=1):
+        _err(deid.error_text(f, i) if deid else f)
     for r in renamed:
         print(f"note: {r}", file=sys.stderr)
     counts: dict[str, int] = {}

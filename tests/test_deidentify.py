@@ -1,6 +1,6 @@
 """De-identification (issue 11 item 2): a name, an id and a birth date planted in every carrier (DICOM
 tags, free text, folder and file names, a damaged file's name) never reach any output of
-``octscreen screen --deidentify``: PDF text, CSV, JSON, DICOM values, output file names. Dates follow
+``octscreen screen --deidentify``: PDF text, CSV, JSON, DICOM values, output file names, the console. Dates follow
 the chosen policy (remove, shift by a per-patient offset, retain)."""
 
 from __future__ import annotations
@@ -106,20 +106,25 @@ def _screen(card, src, out, *extra) -> int:
     return main(["screen", str(src), "--out", str(out), "--model", str(card), "--dicom", *extra])
 
 
-def test_identified_run_does_show_the_planted_identity(tiny_card_path, planted, tmp_path):
+def test_identified_run_does_show_the_planted_identity(tiny_card_path, planted, tmp_path, capsys):
     """The control: without --deidentify the carriers do reach the outputs (so the search can find them)."""
     out = tmp_path / "out"
     assert _screen(tiny_card_path, planted, out) == 1  # 1: the damaged file
     texts = _texts(out)
     for tok in (NAME, PID, EXAM):
         assert _leaks(texts, [tok]), tok
+    console = capsys.readouterr()
+    assert _leaks({"console": console.out + console.err}, [NAME])  # the damaged file's name
 
 
 @pytest.mark.parametrize("dates", ["remove", "shift"])
-def test_deidentified_outputs_hold_no_planted_identity(tiny_card_path, planted, tmp_path, dates):
+def test_deidentified_outputs_hold_no_planted_identity(tiny_card_path, planted, tmp_path, dates, capsys):
     out = tmp_path / "out"
     assert _screen(tiny_card_path, planted, out, "--deidentify", "--deid-dates", dates) == 1
     texts = _texts(out)
+    console = capsys.readouterr()  # the console is a log too: it may be kept or shared
+    texts["(console)"] = console.out + console.err
+    assert "input 1: CorruptFileError" in texts["(console)"]  # the problem is still told, by number
     assert len([n for n in texts if n.endswith(".pdf")]) == 3  # DICOM, image folder, TIFF: three exams
     times = ["101500", "10:15"] if dates == "remove" else []  # a shifted date keeps its time of day
     assert _leaks(texts, PLANTED + EXAM_FORMS + times + ["1.2.3.4.5", str(planted)]) == []
