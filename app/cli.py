@@ -4,6 +4,8 @@
     octscreen synth   generate synthetic OCT exams (DICOM OPT or PNG)
     octscreen info    list the volumes a file or folder holds
     octscreen screen  screen exams headless: PDF reports, results.csv / results.json
+    octscreen pacs    talk to a PACS: echo, find, get (C-GET / C-MOVE), send
+    octscreen listen  receive DICOM from a device or PACS (storage SCP), optionally screening it
     octscreen gui     start the desktop app
     octscreen train   teacher | student | distill | crossval | export (training/)
 """
@@ -17,7 +19,15 @@ import sys
 
 # (module, human name) in the order shown by --help. A module that fails to import (e.g. the GUI
 # without a Qt platform) only disables its own subcommand.
-SUBCOMMANDS = ["app.cmd_synth", "app.cmd_info", "app.cmd_screen", "app.cmd_gui", "training.cli"]
+SUBCOMMANDS = [
+    "app.cmd_synth",
+    "app.cmd_info",
+    "app.cmd_screen",
+    "app.cmd_pacs",
+    "app.cmd_listen",
+    "app.cmd_gui",
+    "training.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,13 @@ __all__ = [
     "InconsistentVolumeError",
     "MissingExtraError",
     "ModelCardError",
+    "NetworkError",
+    "NodeUnreachableError",
+    "AssociationRejectedError",
+    "AssociationAbortedError",
+    "NetworkTimeoutError",
+    "RemoteFailureError",
+    "RetrieveIncompleteError",
     "Cancelled",
 ]
 
@@ -74,6 +81,42 @@ class MissingExtraError(InputError):
 
 class ModelCardError(InputError):
     """A model card or weights file is missing, malformed, or does not match its checksum."""
+
+
+class NetworkError(InputError):
+    """A DICOM node (a PACS, a device) could not do what we asked. The message names the node
+    (``AET@HOST:PORT``) and what happened: "``<node>: <problem>``". ``path`` is None; ``node`` is the text."""
+
+    def __init__(self, node: object, problem: str):
+        self.node = str(node)
+        self.path = None
+        self.problem = problem
+        Exception.__init__(self, f"{self.node}: {problem}")
+
+
+class NodeUnreachableError(NetworkError):
+    """No TCP connection: nothing listens on the port, the host is unknown, down or firewalled."""
+
+
+class AssociationRejectedError(NetworkError):
+    """The node answered but refused the association (wrong AE title, unknown calling AE, or none of
+    the SOP classes we asked for)."""
+
+
+class AssociationAbortedError(NetworkError):
+    """The association was aborted or the connection dropped while we were working."""
+
+
+class NetworkTimeoutError(NetworkError):
+    """The node stopped answering for longer than the timeout allows."""
+
+
+class RemoteFailureError(NetworkError):
+    """The node answered a request with a failure status (a refused query, store or retrieve)."""
+
+
+class RetrieveIncompleteError(NetworkError):
+    """A retrieve stopped before the node had sent the whole study; nothing of it was kept."""
 
 
 class Cancelled(Exception):
