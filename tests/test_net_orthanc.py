@@ -29,6 +29,7 @@ from app.cli import main
 from core.errors import (
     AssociationAbortedError,
     AssociationRejectedError,
+    Cancelled,
     NodeUnreachableError,
     NoPixelDataError,
     RemoteFailureError,
@@ -167,6 +168,23 @@ def test_cli_get_with_cget_and_with_move(orthanc, exam, ports, tmp_path, capsys)
         assert main(["pacs", "get", orthanc.node_text, "--study", exam.study_uid, "--out", str(out), *extra]) == 0
         assert f"retrieved 2 instance(s) of study {exam.study_uid}" in capsys.readouterr().out
         assert len(_files(out)) == 2
+
+
+@pytest.mark.parametrize("move", [False, True], ids=["C-GET", "C-MOVE"])
+def test_cancel_keeps_nothing(orthanc, exam, ports, tmp_path, move):
+    out = tmp_path / "cancelled"
+    with pytest.raises(Cancelled):
+        retrieve(
+            orthanc.node(),
+            exam.study_uid,
+            out,
+            move=move,
+            move_port=ports["move"],
+            move_host="127.0.0.1",
+            cancel=lambda: True,
+        )
+    assert list(out.iterdir()) == []
+    assert echo(orthanc.node()) > 0  # the node is fine after our abort
 
 
 def test_retrieve_of_an_unknown_study_says_so(orthanc, tmp_path):
