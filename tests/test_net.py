@@ -308,3 +308,37 @@ def test_conformance_statement_lists_every_sop_class_we_negotiate():
         f"{uid} {STORAGE_CLASSES.get(uid, '')}" for uid in [*models, *STORAGE_CLASSES] if f"| {uid} |" not in text
     ]
     assert not missing, f"docs/CONFORMANCE.md does not list: {missing}"
+
+
+def test_send_files_says_how_far_it_got_when_the_node_aborts(tmp_path, make_volume):
+    from core.errors import AssociationAbortedError
+
+    calls = []
+
+    def store_then_abort(event):
+        calls.append(1)
+        if len(calls) == 2:
+            event.assoc.abort()
+        return 0x0000
+
+    ae = AE("FLAKY")
+    ae.add_supported_context(OPT_SOP_CLASS)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store_then_abort)])
+    try:
+        files = [_opt_file(make_volume, tmp_path / "send", seed=i) for i in range(3)]
+        node = parse_node(f"FLAKY@127.0.0.1:{server.server_address[1]}", dimse_timeout=5)
+        with pytest.raises(AssociationAbortedError, match=r"1 of 3 file\(s\) had been sent"):
+            send_files(node, files)
+    finally:
+        server.shutdown()
+
+
+def test_listen_cli_refuses_a_port_in_use(tmp_path, capsys):
+    from app.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["listen", "--port", str(port), "--host", "127.0.0.1", "--out", str(tmp_path / "s")]) == 2
+    assert f"cannot listen on port {port}" in capsys.readouterr().err

@@ -109,7 +109,7 @@ def _count(status: Dataset, keyword: str) -> int:
 class _Run:
     """Reads the pending / final answers of a C-GET or C-MOVE."""
 
-    def __init__(self, node, purpose, study_uid, progress, cancel):
+    def __init__(self, node: NodeSettings, purpose: str, study_uid: str, progress, cancel) -> None:
         self.node, self.purpose, self.study_uid = node, purpose, study_uid
         self.progress, self.cancel = progress, cancel
         self.total: int | None = None

@@ -363,7 +363,7 @@ def send_files(
                     continue
                 if status_of(status) is None:
                     done = sum(1 for r in results.values() if r.ok)
-                    cause = lost(assoc, node, purpose, since)
+                    cause = lost(assoc, node, purpose, since, midway=done > 0)
                     raise type(cause)(node, f"{cause.problem}; {done} of {len(plan)} file(s) had been sent") from None
                 try:
                     code = check(status, assoc, node, purpose, since)
