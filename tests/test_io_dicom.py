@@ -188,3 +188,46 @@ def test_dicomdir_entries_that_leave_its_folder_are_refused(tmp_path, ref, why):
     assert len(volumes) == 1 and len(errors) == 1  # the other member is read, the bad entry refused
     assert why in str(errors[0]) and "DICOMDIR" in str(errors[0])
     assert secret.exists() and good  # the outside file was never read as part of this DICOMDIR
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_jpeg2000_frames_decode_in_parallel_to_the_same_pixels(tmp_path, monkeypatch, bits):
+    """Grey JPEG 2000 goes through imagecodecs on several threads; the pixels are pydicom's exactly."""
+    import threading
+
+    import core.io.dicom as dicom
+
+    vol = full_volume(n=6, h=40, w=48, bits=bits)
+    path = write_opt(vol, tmp_path / "j2k.dcm", transfer_syntax="JPEG2000Lossless")
+    reference = pydicom.dcmread(path).pixel_array
+    decode = dicom._imagecodecs_j2k()
+    assert decode is not None  # imagecodecs is a dependency
+    threads: set[int] = set()
+
+    def counting(frame):
+        threads.add(threading.get_ident())
+        return decode(frame)
+
+    monkeypatch.setattr(dicom, "_imagecodecs_j2k", lambda: counting)
+    monkeypatch.setattr(dicom, "decode_workers", lambda: 2)
+    (v,) = open_path(path)
+    np.testing.assert_array_equal(v.bscans, reference)
+    np.testing.assert_array_equal(v.bscans, vol.bscans)
+    assert threading.get_ident() not in threads and len(threads) >= 1  # decoded on the pool's threads
+    monkeypatch.setattr(dicom, "_imagecodecs_j2k", lambda: None)  # without imagecodecs: pydicom, same pixels
+    (v2,) = open_path(path)
+    np.testing.assert_array_equal(v2.bscans, vol.bscans)
+
+
+def test_jpeg2000_frame_that_the_parallel_decoder_rejects_is_a_named_error(tmp_path, monkeypatch):
+    import core.io.dicom as dicom
+
+    path = write_opt(full_volume(n=3, h=40, w=48), tmp_path / "j2k.dcm", transfer_syntax="JPEG2000Lossless")
+
+    def failing(frame):
+        raise RuntimeError("opj_decode failed")  # what imagecodecs raises on damaged code blocks
+
+    monkeypatch.setattr(dicom, "_imagecodecs_j2k", lambda: failing)
+    with pytest.raises(InputError, match="damaged or truncated") as info:
+        open_path(path)
+    assert str(path) in str(info.value)

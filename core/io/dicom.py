@@ -46,9 +46,13 @@ __all__ = [
     "volume_from_file",
     "volumes_from_series",
     "read_dicom_files",
+    "SOURCE_INSTANCES",
 ]
 
 DICOMDIR_SOP_CLASS = UID("1.2.840.10008.1.3.10")
+#: ``OctVolume.extra`` key: the instance (and frame) each B-scan was read from, so that what we write
+#: can reference it (``core.dicom_export``). Not kept by ``core.deid`` (the UIDs identify the exam).
+SOURCE_INSTANCES = "source_instances"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
@@ -251,12 +255,68 @@ def _check_compressed_frames(f: DicomFile) -> None:
         raise CorruptFileError(f.path, f"damaged compressed pixel data ({reason(e, f.path)})") from None
 
 
+def _imagecodecs_j2k() -> Any | None:
+    """imagecodecs' JPEG 2000 decoder when installed (it releases the GIL: frames decode in parallel)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    return imagecodecs.jpeg2k_decode if imagecodecs.JPEG2K.available else None
+
+
+def decode_workers() -> int:
+    """Threads for decoding compressed frames: the CPUs this process may use, at most 8."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _decode_j2k_parallel(f: DicomFile) -> np.ndarray | None:
+    """Grey JPEG 2000 (incl. HTJ2K) frames decoded by imagecodecs on ``decode_workers()`` threads;
+    None where that path does not apply (colour, not installed), so pydicom decodes instead."""
+    ds = f.ds
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    decode = _imagecodecs_j2k() if syntax in _J2K_SYNTAXES else None
+    if decode is None or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pydicom.encaps import generate_frames
+
+    frames = list(generate_frames(ds.PixelData, number_of_frames=f.n_frames))
+    if len(frames) != f.n_frames:
+        raise CorruptFileError(f.path, f"holds {len(frames)} compressed frames, its header says {f.n_frames}")
+    with ThreadPoolExecutor(decode_workers()) as pool:
+        decoded = list(pool.map(decode, frames))
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    for i, frame in enumerate(decoded):
+        if frame.shape != (rows, cols):
+            raise CorruptFileError(
+                f.path, f"JPEG 2000 frame {i + 1} decodes to {frame.shape}, the header says {rows} x {cols}"
+            )
+    arr = np.stack(decoded)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 0 and arr.dtype.kind == "i":
+        arr = arr.view(arr.dtype.str.replace("i", "u"))  # unsigned data in a signed codestream
+    return arr
+
+
 def _decode(f: DicomFile) -> np.ndarray:
-    """Pixels as uint8/uint16 ``[n, h, w]`` (colour converted to grey, MONOCHROME1 inverted)."""
+    """Pixels as uint8/uint16 ``[n, h, w]`` (colour converted to grey, MONOCHROME1 inverted).
+
+    Grey JPEG 2000 goes through imagecodecs on several threads when it is installed (the
+    pylibjpeg-openjpeg plug-in holds the GIL, so pydicom decodes one frame at a time); everything
+    else, and JPEG 2000 without imagecodecs, through pydicom's pixel handlers."""
     ds = f.ds
     _check_compressed_frames(f)
     try:
-        arr = ds.pixel_array
+        fast = _decode_j2k_parallel(f)
+        arr = fast if fast is not None else ds.pixel_array
+    except InputError:
+        raise
     except NotImplementedError as e:
         raise UnsupportedCompressionError(f.path, f"pixel data cannot be decoded ({reason(e, f.path)})") from None
     except Exception as e:  # truncated or damaged pixel data
@@ -461,8 +521,21 @@ def volume_from_file(f: DicomFile) -> OctVolume:
         source_files=(f.path,),
         label=_ground_truth(ds.get("ImageComments")),
         frame_labels=frame_labels,
-        extra=_extra(f),
+        extra={**_extra(f), SOURCE_INSTANCES: _instances([f], [i + 1 for i in order] if n > 1 else [0])},
     )
+
+
+def _instances(files: list[DicomFile], frames: list[int]) -> tuple[tuple[str, str, int], ...]:
+    """(SOP class UID, SOP instance UID, frame number) per B-scan, in volume order: frame 0 where the
+    instance holds that one B-scan only. Empty when an instance lacks its UIDs (nothing to reference)."""
+    out = []
+    for i, frame in enumerate(frames):
+        ds = files[0 if len(files) == 1 else i].ds
+        sop_class, sop_uid = str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
+        if not (UID(sop_class).is_valid and UID(sop_uid).is_valid):
+            return ()
+        out.append((sop_class, sop_uid, int(frame)))
+    return tuple(out)
 
 
 def _extra(f: DicomFile) -> dict:
@@ -548,6 +621,7 @@ def _series_volume(members: list[DicomFile], errors: list[InputError]) -> OctVol
     between, thickness = _declared_slice_spacing(first)
     patient, study, device = _identity(first)
     extra = _extra(kept[0])
+    extra[SOURCE_INSTANCES] = _instances(kept, [0] * len(kept))
     if len(kept) < len(members):
         extra["missing_bscans"] = len(members) - len(kept)
     sides = {_laterality(f.ds) for f in kept} - {Laterality.UNKNOWN}
