@@ -33,6 +33,7 @@ def create_app(argv: list[str] | None = None):
     from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication
 
+    import app.qtguard  # noqa: F401  (PySide6 6.12 on Python 3.11 drops references to None; see there)
     from app.settings import APPLICATION, ORGANISATION
     from app.widgets.style import apply_theme
 
