@@ -1,5 +1,6 @@
-"""The main window: exam browser (left), B-scan viewer and strip chart (centre), eye summary
-(right); menus, toolbar, status bar with progress and Cancel; background open/screen/export jobs."""
+"""The main window: worklist (left), B-scan viewer and strip chart (centre), eye summary (right);
+menus, toolbar, status bar with progress and Cancel; background open/screen/export jobs. Screened
+volumes join the worklist one by one while a batch runs; Cancel keeps them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
     QKeySequence,
+    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -35,11 +37,11 @@ from PySide6.QtWidgets import (
 from app.dialogs import Dialogs, SettingsValues
 from app.settings import AppSettings
 from app.widgets.bscan_viewer import ViewerPanel
-from app.widgets.exam_browser import ExamBrowser
 from app.widgets.state import ViewerState
 from app.widgets.strip_chart import StripChart
 from app.widgets.summary_panel import SummaryPanel
-from app.workers import ExportRequest, Job, LoadOutcome, export_report, load_and_screen
+from app.widgets.worklist import Worklist
+from app.workers import ExportRequest, Job, LoadOutcome, ScreenedEye, export_report, load_and_screen
 from core.errors import InputError, ModelCardError
 from core.modelcard import ModelCard, load_card
 
@@ -98,6 +100,7 @@ class MainWindow(QMainWindow):
         self.state = ViewerState()
         self.job: Job | None = None
         self._job_started = 0.0
+        self._job_eyes = 0  # eyes the running open job has listed so far
         self._screener: Any = None
         self._screener_key: tuple[str, int] | None = None
         self._screener_lock = threading.Lock()
@@ -120,9 +123,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(centre)
 
         # docks
-        self.browser = ExamBrowser(self.state)
+        self.browser = Worklist(self.state)
         self.summary = SummaryPanel(self.state)
-        self.browser_dock = self._dock("Exams", "examsDock", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.browser_dock = self._dock("Worklist", "examsDock", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.summary_dock = self._dock(
             "Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea
         )
@@ -135,10 +138,10 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
         self.resize(1440, 900)
-        self.resizeDocks([self.browser_dock, self.summary_dock], [330, 350], Qt.Orientation.Horizontal)
         geometry, state = self.settings.window_geometry(), self.settings.window_state()
         if geometry is not None:
             self.restoreGeometry(geometry)
+        self._default_docks = state is None  # sized to the window when it is first shown
         if state is not None:
             self.restoreState(state)
 
@@ -412,25 +415,53 @@ class MainWindow(QMainWindow):
             for p in paths:
                 self.settings.add_recent(p)
 
-        def work(progress, cancel) -> LoadOutcome:
-            return load_and_screen(paths, lambda: self._get_screener(key), progress, cancel)
-
+        known = frozenset(self.state.identities)
         names = ", ".join(p.name for p in paths[:3]) + (" \u2026" if len(paths) > 3 else "")
-        self._run_job(Job(work, f"open {names}"), f"Opening {names}", self._load_finished)
+        job = Job(lambda progress, cancel: None, f"open {names}")
+
+        def work(progress, cancel) -> LoadOutcome:
+            get = lambda: self._get_screener(key)  # noqa: E731
+            return load_and_screen(paths, get, progress, cancel, known=known, on_eye=job.emit_partial)
+
+        job.fn = work
+        job.signals.partial.connect(lambda piece: self._eye_screened(job, piece))
+        self._job_eyes = 0
+        self._run_job(job, f"Opening {names}", self._load_finished, self._load_cancelled)
         return True
 
-    def _load_finished(self, outcome: LoadOutcome) -> None:
-        if outcome.exams and outcome.card is not None:
-            self.state.add_exams(outcome.exams, outcome.card)
+    def _eye_screened(self, job: Job, piece: ScreenedEye) -> None:
+        """One volume of the running batch is screened: list it now (selected if nothing else is)."""
+        if job is not self.job:
+            return
+        had_eye = self.state.current_eye is not None
+        self.state.add_eye(piece.eye, piece.card, piece.identity)
+        self._job_eyes += 1
+        if not had_eye and self.state.current_eye is not None:
             self.viewer.view.setFocus()
+
+    def _load_cancelled(self, _payload: None) -> None:
+        n = self._job_eyes
+        self.status_text.setText(
+            f"Cancelled: kept the {_plural(n, 'eye')} screened before Cancel" if n else "Cancelled: nothing was opened"
+        )
+
+    def _load_finished(self, outcome: LoadOutcome) -> None:
         seconds = time.monotonic() - self._job_started
         n_eyes = sum(len(e.eyes) for e in outcome.exams)
         bad = f"{_plural(len(outcome.errors), 'file')} could not be read"
+        again = f"{_plural(len(outcome.duplicates), 'volume')} already open (not listed again)"
         if outcome.n_volumes:
             self.status_text.setText(
                 f"Screened {_plural(outcome.n_volumes, 'volume')} "
-                f"({_plural(n_eyes, 'eye')}) in {seconds:.1f} s" + (f"; {bad}" if outcome.errors else "")
+                f"({_plural(n_eyes, 'eye')}) in {seconds:.1f} s"
+                + (f"; {again}" if outcome.duplicates else "")
+                + (f"; {bad}" if outcome.errors else "")
             )
+        elif outcome.duplicates:
+            self.status_text.setText(f"Nothing new: {again}" + (f"; {bad}" if outcome.errors else ""))
+            existing = self.state.find_identity(outcome.duplicates[0])
+            if existing is not None:  # the user asked for it: show the one already listed
+                self.state.select_eye(existing)
         else:
             self.status_text.setText(f"Nothing opened: {bad}" if outcome.errors else "Nothing opened")
         if outcome.errors:
@@ -447,7 +478,7 @@ class MainWindow(QMainWindow):
                 f"{bad[0].upper()}{bad[1:]}:\n\n{shown}{more}{ok}",
                 "\n".join(str(e) for e in outcome.errors),
             )
-        elif not outcome.exams:
+        elif not outcome.exams and not outcome.duplicates:
             self.dialogs.info(self, "Nothing found", "No OCT volume was found there.")
 
     # -- export ------------------------------------------------------------------------------
@@ -521,13 +552,20 @@ class MainWindow(QMainWindow):
             self.dialogs.open_externally(written[0])
 
     # -- jobs --------------------------------------------------------------------------------
-    def _run_job(self, job: Job, text: str, on_finished: Callable[[Any], None]) -> None:
+    def _run_job(
+        self,
+        job: Job,
+        text: str,
+        on_finished: Callable[[Any], None],
+        on_cancelled: Callable[[None], None] | None = None,
+    ) -> None:
         self.job = job
         self._job_started = time.monotonic()
+        cancelled = on_cancelled or self._job_cancelled
         job.signals.progress.connect(self._on_progress)
         job.signals.finished.connect(lambda result: self._job_ended(job, on_finished, result))
         job.signals.failed.connect(lambda exc, tb: self._job_ended(job, self._job_failed, (exc, tb)))
-        job.signals.cancelled.connect(lambda: self._job_ended(job, self._job_cancelled, None))
+        job.signals.cancelled.connect(lambda: self._job_ended(job, cancelled, None))
         self.status_text.setText(text + "\u2026")
         self._set_busy(True)
         job.start(self.pool)
@@ -645,6 +683,17 @@ class MainWindow(QMainWindow):
         if paths:
             event.acceptProposedAction()
             QTimer.singleShot(0, lambda: self.open_paths(paths))
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if self._default_docks:  # no saved layout: the worklist and the summary get room for their columns
+            self._default_docks = False
+            QTimer.singleShot(0, self._size_docks)
+
+    def _size_docks(self) -> None:
+        w = self.width()
+        sizes = [min(max(round(0.35 * w), 380), 500), min(max(round(0.23 * w), 300), 380)]
+        self.resizeDocks([self.browser_dock, self.summary_dock], sizes, Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
         self.settings.save_window(self.saveGeometry(), self.saveState())

@@ -3,7 +3,8 @@
 A :class:`Job` is a QRunnable that runs a plain function ``fn(progress, cancel)`` on the global
 QThreadPool and reports back through Qt signals (delivered on the GUI thread). The functions
 themselves (:func:`load_and_screen`, :func:`export_report`) know nothing about Qt and are tested
-directly.
+directly; a job may hand pieces of its result over before it ends (``Job.emit_partial``: each
+screened volume, so the worklist fills while the batch runs and Cancel keeps what is done).
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+import app.qtguard  # noqa: F401  (PySide6 6.12 on Python 3.11 drops references to None; see there)
 from core.errors import Cancelled, InputError
 from core.modelcard import ModelCard
-from core.results import ExamResult
+from core.results import ExamResult, EyeResult
 
 __all__ = [
     "CancelFn",
@@ -29,6 +31,7 @@ __all__ = [
     "JobSignals",
     "LoadOutcome",
     "ProgressFn",
+    "ScreenedEye",
     "export_report",
     "load_and_screen",
 ]
@@ -43,6 +46,7 @@ class JobSignals(QObject):
     """Signals of a :class:`Job` (a QRunnable cannot have signals itself)."""
 
     progress = Signal(int, int, str)  # done, total, message
+    partial = Signal(object)  # a piece of the result, ready before the job ends (one screened volume)
     finished = Signal(object)  # the function's result
     failed = Signal(object, str)  # the exception, its formatted traceback
     cancelled = Signal()
@@ -59,6 +63,10 @@ class Job(QRunnable):
         self.signals = JobSignals()
         self._cancel = threading.Event()
         self.done = threading.Event()
+
+    def emit_partial(self, piece: Any) -> None:
+        """Hand a finished piece of the work to the GUI thread now (``signals.partial``)."""
+        self.signals.partial.emit(piece)
 
     def cancel(self) -> None:
         """Ask the job to stop at its next check (it emits ``cancelled`` when it does)."""
@@ -92,40 +100,75 @@ class Job(QRunnable):
 
 
 @dataclass
+class ScreenedEye:
+    """One screened volume, handed to the GUI as soon as it is done: its decision, the card that
+    screened it, and the volume's identity (``core.screening.volume_identity``)."""
+
+    identity: str
+    eye: EyeResult
+    card: ModelCard
+
+
+@dataclass
 class LoadOutcome:
-    """What one open-and-screen job produced: exams, the card used, and the files that failed."""
+    """What one open-and-screen job produced: exams, the card used, the files that failed, and the
+    identities of volumes not screened again because they were already open (or listed twice)."""
 
     exams: list[ExamResult]
     card: ModelCard | None
     errors: list[InputError] = field(default_factory=list)
     n_volumes: int = 0
+    duplicates: list[str] = field(default_factory=list)
 
 
 def load_and_screen(
-    paths: Sequence[str | Path], get_screener: Callable[[], Any], progress: ProgressFn, cancel: CancelFn
+    paths: Sequence[str | Path],
+    get_screener: Callable[[], Any],
+    progress: ProgressFn,
+    cancel: CancelFn,
+    *,
+    known: Collection[str] = (),
+    on_eye: Callable[[ScreenedEye], None] | None = None,
 ) -> LoadOutcome:
-    """Read every path (collecting bad files instead of stopping), then screen all volumes.
+    """Read every path (collecting bad files instead of stopping), then screen the volumes one by one.
 
     ``get_screener()`` returns a ``core.inference.Screener`` (or anything with ``.card`` and
-    ``.screen``); it is called only if something could be read. Raises ``Cancelled`` when
-    ``cancel()`` turns True.
+    ``.screen``); it is called only if something new could be read. A volume whose identity is in
+    ``known`` (already open) or was met earlier in this job is not screened again: its identity goes
+    to ``duplicates``. ``on_eye`` gets each volume's result as soon as it is decided, so a later
+    ``Cancelled`` (raised when ``cancel()`` turns True) loses only the volume being screened.
     """
-    from core.screening import open_volumes, screen_volumes
+    from core.screening import group_exams, open_volumes, screen_volumes, volume_identity
 
     errors: list[InputError] = []
     volumes = open_volumes(paths, errors, progress=progress, cancel=cancel)
-    if not volumes:
-        return LoadOutcome([], None, errors, 0)
+    seen, fresh, identities, duplicates = set(known), [], [], []
+    for vol in volumes:
+        ident = volume_identity(vol)
+        if ident in seen:
+            duplicates.append(ident)
+            continue
+        seen.add(ident)
+        fresh.append(vol)
+        identities.append(ident)
+    if not fresh:
+        return LoadOutcome([], None, errors, 0, duplicates)
     if cancel():
         raise Cancelled()
-    progress(0, len(volumes), "Loading the model\u2026")
+    progress(0, len(fresh), "Loading the model\u2026")
     screener = get_screener()
+    done: list[EyeResult] = []
 
-    def screening_progress(done: int, total: int, message: str) -> None:
-        progress(done, total, message or f"Screening B-scan {done} of {total}\u2026")
+    def screening_progress(n: int, total: int, message: str) -> None:
+        progress(n, total, message or f"Screening B-scan {n} of {total}\u2026")
 
-    exams = screen_volumes(volumes, screener, progress=screening_progress, cancel=cancel)
-    return LoadOutcome(list(exams), screener.card, errors, len(volumes))
+    def one_done(eye: EyeResult) -> None:
+        done.append(eye)
+        if on_eye is not None:
+            on_eye(ScreenedEye(identities[len(done) - 1], eye, screener.card))
+
+    screen_volumes(fresh, screener, progress=screening_progress, cancel=cancel, on_eye=one_done)
+    return LoadOutcome(group_exams(done), screener.card, errors, len(fresh), duplicates)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard, Thresholds
 from core.results import ExamResult, EyeResult, Urgency, VolumeResult
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS, class_colour
-from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo
+from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo, display_name, format_date
 
 __all__ = [
     "ReportOptions",
@@ -102,21 +102,6 @@ def pseudonym_for(report_id: str) -> str:
     Derived from the random report id, never from the patient's identity (a hash of a short
     hospital number could be reversed by trying all numbers)."""
     return f"ANON-{report_id}"
-
-
-def display_name(name: str) -> str:
-    """DICOM PN 'Family^Given^Middle^Prefix^Suffix' as 'Family, Given Middle' (other text unchanged)."""
-    if "^" not in name:
-        return name.strip()
-    parts = [p.strip() for p in name.split("^")]
-    family, given = parts[0], " ".join(p for p in parts[1:3] if p)
-    return f"{family}, {given}" if family and given else (family or given)
-
-
-def format_date(value: str) -> str:
-    """DICOM 'YYYYMMDD' as 'YYYY-MM-DD'; other text unchanged; '' stays ''."""
-    v = value.strip()
-    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
 
 
 def new_report_id() -> str:

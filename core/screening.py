@@ -8,10 +8,13 @@ collecting their ``InputError``s.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from core.aggregate import decide
 from core.errors import InputError
@@ -19,7 +22,17 @@ from core.modelcard import Thresholds
 from core.results import ExamResult, EyeResult
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, StudyInfo
 
-__all__ = ["screen_volumes", "screen_paths", "open_volumes", "group_exams", "exam_key", "report_stem", "REPORT_SUFFIX"]
+__all__ = [
+    "screen_volumes",
+    "screen_paths",
+    "open_volumes",
+    "group_exams",
+    "exam_key",
+    "eye_order",
+    "volume_identity",
+    "report_stem",
+    "REPORT_SUFFIX",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +62,23 @@ def exam_key(volume: OctVolume) -> tuple[str, str]:
     return volume.patient.patient_id, volume.study.study_uid
 
 
+def eye_order(eye: EyeResult) -> int:
+    """Sort key of the eyes within an exam: OD, then OS, then unknown."""
+    return _EYE_ORDER[eye.eye.laterality]
+
+
+def volume_identity(volume: OctVolume) -> str:
+    """What makes two opened volumes the same scan: the patient id, the B-scans' shape and type and a
+    digest of their pixels. A file opened twice, a folder holding a file already open and a copy of it
+    elsewhere all give the same identity; neither the path (a copy is the same scan) nor the laterality
+    (the user may set an unknown one) takes part."""
+    b = volume.bscans
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{volume.patient.patient_id}\0{b.shape}\0{b.dtype.str}\0".encode())
+    h.update(np.ascontiguousarray(b).data)
+    return h.hexdigest()
+
+
 def group_exams(eyes: Iterable[EyeResult]) -> list[ExamResult]:
     """Group eye results by (patient id, study UID), in order of first appearance; eyes within an
     exam sorted OD, OS, unknown (stable otherwise)."""
@@ -57,7 +87,7 @@ def group_exams(eyes: Iterable[EyeResult]) -> list[ExamResult]:
         groups.setdefault((e.eye.patient_id, e.eye.study_uid), []).append(e)
     exams = []
     for members in groups.values():
-        members = sorted(members, key=lambda e: _EYE_ORDER[e.eye.laterality])
+        members = sorted(members, key=eye_order)
         vol = members[0].volume_result.volume if members[0].volume_result is not None else None
         if vol is not None:
             exams.append(ExamResult(patient=vol.patient, study=vol.study, device=vol.device, eyes=members))
@@ -81,12 +111,15 @@ def screen_volumes(
     thresholds: Thresholds | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    on_eye: Callable[[EyeResult], None] | None = None,
 ) -> list[ExamResult]:
     """Screen every volume and group the eye decisions into exams.
 
     screener: a ``core.inference.Screener`` (anything with ``.screen(volume, progress, cancel)`` and
     ``.card``). thresholds: default the screener's model card thresholds. progress(done, total, msg)
     counts B-scans over all volumes. ``cancel()`` is passed down; ``core.errors.Cancelled`` propagates.
+    ``on_eye(eye)`` is called as soon as each volume's decision is made (the GUI lists it then, and
+    keeps what was screened when a later volume is cancelled).
     """
     th = thresholds if thresholds is not None else screener.card.thresholds
     total = sum(v.n_bscans for v in volumes)
@@ -100,6 +133,8 @@ def screen_volumes(
 
         vr = screener.screen(vol, progress=vol_progress, cancel=cancel)
         eyes.append(decide(vr, th))
+        if on_eye is not None:
+            on_eye(eyes[-1])
         done_before += vol.n_bscans
     return group_exams(eyes)
 

@@ -14,7 +14,47 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Laterality", "PatientInfo", "StudyInfo", "DeviceInfo", "PixelSpacing", "OctVolume", "EyeKey"]
+__all__ = [
+    "Laterality",
+    "PatientInfo",
+    "StudyInfo",
+    "DeviceInfo",
+    "PixelSpacing",
+    "OctVolume",
+    "EyeKey",
+    "age_years",
+    "display_name",
+    "format_date",
+]
+
+
+def display_name(name: str) -> str:
+    """DICOM PN 'Family^Given^Middle^Prefix^Suffix' as 'Family, Given Middle' (other text unchanged)."""
+    if "^" not in name:
+        return name.strip()
+    parts = [p.strip() for p in name.split("^")]
+    family, given = parts[0], " ".join(p for p in parts[1:3] if p)
+    return f"{family}, {given}" if family and given else (family or given)
+
+
+def format_date(value: str) -> str:
+    """DICOM 'YYYYMMDD' as 'YYYY-MM-DD'; other text unchanged; '' stays ''."""
+    v = value.strip()
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
+
+
+def age_years(birth_date: str, on_date: str) -> int | None:
+    """Age in whole years on ``on_date`` (the exam date) of someone born on ``birth_date`` (both DICOM
+    'YYYYMMDD'); None when either is missing or not a date, or the exam predates the birth."""
+    import datetime as _dt
+
+    try:
+        born = _dt.datetime.strptime(birth_date.strip(), "%Y%m%d").date()
+        on = _dt.datetime.strptime(on_date.strip(), "%Y%m%d").date()
+    except ValueError:
+        return None
+    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return years if years >= 0 else None
 
 
 class Laterality(str, enum.Enum):

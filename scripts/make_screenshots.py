@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exam", type=Path, default=demo_exam_path(), help="exam folder (default: the demo exam)")
     ap.add_argument("--model", type=Path, help="model card (default: the bundled demo model)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    ap.add_argument("--size", default="1440x900", help="window size WxH")
+    ap.add_argument("--size", default="1280x720", help="window size WxH")
     args = ap.parse_args(argv)
 
     app = create_app()

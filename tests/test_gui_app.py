@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from app.dialogs import Dialogs, SettingsValues  # noqa: E402
 from app.main_window import MainWindow, install_excepthook  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
+from app.widgets.worklist import COL_DECISION, COL_EYE  # noqa: E402
 from app.workers import ExportRequest  # noqa: E402
 from core.errors import Cancelled  # noqa: E402
 from core.io import write_opt  # noqa: E402
@@ -115,15 +116,15 @@ def test_open_screens_and_shows_the_decision(qtbot, window, exam_dir):
     assert window.summary.badge.text() == eye.headline
     assert window.summary.demo_banner.isVisibleTo(window) and window.summary.demo_banner.text() == DEMO_WARNING.upper()
     items = window.browser.eye_items()
-    assert [i.text(0) for i in items] == ["OD (right eye)", "OS (left eye)"]
-    assert all(i.text(1) for i in items)  # every eye has a text badge
+    assert [i.text(COL_EYE) for i in items] == ["OD", "OS"]
+    assert all(i.text(COL_DECISION) for i in items)  # every eye has a text badge
     assert window.viewer.view.last_rgb is not None
     assert "Screened 2 volumes (2 eyes)" in window.status_text.text()
     assert str(exam_dir.resolve()) in window.settings.recent
     window._fill_recent()  # File > Open recent lists it
     assert str(exam_dir.resolve()) in [a.text() for a in window.recent_menu.actions()]
     # selecting the other eye in the browser switches the summary
-    window.browser.setCurrentItem(items[1])
+    window.browser.select_item(items[1])
     assert window.state.current_eye.eye.laterality.value == "OS"
     assert window.summary.eye_title.text() == "Left eye (OS)"
 
@@ -317,8 +318,10 @@ def test_corrupt_file_shows_error_and_app_keeps_working(qtbot, window, exam_dir,
     assert "Screened 1 volume (1 eye)" in window.status_text.text()
     assert len(window.state.exams) == 1  # the good file was screened
     open_and_wait(qtbot, window, [exam_dir / "os.dcm"])  # and the app keeps working
-    assert len(window.state.exams) == 2 and len(window.dialogs.errors) == 1
-    assert window.state.current_eye.eye.laterality.value == "OS"
+    # the other eye of the same study joins the same exam; the eye under review stays selected
+    assert len(window.state.exams) == 1 and len(window.dialogs.errors) == 1
+    assert [e.eye.laterality.value for e in window.state.current_exam.eyes] == ["OD", "OS"]
+    assert window.state.current_eye.eye.laterality.value == "OD"
 
 
 class SlowScreener:
@@ -368,6 +371,85 @@ def test_cancel_stops_a_running_job(qtbot, settings, tiny_card_path, exam_dir):
     assert w.state.exams == [] and "Cancelled" in w.status_text.text()
     assert not w.cancel_button.isVisibleTo(w) and w.act_open_file.isEnabled()
     assert not w.dialogs.errors
+
+
+class StallingScreener:
+    """Wraps the real screener: screens the first ``n_fast`` volumes at once, then waits for Cancel."""
+
+    def __init__(self, inner, n_fast: int = 1) -> None:
+        self.inner, self.card, self.n_fast, self.calls = inner, inner.card, n_fast, 0
+
+    def screen(self, volume, progress=None, cancel=None):
+        self.calls += 1
+        if self.calls > self.n_fast:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+                time.sleep(0.01)
+        return self.inner.screen(volume, progress, cancel)
+
+
+def test_results_appear_per_volume_and_cancel_keeps_them(qtbot, settings, tiny_card_path, exam_dir):
+    from core.inference import Screener
+
+    stalling: list[StallingScreener] = []
+
+    def factory(path, threads):
+        stalling.append(StallingScreener(Screener(path, threads=threads)))
+        return stalling[-1]
+
+    w = MainWindow(settings, RecordingDialogs(), screener_factory=factory)
+    w.model_override = str(tiny_card_path)
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_paths([exam_dir])  # two volumes: the first is screened, the second stalls
+    # the first eye is listed (and selected) while the batch is still running
+    qtbot.waitUntil(lambda: len(w.browser.eye_items()) == 1, timeout=JOB_TIMEOUT_MS)
+    assert w.job is not None
+    qtbot.waitUntil(lambda: stalling[0].calls == 2, timeout=JOB_TIMEOUT_MS)  # the second volume is under way
+    first = w.state.current_eye
+    assert first is not None and first.eye.laterality.value == "OD"
+    assert w.summary.badge.text() == first.headline
+    qtbot.mouseClick(w.cancel_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, w)
+    # Cancel keeps what was done: the screened eye stays listed and selected
+    assert [w.browser.eye_of(i) for i in w.browser.eye_items()] == [first]
+    assert w.state.current_eye is first
+    assert "kept the 1 eye" in w.status_text.text()
+    assert not w.dialogs.errors
+
+
+def test_a_file_opened_twice_is_listed_once(qtbot, window, exam_dir):
+    open_and_wait(qtbot, window, [exam_dir / "od.dcm", exam_dir / "od.dcm"])  # twice in one batch
+    assert len(window.browser.eye_items()) == 1
+    od = window.state.current_eye
+    open_and_wait(qtbot, window, [exam_dir / "od.dcm"])  # again, later
+    assert len(window.browser.eye_items()) == 1 and window.state.current_eye is od
+    assert "already open" in window.status_text.text()
+    open_and_wait(qtbot, window, [exam_dir])  # the folder: only the eye not yet open is new
+    assert [i.text(COL_EYE) for i in window.browser.eye_items()] == ["OD", "OS"]
+    assert "1 volume already open" in window.status_text.text()
+    assert len(window.state.exams) == 1 and not window.dialogs.errors
+    # a closed exam can be opened again
+    window.close_exam()
+    open_and_wait(qtbot, window, [exam_dir / "od.dcm"])
+    assert len(window.browser.eye_items()) == 1
+
+
+def test_the_eye_under_review_stays_selected_when_a_batch_ends(qtbot, window, exam_dir, make_volume, tmp_path):
+    open_and_wait(qtbot, window, [exam_dir / "os.dcm"])
+    os_eye = window.state.current_eye
+    window.state.set_slice(2)
+    other = tmp_path / "other.dcm"
+    write_opt(make_volume(n=6, laterality="OD", patient_id="P777", study_uid="1.2.3.777", seed=9), other)
+    # the other eye of the same study sorts before it (OD, OS); another patient comes too
+    open_and_wait(qtbot, window, [exam_dir / "od.dcm", other])
+    assert window.state.current_eye is os_eye and window.state.slice_index == 2
+    assert [e.eye.laterality.value for e in window.state.current_exam.eyes] == ["OD", "OS"]
+    assert window.browser.eye_of(window.browser.tree.currentItem()) is os_eye
+    assert window.summary.badge.text() == os_eye.headline
+    assert len(window.browser.eye_items()) == 3 and len(window.browser.patient_items()) == 2
 
 
 def test_missing_model_card_gives_a_dialog_not_a_crash(qtbot, window, exam_dir, tmp_path):

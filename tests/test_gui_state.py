@@ -167,3 +167,23 @@ def test_remove_and_clear(state):
     state.remove_exam(0)
     assert state.current_eye is None and state.render() is None and state.n_slices == 0
     assert state.slice_text() == "No B-scan"
+
+
+def test_add_eye_joins_its_exam_and_keeps_the_selection(make_volume, card):
+    s = ViewerState()
+    os_eye = decide(fake_result(make_volume(n=12, laterality="OS", seed=1)))
+    s.add_eye(os_eye, card, "id-os")
+    assert s.current_eye is os_eye  # nothing was selected: the first eye is
+    s.set_slice(7)
+    changed: list[str] = []
+    s.eye_changed.connect(lambda: changed.append("eye"))
+    od_eye = decide(fake_result(make_volume(n=12, laterality="OD")))
+    s.add_eye(od_eye, card, "id-od")  # same patient and study: the same exam, sorted OD, OS
+    assert len(s.exams) == 1 and s.current_exam.eyes == [od_eye, os_eye]
+    assert s.current_eye is os_eye and (s.eye_index, s.slice_index) == (1, 7) and changed == []
+    assert s.find_identity("id-od") is od_eye and s.find_identity("nope") is None
+    other = ModelCard(name="other", arch="x", classes=list(CLASSES), input_size=(64, 64))
+    s.add_eye(decide(fake_result(make_volume(n=12, laterality="OD"))), other)  # another model: another exam
+    assert len(s.exams) == 2 and s.current_eye is os_eye
+    s.remove_exam(0)
+    assert s.find_identity("id-od") is None and len(s.exams) == 1

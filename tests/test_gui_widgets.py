@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -22,11 +23,11 @@ from app.dialogs import (  # noqa: E402
 )
 from app.settings import MAX_RECENT, AppSettings  # noqa: E402
 from app.widgets.bscan_viewer import ViewerPanel, nice_length  # noqa: E402
-from app.widgets.exam_browser import ExamBrowser  # noqa: E402
 from app.widgets.state import ViewerState  # noqa: E402
 from app.widgets.strip_chart import StripChart  # noqa: E402
 from app.widgets.style import URGENCY_COLOURS  # noqa: E402
 from app.widgets.summary_panel import SummaryPanel  # noqa: E402
+from app.widgets.worklist import COL_DATE, COL_DECISION, COL_EYE, COL_ID, COL_PATIENT, COL_REVIEW, FLAG, Worklist  # noqa: E402
 from core.aggregate import decide  # noqa: E402
 from core.modelcard import DEMO_WARNING, ModelCard  # noqa: E402
 from core.results import Urgency  # noqa: E402
@@ -48,19 +49,96 @@ def state(make_volume) -> ViewerState:
     return s
 
 
-def test_browser_badges_have_text_and_colour(qtbot, state):
-    browser = ExamBrowser(state)
-    qtbot.addWidget(browser)
-    browser.rebuild()
-    items = browser.eye_items()
-    assert [i.text(1) for i in items] == ["URGENT \u00b7 CNV", "RESCAN", "URGENT \u00b7 CNV \u00b7 REVIEW"]
-    assert items[0].background(1).color().name() == URGENCY_COLOURS[Urgency.URGENT][0]
-    assert items[1].background(1).color().name() == URGENCY_COLOURS[Urgency.RESCAN][0]
-    assert browser.topLevelItemCount() == 2 and "Test Patient (ID P001)" in browser.topLevelItem(0).text(0)
-    browser.setCurrentItem(items[2])
+def test_worklist_badges_have_text_and_colour(qtbot, state):
+    wl = Worklist(state)
+    qtbot.addWidget(wl)
+    items = wl.eye_items()
+    assert [i.text(COL_DECISION) for i in items] == ["URGENT \u00b7 CNV", "RESCAN", "URGENT \u00b7 CNV"]
+    assert [i.text(COL_EYE) for i in items] == ["OD", "OS", "OD"]
+    assert [i.text(COL_REVIEW) for i in items] == ["", "", FLAG]
+    assert items[0].background(COL_DECISION).color().name() == URGENCY_COLOURS[Urgency.URGENT][0]
+    assert items[1].background(COL_DECISION).color().name() == URGENCY_COLOURS[Urgency.RESCAN][0]
+    patients = wl.patient_items()
+    assert [(p.text(COL_PATIENT), p.text(COL_ID)) for p in patients] == [
+        ("Test, Patient", "P001"),
+        ("Test, Patient", "P002"),
+    ]
+    assert patients[0].text(COL_DATE) == "2026-01-31" and items[0].text(COL_DATE) == "2026-01-31"
+    wl.select_item(items[2])
     assert (state.exam_index, state.eye_index) == (1, 0)
-    state.select(0, 1)  # the state drives the tree too
-    assert browser.currentItem() is items[1]
+    state.select(0, 1)  # the state drives the list too
+    assert wl.tree.currentItem() is items[1]
+    assert wl.counts.text() == "2 patients \u00b7 2 exams \u00b7 3 eyes"
+
+
+def test_worklist_sorts_by_urgency_and_date_and_filters(qtbot, make_volume):
+    def eye(pid, lat, date, **kw):
+        vol = make_volume(n=12, laterality=lat, patient_id=pid, study_uid=f"{pid}-{date}")
+        vol.study = dataclasses.replace(vol.study, study_date=date)
+        vol.patient = dataclasses.replace(vol.patient, name=f"{pid}^Pat")
+        return decide(fake_result(vol, **kw))
+
+    s = ViewerState()
+    card = ModelCard(name="fake", arch="x", classes=list(CLASSES), input_size=(64, 64))
+    s.add_exams(
+        group_exams(
+            [
+                eye("ALPHA", "OD", "20250101", cnv_slices=()),
+                eye("BRAVO", "OS", "20260301"),
+                eye("CHARLIE", "OD", "20240101", ungradable=range(10)),
+            ]
+        ),
+        card,
+    )
+    wl = Worklist(s)
+    qtbot.addWidget(wl)
+    ids = lambda: [p.text(COL_ID) for p in wl.patient_items()]  # noqa: E731
+    assert ids() == ["ALPHA", "BRAVO", "CHARLIE"]  # opening order until a header is clicked
+    wl.tree.sortByColumn(COL_DECISION, Qt.SortOrder.AscendingOrder)
+    assert ids() == ["BRAVO", "CHARLIE", "ALPHA"]  # urgent, rescan, no referral (core.tiers order)
+    wl.tree.sortByColumn(COL_DATE, Qt.SortOrder.DescendingOrder)
+    assert ids() == ["BRAVO", "ALPHA", "CHARLIE"]  # newest exam first
+    wl.tree.sortByColumn(COL_PATIENT, Qt.SortOrder.DescendingOrder)
+    assert ids() == ["CHARLIE", "BRAVO", "ALPHA"]
+    wl.filter_edit.setText("bra")
+    assert [i.text(COL_EYE) for i in wl.eye_items()] == ["OS"] and wl.counts.text().endswith("(1 shown)")
+    wl.filter_edit.setText("2024")  # an exam date
+    assert [wl.eye_of(i).eye.patient_id for i in wl.eye_items()] == ["CHARLIE"]
+    wl.filter_edit.setText("")
+    wl.decision_filter.setCurrentText("Referrals")
+    assert [wl.eye_of(i).eye.patient_id for i in wl.eye_items()] == ["BRAVO"]
+    wl.decision_filter.setCurrentText("Rescan")
+    assert [wl.eye_of(i).eye.patient_id for i in wl.eye_items()] == ["CHARLIE"]
+    assert [p.isHidden() for p in wl.patient_items()] == [False, True, True]
+    wl.decision_filter.setCurrentText("All eyes")
+    assert len(wl.eye_items()) == 3
+
+
+def test_one_patient_with_two_studies_is_one_patient_with_two_exams(qtbot, make_volume):
+    first = make_volume(n=12, laterality="OD", study_uid="1.2.3.1")
+    second = make_volume(n=12, laterality="OD", study_uid="1.2.3.2", seed=5)
+    second.study = dataclasses.replace(second.study, study_date="20260630")
+    s = ViewerState()
+    card = ModelCard(name="fake", arch="x", classes=list(CLASSES), input_size=(64, 64))
+    s.add_eye(decide(fake_result(first)), card)
+    s.add_eye(decide(fake_result(second, cnv_slices=())), card)
+    wl = Worklist(s)
+    qtbot.addWidget(wl)
+    assert len(s.exams) == 2  # two studies: two exams (two reports) ...
+    (patient,) = wl.patient_items()  # ... of one patient
+    assert patient.text(COL_ID) == "P001" and patient.text(COL_DATE) == "2 exams"
+    assert [i.text(COL_DATE) for i in wl.eye_items()] == ["2026-01-31", "2026-06-30"]
+    assert patient.text(COL_DECISION) == "URGENT \u00b7 CNV"  # the patient's most urgent eye
+    assert wl.counts.text() == "1 patient \u00b7 2 exams \u00b7 2 eyes"
+    # a third volume of the first study joins its exam instead of making a third one
+    s.add_eye(decide(fake_result(make_volume(n=12, laterality="OS", study_uid="1.2.3.1", seed=7))), card)
+    assert len(s.exams) == 2 and [e.eye.laterality.value for e in s.exams[0].exam.eyes] == ["OD", "OS"]
+    assert wl.counts.text() == "1 patient \u00b7 2 exams \u00b7 3 eyes"
+    # patients without an id are never merged: each exam is its own patient row
+    anon = [make_volume(n=12, patient_id="", study_uid=f"9.{i}", seed=i) for i in (1, 2)]
+    for v in anon:
+        s.add_eye(decide(fake_result(v)), card)
+    assert len(wl.patient_items()) == 3
 
 
 def test_summary_shows_decision_review_rescan_and_demo(qtbot, state):
@@ -200,20 +278,20 @@ def test_about_dialog_shows_card_and_demo_banner(qtbot):
     assert any("model card not found" in w.text() for w in none.findChildren(QLabel))
 
 
-def test_browser_names_several_volumes_of_one_eye(qtbot, make_volume, tmp_path):
+def test_worklist_names_several_volumes_of_one_eye(qtbot, make_volume, tmp_path):
     vols = [make_volume(n=6, laterality="unknown", source=tmp_path / f"CNV-1-{i}.jpeg") for i in (1, 2)]
     s = ViewerState()
     s.add_exams(
         group_exams([decide(fake_result(v, cnv_slices=(), ungradable=())) for v in vols]),
         ModelCard(name="m", arch="x", classes=list(CLASSES), input_size=(64, 64)),
     )
-    browser = ExamBrowser(s)
-    qtbot.addWidget(browser)
-    browser.rebuild()
-    assert [i.text(0) for i in browser.eye_items()] == [
-        "Eye unknown \u00b7 CNV-1-1.jpeg",
-        "Eye unknown \u00b7 CNV-1-2.jpeg",
+    wl = Worklist(s)
+    qtbot.addWidget(wl)
+    assert [i.text(COL_PATIENT) for i in wl.eye_items()] == [
+        "6 B-scans \u00b7 CNV-1-1.jpeg",
+        "6 B-scans \u00b7 CNV-1-2.jpeg",
     ]
+    assert [i.text(COL_EYE) for i in wl.eye_items()] == ["?", "?"]
 
 
 def test_gui_command_names_the_missing_x11_library(monkeypatch):
@@ -254,3 +332,24 @@ def test_ldd_output_is_parsed_for_missing_libraries(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out))
     assert cmd_gui._unresolved_libraries(["a.so", "b.so"]) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]
     assert cmd_gui._xcb_plugin_files()  # the plugin PySide6 ships is found
+
+
+def test_many_qt_calls_do_not_exhaust_the_references_to_none():
+    """PySide6 6.12 on Python 3.11 takes a reference from None on every call that returns None; the app
+    guards against it (app.qtguard) before any widget exists, or it dies after ~10,000 calls."""
+    import subprocess
+    import sys
+
+    code = (
+        "import app.widgets\n"
+        "from PySide6.QtWidgets import QApplication, QLabel\n"
+        "a = QApplication([])\n"
+        "label = QLabel()\n"
+        "for _ in range(100_000):\n"
+        "    label.setText('x')\n"
+        "print('alive')\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=root)
+    assert done.returncode == 0 and "alive" in done.stdout, done.stderr[-2000:]

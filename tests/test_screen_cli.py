@@ -77,6 +77,35 @@ def test_screen_volumes_groups_eyes_into_exams(screener, make_volume):
         screen_volumes(vols, screener, cancel=lambda: True)
 
 
+def test_screen_volumes_hands_over_each_eye_as_it_is_decided(screener, make_volume):
+    vols = [make_volume(n=4, laterality=lat, seed=i) for i, lat in enumerate(("OS", "OD", "OD"))]
+    handed: list = []
+
+    def cancel() -> bool:  # cancel once two eyes are decided: those two were handed over already
+        return len(handed) >= 2
+
+    with pytest.raises(Cancelled):
+        screen_volumes(vols, screener, cancel=cancel, on_eye=handed.append)
+    assert [e.volume_result.volume for e in handed] == vols[:2]
+
+
+def test_volume_identity_is_the_scan_not_the_file(make_volume, tmp_path):
+    from core.io import write_opt
+    from core.screening import open_volumes, volume_identity
+
+    vol = make_volume(n=4, seed=3)
+    a, b = tmp_path / "a.dcm", tmp_path / "copy" / "b.dcm"
+    b.parent.mkdir()
+    write_opt(vol, a)
+    write_opt(vol, b)
+    (va,), (vb,) = open_volumes([a]), open_volumes([b])
+    assert volume_identity(va) == volume_identity(vb) == volume_identity(vol)  # a copy is the same scan
+    va.laterality = va.laterality.__class__.OS
+    assert volume_identity(va) == volume_identity(vol)  # setting the eye does not make it another scan
+    assert volume_identity(make_volume(n=4, seed=4)) != volume_identity(vol)  # other pixels
+    assert volume_identity(make_volume(n=4, seed=3, patient_id="P999")) != volume_identity(vol)  # other patient
+
+
 def test_group_exams_unknown_laterality_last(screener, make_volume):
     from core.aggregate import decide
 

@@ -46,6 +46,17 @@ def _length_text(mm: float) -> str:
     return f"{mm * 1000:.0f} \u00b5m" if mm < 1 else f"{mm:g} mm"
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that ends in '\u2026' when it is too narrow for its text (never cut mid-glyph)."""
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
+        painter.drawText(self.rect(), int(self.alignment()), text)
+        painter.end()
+
+
 class BScanView(QGraphicsView):
     """Shows ``state.render()``; wheel = slices, Ctrl+wheel = zoom, drag = pan, arrows = slices."""
 
@@ -246,12 +257,12 @@ class ViewerPanel(QWidget):
         self.slider.setAccessibleName("B-scan slider")
         self.slider.valueChanged.connect(lambda v: self.state.set_slice(v - 1))
         self.position = QLabel("No exam loaded")
-        self.position.setMinimumWidth(180)
         self.position.setToolTip("Current B-scan, its distance from the first B-scan, gradability")
-        self.probs = QLabel("")
+        self.probs = ElidedLabel("")
         self.probs.setObjectName("muted")
+        self.probs.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.probs.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.probs.setToolTip("Model probabilities for this B-scan")
+        self.probs.setToolTip("Model probabilities for this B-scan, the most probable class first")
 
         # heatmap
         self.overlay = QCheckBox("Heatmap")
@@ -308,13 +319,15 @@ class ViewerPanel(QWidget):
         nav.addWidget(QLabel("B-scan"))
         nav.addWidget(self.slider, 1)
 
+        heat = QHBoxLayout()  # two rows, so the centre stays narrow enough for the docks at 1280 px
+        heat.setContentsMargins(6, 0, 6, 0)
+        heat.addWidget(self.overlay)
+        heat.addWidget(self.cam_class)
+        heat.addWidget(QLabel("Opacity"))
+        heat.addWidget(self.opacity)
+        heat.addStretch(1)
         bottom = QHBoxLayout()
         bottom.setContentsMargins(6, 0, 6, 4)
-        bottom.addWidget(self.overlay)
-        bottom.addWidget(self.cam_class)
-        bottom.addWidget(QLabel("Opacity"))
-        bottom.addWidget(self.opacity)
-        bottom.addSpacing(10)
         bottom.addWidget(QLabel("Contrast"))
         bottom.addWidget(self.contrast)
         bottom.addWidget(QLabel("Brightness"))
@@ -328,6 +341,7 @@ class ViewerPanel(QWidget):
         lay.addLayout(top)
         lay.addWidget(self.view, 1)
         lay.addLayout(nav)
+        lay.addLayout(heat)
         lay.addLayout(bottom)
 
         state.eye_changed.connect(self._new_eye)
@@ -366,7 +380,7 @@ class ViewerPanel(QWidget):
             self.contrast.setValue(round(s.window * 100))
             self.brightness.setValue(round((1.0 - s.level) * 100))
         self.position.setText(s.slice_text() if s.volume is not None else "No exam loaded")
-        self.probs.setText(s.probabilities_text())
+        self.probs.setText(s.probabilities_text(by_probability=True))
 
     def _class_chosen(self, index: int) -> None:
         self.state.set_cam_class(self.cam_class.itemData(index))

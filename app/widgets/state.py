@@ -20,6 +20,7 @@ from core.cam import overlay
 from core.modelcard import ModelCard
 from core.preprocess import to_uint8
 from core.results import ExamResult, EyeResult, VolumeResult
+from core.screening import eye_order, group_exams
 from core.volume import OctVolume
 
 __all__ = ["Event", "LoadedExam", "ViewerState", "thumbnail", "window_level"]
@@ -55,6 +56,19 @@ class LoadedExam:
 
     exam: ExamResult
     card: ModelCard
+
+
+def _card_key(card: ModelCard) -> tuple[str, str, str]:
+    return card.name, card.version, card.weights_sha256
+
+
+def _exam_key(eye: EyeResult, card: ModelCard) -> tuple:
+    """What makes one loaded exam (one report): patient id, study UID and the model that screened it."""
+    return eye.eye.patient_id, eye.eye.study_uid, _card_key(card)
+
+
+def _loaded_key(le: LoadedExam) -> tuple:
+    return le.exam.patient.patient_id, le.exam.study.study_uid, _card_key(le.card)
 
 
 def window_level(bscan: np.ndarray, window: float = 1.0, level: float = 0.5) -> np.ndarray:
@@ -93,6 +107,8 @@ class ViewerState:
 
     def __init__(self) -> None:
         self.exams: list[LoadedExam] = []
+        self.identities: dict[str, EyeResult] = {}  # volume identity -> its loaded eye (no scan twice)
+        self._pending: EyeResult | None = None
         self.exam_index: int = -1
         self.eye_index: int = -1
         self.slice_index: int = 0
@@ -108,29 +124,84 @@ class ViewerState:
 
     # -- data --------------------------------------------------------------------------------
     def add_exams(self, exams: list[ExamResult], card: ModelCard, *, select: bool = True) -> None:
-        """Append screened exams (with the card that screened them); select the first new eye."""
-        first_new = len(self.exams)
-        self.exams.extend(LoadedExam(e, card) for e in exams)
+        """Add screened exams (with the card that screened them), eye by eye (:meth:`add_eye`)."""
+        for exam in exams:
+            for eye in exam.eyes:
+                self.add_eye(eye, card, select=select, _announce=False)
         self.exams_changed.emit()
-        if select and len(self.exams) > first_new and self.exams[first_new].exam.eyes:
-            self.select(first_new, 0)
+        self._select_pending()
+
+    def add_eye(
+        self, eye: EyeResult, card: ModelCard, identity: str = "", *, select: bool = True, _announce: bool = True
+    ) -> None:
+        """Add one screened eye: into the loaded exam of the same patient, study and model, else as a new
+        exam. The selection stays where it is (the same eye, even when its exam's eyes re-sort); with
+        ``select`` and nothing selected, the new eye becomes current. ``identity``
+        (``core.screening.volume_identity``) lets :meth:`find_identity` recognise the scan later."""
+        key = _exam_key(eye, card)
+        current = self.current_eye
+        target = next((le for le in self.exams if _loaded_key(le) == key), None)
+        if target is None:
+            (exam,) = group_exams([eye])
+            self.exams.append(LoadedExam(exam, card))
+        else:
+            target.exam.eyes = sorted([*target.exam.eyes, eye], key=eye_order)
+        if identity:
+            self.identities[identity] = eye
+        self._point_at(current)
+        if select and current is None and self._pending is None:
+            self._pending = eye
+        if _announce:
+            self.exams_changed.emit()
+            self._select_pending()
+
+    def _select_pending(self) -> None:
+        eye, self._pending = self._pending, None
+        if eye is not None and self.current_eye is None:
+            self.select_eye(eye)
+
+    def find_identity(self, identity: str) -> EyeResult | None:
+        """The loaded eye screened from the scan with this identity, if it is still open."""
+        eye = self.identities.get(identity)
+        return eye if eye is not None and self.index_of(eye) is not None else None
 
     def remove_exam(self, exam_index: int) -> None:
         """Close one exam; the selection moves to a neighbour (or to nothing)."""
         if not 0 <= exam_index < len(self.exams):
             return
+        gone = {id(e) for e in self.exams[exam_index].exam.eyes}
         del self.exams[exam_index]
+        self.identities = {k: e for k, e in self.identities.items() if id(e) not in gone}
+        self.exam_index = self.eye_index = -1
         self.exams_changed.emit()
         if not self.exams:
-            self.select(-1, -1)
+            self.select(-1, -1, force=True)
         else:
-            self.select(min(exam_index, len(self.exams) - 1), 0)
+            self.select(min(exam_index, len(self.exams) - 1), 0, force=True)
 
     def clear(self) -> None:
         """Close every exam."""
         self.exams.clear()
+        self.identities.clear()
+        self.exam_index = self.eye_index = -1
         self.exams_changed.emit()
-        self.select(-1, -1)
+        self.select(-1, -1, force=True)
+
+    def index_of(self, eye: EyeResult | None) -> tuple[int, int] | None:
+        """(exam index, eye index) of a loaded eye (by identity of the object), or None."""
+        if eye is None:
+            return None
+        for ei, le in enumerate(self.exams):
+            for yi, e in enumerate(le.exam.eyes):
+                if e is eye:
+                    return ei, yi
+        return None
+
+    def _point_at(self, eye: EyeResult | None) -> None:
+        """After the exams changed shape: the selection indices follow the same eye object."""
+        where = self.index_of(eye)
+        if where is not None:
+            self.exam_index, self.eye_index = where
 
     # -- selection ---------------------------------------------------------------------------
     @property
@@ -168,9 +239,9 @@ class ViewerState:
         vol = self.volume
         return vol.n_bscans if vol is not None else 0
 
-    def select(self, exam_index: int, eye_index: int) -> None:
+    def select(self, exam_index: int, eye_index: int, *, force: bool = False) -> None:
         """Make an eye current; the B-scan jumps to its strongest evidence (else the middle)."""
-        if (exam_index, eye_index) == (self.exam_index, self.eye_index):
+        if (exam_index, eye_index) == (self.exam_index, self.eye_index) and not force:
             return
         self.exam_index, self.eye_index = exam_index, eye_index
         eye = self.current_eye
@@ -181,6 +252,12 @@ class ViewerState:
         self.cam_class = None
         self.eye_changed.emit()
         self.slice_changed.emit(self.slice_index)
+
+    def select_eye(self, eye: EyeResult) -> None:
+        """Make a loaded eye current (no-op if it is not loaded)."""
+        where = self.index_of(eye)
+        if where is not None:
+            self.select(*where)
 
     def set_slice(self, index: int) -> None:
         """Show B-scan ``index`` (clamped to the volume)."""
@@ -275,10 +352,12 @@ class ViewerState:
             text += " \u00b7 ungradable" + (f" ({reason})" if reason else "")
         return text
 
-    def probabilities_text(self) -> str:
-        """'normal 0.05 · drusen 0.10 · cnv 0.85' for the current B-scan."""
+    def probabilities_text(self, by_probability: bool = False) -> str:
+        """'normal 0.05 · drusen 0.10 · cnv 0.85' for the current B-scan (model-card order, or the most
+        probable class first)."""
         vr = self.volume_result
         if vr is None:
             return ""
         p = vr.probs[self.slice_index]
-        return " \u00b7 ".join(f"{c} {p[i]:.2f}" for i, c in enumerate(vr.classes))
+        order = sorted(range(len(vr.classes)), key=lambda i: -float(p[i])) if by_probability else range(len(vr.classes))
+        return " \u00b7 ".join(f"{vr.classes[i]} {p[i]:.2f}" for i in order)
