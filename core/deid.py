@@ -37,7 +37,16 @@ DATE_POLICIES = ("remove", "shift", "retain")
 #: What a de-identified DICOM export records in DeidentificationMethod (LO: at most 64 characters).
 METHOD = "PS3.15 Basic Profile; retain patient characteristics"
 #: Reader notes (``OctVolume.extra``) that are technical and safe to keep.
-_SAFE_EXTRA = {"format", "dataset", "transfer_syntax", "missing_bscans", "frames", "bits", "photometric"}
+_SAFE_EXTRA = {
+    "format",
+    "dataset",
+    "transfer_syntax",
+    "missing_bscans",
+    "frames",
+    "bits",
+    "photometric",
+    "laterality_set_by_user",
+}
 
 
 @dataclass

@@ -37,7 +37,17 @@ from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard, Thresholds
 from core.results import ExamResult, EyeResult, Urgency, VolumeResult
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS, class_colour
-from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo, display_name, format_date
+from core.volume import (
+    DeviceInfo,
+    EyeKey,
+    Laterality,
+    OctVolume,
+    PatientInfo,
+    StudyInfo,
+    age_years,
+    display_name,
+    format_date,
+)
 
 __all__ = [
     "ReportOptions",
@@ -109,8 +119,10 @@ def new_report_id() -> str:
     return uuid.uuid4().hex[:10].upper()
 
 
-def _eye_title(lat: Laterality) -> str:
-    return {Laterality.OD: "Right eye (OD)", Laterality.OS: "Left eye (OS)"}.get(lat, "Eye (laterality unknown)")
+def _eye_title(eye: EyeResult) -> str:
+    """'Right eye (OD)'; 'Right eye (OD, set by user)' when the user said which eye it is."""
+    title = eye.eye.laterality.long_name
+    return title[:-1] + ", set by user)" if eye.laterality_set_by_user else title
 
 
 def _rule_text(th: Thresholds, cls: str, tiers: dict | None = None) -> str:
@@ -496,6 +508,9 @@ class _ReportBuilder:
                 format_date(p.birth_date) or "unknown",
                 st.accession_number or "\u2013",
             )
+            age = age_years(p.birth_date, st.study_date)
+            if age is not None:
+                birth += f" (age {age})"
         exam_date = format_date(st.study_date) or "unknown"
         if st.study_time and len(st.study_time) >= 4:
             exam_date += f" {st.study_time[:2]}:{st.study_time[2:4]}"
@@ -550,13 +565,7 @@ class _ReportBuilder:
         col = colors.HexColor(fg)
         rows = []
         if with_eye:
-            rows.append(
-                [
-                    Paragraph(
-                        _x(_eye_title(eye.eye.laterality).upper()), ParagraphStyle("e", s["box_eye"], textColor=col)
-                    )
-                ]
-            )
+            rows.append([Paragraph(_x(_eye_title(eye).upper()), ParagraphStyle("e", s["box_eye"], textColor=col))])
         headline = eye.headline.replace(" (review advised)", "")
         rows.append([Paragraph(_x(headline), ParagraphStyle("h", s["box_head"], textColor=col))])
         if eye.rescan:
@@ -644,7 +653,7 @@ class _ReportBuilder:
         vr = eye.volume_result
         bg = eye.tier.colour
         head = Table(
-            [["", Paragraph(_x(f"{_eye_title(eye.eye.laterality)} \u2013 {eye.headline}"), s["h2"])]],
+            [["", Paragraph(_x(f"{_eye_title(eye)} \u2013 {eye.headline}"), s["h2"])]],
             colWidths=[4, self.width - 4],
         )
         head.setStyle(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.volume import DeviceInfo, EyeKey, OctVolume, PatientInfo, StudyInfo  # noqa: F401
+from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo  # noqa: F401
 
 __all__ = ["VolumeResult", "EyeResult", "ExamResult", "Urgency", "ProgressFn", "CancelFn"]
 
@@ -114,6 +114,33 @@ class EyeResult:
     @property
     def rescan(self) -> bool:
         return self.urgency is Urgency.RESCAN
+
+    @property
+    def laterality_set_by_user(self) -> bool:
+        """True when the user said which eye this is (the file did not): ``set_laterality``."""
+        vr = self.volume_result
+        return bool(vr is not None and vr.volume.extra.get("laterality_set_by_user"))
+
+    def set_laterality(self, laterality: Laterality | str) -> None:
+        """The user says which eye a volume of unknown laterality is. The eye key and the volume change,
+        and ``volume.extra['laterality_set_by_user'] = True`` records it: the report names the eye
+        "set by user" (a de-identified copy keeps the note). Refused (``ValueError``) for an eye whose
+        file gave its laterality, or without per-B-scan results to record it in. Setting it back to
+        unknown clears the record."""
+        lat = Laterality.parse(laterality)
+        vr = self.volume_result
+        if vr is None:
+            raise ValueError(f"{self.eye}: no volume to record the laterality in")
+        if self.eye.laterality is not Laterality.UNKNOWN and not self.laterality_set_by_user:
+            raise ValueError(
+                f"{self.eye}: the file says this is {self.eye.laterality.value}; only an unknown eye can be set"
+            )
+        vr.volume.laterality = lat
+        if lat is Laterality.UNKNOWN:
+            vr.volume.extra.pop("laterality_set_by_user", None)
+        else:
+            vr.volume.extra["laterality_set_by_user"] = True
+        self.eye = EyeKey(self.eye.patient_id, self.eye.study_uid, lat)
 
     @property
     def tier(self):

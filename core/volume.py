@@ -79,6 +79,11 @@ class Laterality(str, enum.Enum):
         return cls.UNKNOWN
 
     @property
+    def long_name(self) -> str:
+        """'Right eye (OD)', 'Left eye (OS)', 'Eye (laterality unknown)': how reports and the GUI name it."""
+        return {"OD": "Right eye (OD)", "OS": "Left eye (OS)"}.get(self.value, "Eye (laterality unknown)")
+
+    @property
     def dicom(self) -> str:
         """The DICOM code string ('R', 'L' or '' when unknown)."""
         return {"OD": "R", "OS": "L"}.get(self.value, "")

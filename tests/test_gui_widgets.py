@@ -353,3 +353,64 @@ def test_many_qt_calls_do_not_exhaust_the_references_to_none():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=root)
     assert done.returncode == 0 and "alive" in done.stdout, done.stderr[-2000:]
+
+
+def test_banner_names_the_patient_with_age_on_the_exam_date(qtbot, make_volume):
+    vol = make_volume(n=12, laterality="OS", patient_id="HN-0042")
+    vol.patient = dataclasses.replace(vol.patient, name="Doe^Jane", birth_date="19500302")
+    s = ViewerState()
+    s.add_eye(decide(fake_result(vol)), ModelCard(name="m", arch="x", classes=list(CLASSES), input_size=(64, 64)))
+    panel = SummaryPanel(s)
+    qtbot.addWidget(panel)
+    # 2026-01-31 is before the 76th birthday: 75 on the exam date (76 by the calendar year alone)
+    assert panel.banner.text() == "Doe, Jane\nID HN-0042 \u00b7 born 1950-03-02 (75 y)\nExam 2026-01-31\nLeft eye (OS)"
+    assert not panel.banner.isHidden() and panel.banner.eye_choice.isHidden()  # the file says OS: no control
+    from core.volume import age_years
+
+    assert age_years("19500302", "20260302") == 76 and age_years("19480229", "20260228") == 77
+    assert age_years("", "20260131") is None and age_years("19500302", "") is None
+    # what is missing is said, not left out
+    bare = make_volume(n=12, patient_id="")
+    bare.patient = dataclasses.replace(bare.patient, name="")
+    bare.study = dataclasses.replace(bare.study, study_date="")
+    s.add_eye(decide(fake_result(bare)), s.current_loaded.card)
+    s.select(1, 0)
+    assert panel.banner.text().splitlines()[:3] == [
+        "Name not recorded",
+        "no patient ID \u00b7 birth date not recorded",
+        "Exam date not recorded",
+    ]
+    s.clear()
+    assert panel.banner.isHidden()
+
+
+def test_an_unknown_eye_can_be_set_and_the_exports_say_so(qtbot, make_volume, tmp_path):
+    from core.report import ReportOptions, write_report
+    from tests.test_report import pdftext
+
+    od = decide(fake_result(make_volume(n=12, laterality="OD", seed=1)))
+    unknown = decide(fake_result(make_volume(n=12, laterality="unknown", seed=2)))
+    card = ModelCard(name="m", arch="x", classes=list(CLASSES), input_size=(64, 64))
+    s = ViewerState()
+    s.add_exams(group_exams([od, unknown]), card)
+    s.select_eye(unknown)
+    panel, wl = SummaryPanel(s), Worklist(s)
+    qtbot.addWidget(panel)
+    qtbot.addWidget(wl)
+    banner = panel.banner
+    assert banner.eye_label.text() == "Eye unknown" and not banner.eye_choice.isHidden()
+    assert [i.text(COL_EYE) for i in wl.eye_items()] == ["OD", "?"]
+    banner.eye_choice.setCurrentIndex(banner.eye_choice.findData("OS"))
+    banner.eye_choice.activated.emit(banner.eye_choice.currentIndex())  # as a click on "Left (OS)" does
+    assert unknown.eye.laterality.value == "OS" and unknown.volume_result.volume.laterality.value == "OS"
+    assert unknown.volume_result.volume.extra["laterality_set_by_user"] is True
+    assert s.current_eye is unknown and banner.eye_label.text() == "Left eye (OS, set by user)"
+    assert not banner.eye_choice.isHidden()  # a slip can be corrected
+    assert [i.text(COL_EYE) for i in wl.eye_items()] == ["OD", "OS*"]
+    with pytest.raises(ValueError, match="only an unknown eye"):
+        od.set_laterality("OS")  # the file said OD: not the user's to change
+    # the export (the PDF report) says so
+    exam = s.current_exam
+    pdf = write_report(tmp_path / "r.pdf", exam, card, ReportOptions())
+    text = " ".join(pdftext(pdf).split())
+    assert "Left eye (OS, set by user)" in text and "Right eye (OD) " in text

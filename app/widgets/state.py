@@ -21,7 +21,7 @@ from core.modelcard import ModelCard
 from core.preprocess import to_uint8
 from core.results import ExamResult, EyeResult, VolumeResult
 from core.screening import eye_order, group_exams
-from core.volume import OctVolume
+from core.volume import Laterality, OctVolume
 
 __all__ = ["Event", "LoadedExam", "ViewerState", "thumbnail", "window_level"]
 
@@ -258,6 +258,18 @@ class ViewerState:
         where = self.index_of(eye)
         if where is not None:
             self.select(*where)
+
+    def set_laterality(self, laterality: Laterality) -> None:
+        """The user says which eye the current volume is (its file did not): recorded in the volume
+        (``EyeResult.set_laterality``, shown as 'set by user' everywhere); the exam's eyes re-sort and
+        the selection stays on this eye. ``ValueError`` for an eye whose file gave its laterality."""
+        eye, exam = self.current_eye, self.current_exam
+        if eye is None or exam is None or eye.eye.laterality is laterality:
+            return
+        eye.set_laterality(laterality)
+        exam.eyes = sorted(exam.eyes, key=eye_order)
+        self._point_at(eye)
+        self.exams_changed.emit()
 
     def set_slice(self, index: int) -> None:
         """Show B-scan ``index`` (clamped to the volume)."""

@@ -92,6 +92,10 @@ QGroupBox::title { subcontrol-origin: margin; left: 10px; padding: 0 4px; color:
 QLabel#demoBanner { background: #b71c1c; color: #ffffff; font-weight: 700; padding: 6px; border-radius: 4px; }
 QLabel#decisionBadge { border-radius: 6px; padding: 10px; font-size: 13pt; font-weight: 700; }
 QLabel#muted { color: #5b6673; }
+QFrame#patientBanner { background: #e8f0f8; border: 1px solid #c3d3e4; border-radius: 6px; }
+QLabel#bannerWho { font-size: 11pt; font-weight: 700; color: #1b2430; }
+QLabel#bannerWhen { color: #3a4656; }
+QLabel#bannerEye { font-size: 11pt; font-weight: 700; color: #1b2430; }
 QToolBar { background: #e9edf2; border: none; spacing: 4px; padding: 3px; }
 QStatusBar { background: #e9edf2; }
 QGraphicsView { background: #111418; border: none; }

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.widgets.patient_banner import PatientBanner
 from app.widgets.state import ViewerState, thumbnail
 from app.widgets.style import badge_colours, badge_text, class_colour, rgb_to_pixmap
 from core.modelcard import DEMO_WARNING
@@ -45,6 +46,9 @@ class SummaryPanel(QScrollArea):
         lay.setContentsMargins(10, 10, 10, 10)
         lay.setSpacing(10)
 
+        self.banner = PatientBanner(state)  # who the decision is about, first
+        lay.addWidget(self.banner)
+
         self.demo_banner = QLabel(DEMO_WARNING.upper())
         self.demo_banner.setObjectName("demoBanner")
         self.demo_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -54,12 +58,7 @@ class SummaryPanel(QScrollArea):
         )
         lay.addWidget(self.demo_banner)
 
-        self.eye_title = QLabel("No eye selected")
-        font = self.eye_title.font()
-        font.setPointSizeF(font.pointSizeF() + 3)
-        font.setBold(True)
-        self.eye_title.setFont(font)
-        lay.addWidget(self.eye_title)
+        self.eye_title = self.banner.eye_label  # the eye is named in the banner
 
         self.badge = QLabel("")
         self.badge.setObjectName("decisionBadge")
@@ -130,14 +129,11 @@ class SummaryPanel(QScrollArea):
         self.scores_box.setVisible(eye is not None)
         self.evidence_box.setVisible(eye is not None)
         if eye is None:
-            self.eye_title.setText("No eye selected")
             self.badge.setText("Open an exam (File \u203a Open, drag and drop, or Ctrl+D for the demo)")
             self.badge.setStyleSheet("background: #e9edf2; color: #4a5563; font-size: 10pt; font-weight: 400;")
             for w in (self.urgency, self.gradable, self.reasons, self.model):
                 w.setText("")
             return
-        lat = eye.eye.laterality.value
-        self.eye_title.setText({"OD": "Right eye (OD)", "OS": "Left eye (OS)"}.get(lat, "Eye (laterality unknown)"))
         bg, fg = badge_colours(eye)
         self.badge.setText(badge_text(eye))
         self.badge.setStyleSheet(f"background: {bg}; color: {fg};")
