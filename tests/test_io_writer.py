@@ -45,7 +45,9 @@ def test_file_has_the_opt_iod_attributes(tmp_path):
     ds = pydicom.dcmread(write_opt(volume, tmp_path / "a.dcm"))
     assert ds.SOPClassUID == OPT_SOP_CLASS == ds.file_meta.MediaStorageSOPClassUID
     assert ds.Modality == "OPT" and ds.PhotometricInterpretation == "MONOCHROME2"
-    assert ds.Laterality == "L" and ds.ImageLaterality == "L"
+    assert ds.ImageLaterality == "L" and "Laterality" not in ds  # series Laterality: excluded by Image Laterality
+    assert (ds.ConcatenationFrameOffsetNumber, ds.InConcatenationNumber, ds.InConcatenationTotalNumber) == (0, 1, 1)
+    assert ds.AcquisitionDeviceTypeCodeSequence[0].CodingSchemeDesignator == "SCT"  # never the retired SRT
     assert int(ds.NumberOfFrames) == 4 and ds.BitsStored == 8
     for keyword in (
         "FrameOfReferenceUID",

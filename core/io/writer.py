@@ -130,7 +130,8 @@ def build_opt_dataset(volume: OctVolume, *, now: dt.datetime | None = None) -> D
     ds.SeriesNumber = s.series_number if s.series_number is not None else 1
     if s.description:
         ds.SeriesDescription = s.description
-    ds.Laterality = volume.laterality.dicom
+    # No series Laterality (0020,0060): its type 2C condition excludes it when Image Laterality is
+    # present, and the Ocular Region Imaged module below always writes ImageLaterality.
     # Frame of Reference (+ Synchronization is conditional on simultaneous fundus imaging: not written)
     ds.FrameOfReferenceUID = generate_uid()
     ds.PositionReferenceIndicator = ""
@@ -150,6 +151,10 @@ def build_opt_dataset(volume: OctVolume, *, now: dt.datetime | None = None) -> D
     ds.AcquisitionNumber = 1
     ds.BurnedInAnnotation = "NO"
     ds.PresentationLUTShape = "IDENTITY"
+    # Concatenations are not permitted in this IOD: the module fixes these type 1 values
+    ds.ConcatenationFrameOffsetNumber = 0
+    ds.InConcatenationNumber = 1
+    ds.InConcatenationTotalNumber = 1
     # Image Pixel
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -173,7 +178,9 @@ def build_opt_dataset(volume: OctVolume, *, now: dt.datetime | None = None) -> D
     ds.IntraOcularPressure = None
     ds.PupilDilated = ""
     # Ophthalmic Tomography Parameters
-    ds.AcquisitionDeviceTypeCodeSequence = Sequence([_code("A-00FBE", "SRT", "Optical Coherence Tomography Scanner")])
+    ds.AcquisitionDeviceTypeCodeSequence = Sequence(
+        [_code("392012008", "SCT", "Optical Coherence Tomography Scanner")]  # CID 4210 (SRT A-00FBE retired)
+    )
     ds.LightPathFilterTypeStackCodeSequence = Sequence()
     ds.DetectorType = "CCD"
     # Ocular Region Imaged

@@ -226,6 +226,9 @@ def find_series(
     q.SeriesNumber = None
     q.SeriesDescription = ""
     q.Laterality = ""
+    # OCT devices (and write_opt) put the eye in Image Laterality, which the series-level Laterality
+    # must then leave out; many nodes (Orthanc among them) answer it from the series' instances
+    q.ImageLaterality = ""
     q.NumberOfSeriesRelatedInstances = None
     return [
         SeriesMatch(
@@ -234,7 +237,7 @@ def find_series(
             modality=_text(d, "Modality"),
             series_number=_int(d, "SeriesNumber"),
             description=_text(d, "SeriesDescription"),
-            laterality=_text(d, "Laterality"),
+            laterality=_text(d, "Laterality") or _text(d, "ImageLaterality"),
             n_instances=_int(d, "NumberOfSeriesRelatedInstances"),
         )
         for d in _find(node, q, StudyRootQueryRetrieveInformationModelFind, "C-FIND (series)", limit)
