@@ -4,9 +4,9 @@ Receives what an OCT device or a PACS pushes (C-STORE) into ``DIR/<study>/<serie
 (``core.net.StorageServer``); runs until Ctrl-C (or SIGTERM). With ``--screen``, each OCT series that
 arrives complete (its sender released the association) gets its study screened by the same code as
 ``octscreen screen`` (``app.cmd_screen.run``), into ``--reports`` (default ``DIR/reports``)
-``/<StudyInstanceUID>/``: the PDF report (with ``--dicom`` also the Encapsulated PDF), results.csv and
-results.json. The study is screened again when its other eye arrives, so the report covers every OCT
-series of the study received so far.
+``/<StudyInstanceUID>/``: the PDF report (with ``--dicom`` also the Encapsulated PDF and the Structured
+Report), results.csv and results.json. The study is screened again when its other eye arrives, so
+the report covers every OCT series of the study received so far.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--screen", action="store_true", help="screen each study as its OCT series arrive")
     p.add_argument("--reports", type=Path, metavar="DIR", help="with --screen: where reports go (DIR/reports)")
     p.add_argument("--model", type=Path, metavar="CARD", help="with --screen: model card (default: the bundled model)")
-    p.add_argument("--dicom", action="store_true", help="with --screen: also write each report as DICOM")
+    p.add_argument(
+        "--dicom", action="store_true", help="with --screen: also write each report and result as DICOM (PDF, SR)"
+    )
     p.add_argument("--tls-cert", metavar="FILE", help="serve DICOM over TLS with this certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert")
     p.add_argument("--tls-ca", metavar="FILE", help="with --tls-cert: senders must present a certificate from this CA")

@@ -2,7 +2,8 @@
 
 Reads every OCT volume found under the paths, screens each eye with the model card's student,
 and writes into DIR one PDF report per exam (patient + study; with ``--dicom`` also the report as a
-DICOM Encapsulated PDF), plus ``results.csv`` and ``results.json`` with one row per eye.
+DICOM Encapsulated PDF and the result as a DICOM Comprehensive SR, ``<report>_sr.dcm``), plus
+``results.csv`` and ``results.json`` with one row per eye.
 
 Safety: all output names are worked out and checked before any screening starts; an existing file
 is never replaced without ``--overwrite``. Every file is written to a temp name and renamed.
@@ -29,7 +30,7 @@ from core.errors import InputError
 if TYPE_CHECKING:  # numpy and the readers load when the command runs: `octscreen --help` stays fast
     from core.volume import OctVolume
 
-__all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "CSV_COLUMNS"]
+__all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "sr_path", "CSV_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ CSV_COLUMNS = [
     "source_file",
     "report_file",
     "dicom_file",
+    "sr_file",
 ]
 
 
@@ -69,6 +71,16 @@ class ExamJob:
     pseudo_id: str = ""
     report_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10].upper())
 
+    @property
+    def sr(self) -> Path | None:
+        """The Structured Report beside the DICOM report: ``<stem>_sr.dcm``."""
+        return sr_path(self.dcm) if self.dcm is not None else None
+
+
+def sr_path(dcm: Path) -> Path:
+    """Where the SR of the DICOM report ``dcm`` goes: ``<stem>_sr.dcm`` beside it."""
+    return dcm.with_name(f"{dcm.stem}_sr.dcm")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``screen`` subcommand."""
@@ -81,7 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file, DICOMDIR, image stack or folder")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--model", type=Path, metavar="CARD", help="model card JSON (default: the bundled demo model)")
-    p.add_argument("--dicom", action="store_true", help="also write each report as a DICOM Encapsulated PDF")
+    p.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write each report as a DICOM Encapsulated PDF and the result as a DICOM Structured Report",
+    )
     p.add_argument(
         "--deidentify",
         action="store_true",
@@ -135,7 +151,9 @@ def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: b
     return jobs
 
 
-def eye_rows(exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_file: str) -> list[dict]:
+def eye_rows(
+    exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_file: str, sr_file: str = ""
+) -> list[dict]:
     """One results row per eye of a screened exam (JSON form; the CSV flattens lists and dicts)."""
     rows = []
     for e in exam.eyes:
@@ -165,6 +183,7 @@ def eye_rows(exam, job: ExamJob, *, deidentify: bool, report_file: str, dicom_fi
                 "source_file": "" if deidentify or vol is None or vol.source is None else str(vol.source),
                 "report_file": report_file,
                 "dicom_file": dicom_file,
+                "sr_file": sr_file,
                 "reasons": list(e.reasons),
             }
         )
@@ -269,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.dicom:
         try:
-            from core.dicom_export import pdf_to_dicom
+            from core.dicom_export import pdf_to_dicom, result_to_sr
         except ImportError as e:
             _err(f"--dicom is not available ({e})")
             return 2
@@ -285,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
         deid = Deidentifier(dates=getattr(args, "deid_dates", "remove"))
         volumes = [deid.volume(v) for v in volumes]
     jobs = plan_jobs(volumes, out, deidentify=args.deidentify, dicom=args.dicom)
-    clash = [p for j in jobs for p in (j.pdf, j.dcm) if p is not None and p.exists()]
+    clash = [p for j in jobs for p in (j.pdf, j.dcm, j.sr) if p is not None and p.exists()]
     if clash and not args.overwrite:
         shown = ", ".join(str(p) for p in clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
         _err(f"output files already exist: {shown}; use --overwrite to replace them, or another --out")
@@ -323,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(start + sum(v.n_bscans for v in job.volumes) - bar.n)
                 continue
             n_exams += 1
-            report_file = dicom_file = ""
+            report_file = dicom_file = sr_file = ""
             try:
                 opts = ReportOptions(
                     institution=args.institution,
@@ -346,10 +365,27 @@ def run(args: argparse.Namespace) -> int:
                         ),
                     )
                     dicom_file = dcm.name
+                    sr = _write_unique(
+                        sr_path(dcm),
+                        args.overwrite,
+                        lambda d, ex=exam, pid=job.pseudo_id or None: result_to_sr(
+                            ex, d, card=card, deidentify=args.deidentify, overwrite=args.overwrite, pseudo_id=pid
+                        ),
+                    )
+                    sr_file = sr.name
             except Exception as e:  # a report problem is reported; the results rows are still written
                 log.debug("report failed", exc_info=True)
                 failures.append(f"{job.pdf}: report not written ({e})")
-            rows.extend(eye_rows(exam, job, deidentify=args.deidentify, report_file=report_file, dicom_file=dicom_file))
+            rows.extend(
+                eye_rows(
+                    exam,
+                    job,
+                    deidentify=args.deidentify,
+                    report_file=report_file,
+                    dicom_file=dicom_file,
+                    sr_file=sr_file,
+                )
+            )
 
     # 3. Results tables (always, even when some exams failed).
     meta = {

@@ -5,46 +5,126 @@
 - ``overlays_to_secondary_capture``: the evidence B-scans with their CAM overlays as RGB
   Secondary Capture images (SOP class 1.2.840.10008.5.1.4.1.1.7), one file per B-scan, one new
   series, same patient and study.
+- ``result_to_sr``: the per-eye result as a Comprehensive SR (SOP class 1.2.840.10008.5.1.4.1.1.88.33,
+  modality SR) following the template "OCTSCREEN 1" of docs/CONFORMANCE.md: decision, tier, class
+  scores, evidence B-scans (IMAGE items referencing the OPT instance and frame), model name, version
+  and sha256.
+
+What goes out references what came in: all three carry the exam's StudyInstanceUID; when the
+volumes were read from DICOM (``core.io.dicom.SOURCE_INSTANCES``), the Encapsulated PDF lists the
+OPT instances in Source Instance Sequence (0042,0013), each overlay names its B-scan in Source Image
+Sequence (0008,2112) and the SR references the evidence frames.
 
 With ``deidentify`` the patient identity is replaced (patient id -> pseudonym, no name, no birth
 date, no accession number) and the study gets a new StudyInstanceUID (the original would point back
-at the patient's record). Files are written atomically and never replace an existing file unless
-asked.
+at the patient's record), and nothing references the original instances. Files are written
+atomically and never replace an existing file unless asked.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import EncapsulatedPDFStorage, SecondaryCaptureImageStorage, generate_uid
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import (
+    UID,
+    ComprehensiveSRStorage,
+    EncapsulatedPDFStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 import core
 from core.cam import overlay
 from core.errors import EmptyInputError, FileMissingError, UnsupportedFormatError
 from core.fileio import atomic_output
+from core.io.dicom import SOURCE_INSTANCES
 from core.io.writer import new_file_meta
-from core.modelcard import DEMO_WARNING
+from core.modelcard import DEMO_WARNING, ModelCard
 from core.report import DEIDENTIFIED_MARKER, PSEUDONYM_KEYWORD, new_report_id, pseudonym_for
 from core.results import ExamResult, EyeResult
-from core.volume import PatientInfo, StudyInfo
+from core.volume import Laterality, OctVolume, PatientInfo, StudyInfo
 
-__all__ = ["pdf_to_dicom", "overlays_to_secondary_capture", "REPORT_SERIES_NUMBER", "OVERLAY_SERIES_NUMBER"]
+__all__ = [
+    "pdf_to_dicom",
+    "overlays_to_secondary_capture",
+    "result_to_sr",
+    "source_references",
+    "SourceRef",
+    "class_code",
+    "tier_code",
+    "LOCAL_SCHEME",
+    "SR_TEMPLATE",
+    "REPORT_SERIES_NUMBER",
+    "OVERLAY_SERIES_NUMBER",
+    "SR_SERIES_NUMBER",
+]
 
 log = logging.getLogger(__name__)
 
 REPORT_SERIES_NUMBER = 9901
 OVERLAY_SERIES_NUMBER = 9902
+SR_SERIES_NUMBER = 9903
 DOCUMENT_TITLE = "OCT screening report"
 #: LOINC 18748-4 "Diagnostic imaging report": what the encapsulated document is.
 _CONCEPT = ("18748-4", "LN", "Diagnostic imaging report")
 _DEMO_SUFFIX = " [DEMO MODEL]"  # series description of exports made with a demonstration model
 _DEID_METHOD = "PS3.15 Basic Profile (OCT Screen): pseudonym, new UIDs"  # LO: <= 64 chars
+
+
+class SourceRef(NamedTuple):
+    """Where one B-scan came from: its instance and, in a multi-frame instance, its frame (1-based;
+    0 when the instance holds that one B-scan only)."""
+
+    sop_class: str
+    sop_instance: str
+    frame: int
+
+
+def source_references(volume: OctVolume) -> list[SourceRef]:
+    """One ``SourceRef`` per B-scan of ``volume``, in volume order; empty when the volume was not read
+    from DICOM (images, vendor files), was de-identified (``core.deid`` drops the original UIDs) or
+    the reader's note does not match its B-scans."""
+    refs = volume.extra.get(SOURCE_INSTANCES) or ()
+    if len(refs) != volume.n_bscans:
+        return []
+    out = [SourceRef(str(c), str(u), int(f)) for c, u, f in refs]
+    if not all(UID(r.sop_class).is_valid and UID(r.sop_instance).is_valid for r in out):
+        return []
+    return out
+
+
+def _instance_items(refs: Sequence[SourceRef]) -> list[Dataset]:
+    """SOP Instance Reference Macro items, one per distinct instance, in first-seen order."""
+    items, seen = [], set()
+    for r in refs:
+        if r.sop_instance in seen:
+            continue
+        seen.add(r.sop_instance)
+        item = Dataset()
+        item.ReferencedSOPClassUID = r.sop_class
+        item.ReferencedSOPInstanceUID = r.sop_instance
+        items.append(item)
+    return items
+
+
+def _image_reference(ref: SourceRef) -> Dataset:
+    """Image SOP Instance Reference Macro item: the instance, and the frame of a multi-frame one."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = ref.sop_class
+    item.ReferencedSOPInstanceUID = ref.sop_instance
+    if ref.frame > 0:
+        item.ReferencedFrameNumber = ref.frame
+    return item
 
 
 def _identity(
@@ -187,6 +267,14 @@ def pdf_to_dicom(
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = _CONCEPT
     ds.ConceptNameCodeSequence = [code]
+    # Source Instance Sequence (1C: the document incorporates content from these instances)
+    refs = (
+        []
+        if deidentify
+        else [r for e in exam.eyes if e.volume_result for r in source_references(e.volume_result.volume)]
+    )
+    if refs:
+        ds.SourceInstanceSequence = _instance_items(refs)
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocumentLength = len(data)
     ds.EncapsulatedDocument = data + (b"\0" if len(data) % 2 else b"")  # OB values have even length
@@ -231,6 +319,8 @@ def overlays_to_secondary_capture(
     patient, study = _identity(vol.patient, vol.study, deidentify, pseudo_id)
     series_uid, now = generate_uid(), _dt.datetime.now()
     has_cam = vr.cams is not None and eye.label in vr.classes
+    refs = [] if deidentify else source_references(vol)
+    purpose = _code_dataset(codes.DCM.SourceImageForImageProcessingOperation)  # CID 7202
     written: list[Path] = []
     for number, (i, target) in enumerate(zip(chosen, targets), start=1):
         i = int(i)
@@ -251,6 +341,11 @@ def overlays_to_secondary_capture(
         )
         ds.Laterality = vol.laterality.dicom
         ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.PatientOrientation = ""  # type 2C, unknown: a B-scan's rows and columns have no patient axes here
+        if refs:  # the B-scan this overlay was made from
+            source = _image_reference(refs[i])
+            source.PurposeOfReferenceCodeSequence = [purpose]
+            ds.SourceImageSequence = [source]
         ds.DerivationDescription = (
             f"B-scan {i + 1} of {vol.n_bscans} with the class activation map for "
             f"'{eye.label}' ({vr.model_name or 'model'} {vr.model_version})".strip()
@@ -274,3 +369,225 @@ def overlays_to_secondary_capture(
         written.append(_write(ds, target, overwrite))
     log.info("wrote %d Secondary Capture overlay(s) into %s", len(written), out_dir)
     return written
+
+
+# ------------------------------------------------------------------------------ Structured Report
+#: Our coding scheme for what no standard code says (model classes without one, tiers, counts);
+#: declared in every SR's Coding Scheme Identification Sequence.
+LOCAL_SCHEME = "99OCTSCREEN"
+#: The template our SR follows (docs/CONFORMANCE.md, "Structured Report"), as (mapping resource, id).
+SR_TEMPLATE = (LOCAL_SCHEME, "OCTSCREEN1")
+SR_TITLE = codes.LN.DiagnosticImagingReport  # CID 7000, as the PDF's concept name
+#: Standard codes of the bundled model's classes (SNOMED CT; never the retired SRT designator).
+CLASS_CODES: dict[str, Code] = {
+    "normal": codes.SCT.Normal,
+    "drusen": Code("247153005", "SCT", "Retinal drusen"),
+    "cnv": Code("75971007", "SCT", "Choroidal neovascularization"),
+    "dme": Code("312912001", "SCT", "Diabetic macular edema"),
+}
+UNGRADABLE = Code("ungradable", LOCAL_SCHEME, "Ungradable: too few gradable B-scans")
+GRADABLE_BSCANS = Code("gradable-bscans", LOCAL_SCHEME, "Number of gradable B-scans")
+EVIDENCE_BSCANS = Code("evidence-bscans", LOCAL_SCHEME, "Evidence B-scan numbers")
+REVIEW_ADVISED = Code("review-advised", LOCAL_SCHEME, "Review advised")
+MODEL_SHA256 = Code("model-sha256", LOCAL_SCHEME, "Model weights SHA-256")
+_LATERALITY = {Laterality.OD: codes.SCT.Right, Laterality.OS: codes.SCT.Left}
+
+
+def class_code(name: str) -> Code:
+    """The code of a model class (SNOMED CT where we have one; else our scheme, the name as value)."""
+    if name == "ungradable":
+        return UNGRADABLE
+    return CLASS_CODES.get(name.lower()) or Code(name[:16], LOCAL_SCHEME, name)
+
+
+def tier_code(tier_id: str, name: str) -> Code:
+    """The code of a referral tier (our scheme: ``tier-<id>``, meaning the tier's name)."""
+    return Code(f"tier-{tier_id}"[:16], LOCAL_SCHEME, name or tier_id)
+
+
+def _code_dataset(code: Code) -> Dataset:
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning[:64]
+    return item
+
+
+def _item(value_type: str, concept: Code, relationship: str | None, children: list[Dataset] | None = None) -> Dataset:
+    item = Dataset()
+    if relationship:
+        item.RelationshipType = relationship
+    item.ValueType = value_type
+    item.ConceptNameCodeSequence = [_code_dataset(concept)]
+    if value_type == "CONTAINER":
+        item.ContinuityOfContent = "SEPARATE"
+    if children:
+        item.ContentSequence = children
+    return item
+
+
+def _text(relationship: str, concept: Code, value: str) -> Dataset:
+    item = _item("TEXT", concept, relationship)
+    item.TextValue = value
+    return item
+
+
+def _coded(relationship: str, concept: Code, value: Code, children: list[Dataset] | None = None) -> Dataset:
+    item = _item("CODE", concept, relationship, children)
+    item.ConceptCodeSequence = [_code_dataset(value)]
+    return item
+
+
+def _num(relationship: str, concept: Code, value: float, children: list[Dataset] | None = None) -> Dataset:
+    item = _item("NUM", concept, relationship, children)
+    measured = Dataset()
+    measured.NumericValue = f"{float(value):.6g}"
+    measured.MeasurementUnitsCodeSequence = [_code_dataset(codes.UCUM.NoUnits)]
+    item.MeasuredValueSequence = [measured]
+    return item
+
+
+def _eye_container(eye: EyeResult, refs: list[SourceRef]) -> Dataset:
+    """TID OCTSCREEN1 row "Findings": one eye's decision, scores and evidence."""
+    vr = eye.volume_result
+    site_mods = (
+        [_coded("HAS CONCEPT MOD", codes.SCT.Laterality, _LATERALITY[eye.eye.laterality])]
+        if (eye.eye.laterality in _LATERALITY)
+        else []
+    )
+    evidence = [
+        _image("INFERRED FROM", codes.DCM.BestIllustrationOfFinding, refs[i]) for i in eye.evidence if i < len(refs)
+    ]
+    items = [
+        _coded("HAS CONCEPT MOD", codes.SCT.FindingSite, codes.SCT.Eye, site_mods),
+        _coded("CONTAINS", codes.DCM.Finding, class_code(eye.label), evidence),
+        _coded("CONTAINS", codes.DCM.Recommendation, tier_code(eye.urgency.value, eye.tier.name)),
+    ]
+    follow_up = " ".join(p for p in (eye.tier.action, eye.tier.time_frame) if p).strip()
+    if follow_up:
+        items.append(_text("CONTAINS", codes.DCM.RecommendedFollowUp, follow_up))
+    items.append(_coded("CONTAINS", REVIEW_ADVISED, codes.SCT.Yes if eye.needs_review else codes.SCT.No))
+    items.append(_text("CONTAINS", codes.DCM.Impression, eye.headline))
+    classes = list(vr.classes) if vr is not None else list(eye.scores)
+    for name in classes:
+        if name in eye.scores and math.isfinite(eye.scores[name]):  # a rescan may have no score
+            mod = [_coded("HAS CONCEPT MOD", codes.DCM.Finding, class_code(name))]
+            items.append(_num("CONTAINS", codes.SCT.Score, eye.scores[name], mod))
+    items.append(_num("CONTAINS", codes.DCM.NumberOfFrames, eye.n_bscans))
+    items.append(_num("CONTAINS", GRADABLE_BSCANS, eye.n_gradable))
+    if eye.evidence:
+        numbers = ", ".join(str(i + 1) for i in eye.evidence)
+        items.append(_text("CONTAINS", EVIDENCE_BSCANS, f"{numbers} (of {eye.n_bscans}, strongest first)"))
+    return _item("CONTAINER", codes.DCM.Findings, "CONTAINS", items)
+
+
+def _image(relationship: str, concept: Code, ref: SourceRef) -> Dataset:
+    item = _item("IMAGE", concept, relationship)
+    item.ReferencedSOPSequence = [_image_reference(ref)]
+    return item
+
+
+def _evidence_sequence(study_uid: str, series_refs: dict[str, list[SourceRef]]) -> list[Dataset]:
+    """Hierarchical SOP Instance Reference Macro: the study, its series, their referenced instances."""
+    study = Dataset()
+    study.StudyInstanceUID = study_uid
+    series_items = []
+    for series_uid, refs in series_refs.items():
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        series.ReferencedSOPSequence = _instance_items(refs)
+        series_items.append(series)
+    study.ReferencedSeriesSequence = series_items
+    return [study]
+
+
+def result_to_sr(
+    exam: ExamResult,
+    out_path: str | Path,
+    *,
+    card: ModelCard | None = None,
+    deidentify: bool = False,
+    pseudo_id: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the exam's per-eye results as a DICOM Comprehensive SR (template OCTSCREEN1, see
+    docs/CONFORMANCE.md) in the exam's study, in a new series; return ``out_path``.
+
+    ``card``: the model card the exam was screened with (name, version, weights sha256); default the
+    name and version each eye's result carries (no sha256 then). The evidence B-scans are IMAGE items
+    referencing the OPT instance (and frame) when the volume was read from DICOM; always also listed
+    by number. ``deidentify`` / ``pseudo_id`` as in ``pdf_to_dicom`` (no references then: the original
+    UIDs would point back at the patient's record).
+    """
+    if not exam.eyes:
+        raise ValueError("the exam has no eye results: nothing to report")
+    patient, study = _identity(exam.patient, exam.study, deidentify, pseudo_id)
+    now = _dt.datetime.now()
+    first = next((e.volume_result for e in exam.eyes if e.volume_result is not None), None)
+    name = card.name if card is not None else (first.model_name if first else "")
+    version = card.version if card is not None else (first.model_version if first else "")
+    sha256 = card.weights_sha256 if card is not None else ""
+    demo = card.demo if card is not None else any(e.volume_result and e.volume_result.demo_model for e in exam.eyes)
+    notice = card.warning if card is not None else (first.model_notice if first else "")
+    ds = _base_dataset(
+        ComprehensiveSRStorage,
+        patient,
+        study,
+        deidentify,
+        generate_uid(),
+        SR_SERIES_NUMBER,
+        "OCT screening result" + (_DEMO_SUFFIX if demo else ""),
+        "SR",
+        1,
+        now,
+    )
+    del ds.ConversionType  # SC Equipment is not part of the SR IOD
+    # SR Document Series / General
+    ds.ReferencedPerformedProcedureStepSequence = []
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"  # machine output: nobody has signed it
+    ds.PerformedProcedureCodeSequence = []
+    # what the content tree references, per series (the evidence of the current procedure)
+    series_refs: dict[str, list[SourceRef]] = {}
+    eye_refs: list[list[SourceRef]] = []
+    for e in exam.eyes:
+        vol = e.volume_result.volume if e.volume_result is not None else None
+        refs = [] if deidentify or vol is None else source_references(vol)
+        eye_refs.append(refs)
+        used = [refs[i] for i in e.evidence if i < len(refs)]
+        if used and vol is not None:
+            series_refs.setdefault(vol.study.series_uid, []).extend(used)
+    if series_refs:
+        ds.CurrentRequestedProcedureEvidenceSequence = _evidence_sequence(ds.StudyInstanceUID, series_refs)
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = LOCAL_SCHEME
+    scheme.CodingSchemeName = "OCT Screen local codes"
+    scheme.CodingSchemeResponsibleOrganization = "OCT Screen"
+    ds.CodingSchemeIdentificationSequence = [scheme]
+    # SR Document Content: the root CONTAINER and its tree
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [_code_dataset(SR_TITLE)]
+    ds.ContinuityOfContent = "SEPARATE"
+    template = Dataset()
+    template.MappingResource, template.TemplateIdentifier = SR_TEMPLATE
+    ds.ContentTemplateSequence = [template]
+    observer_uid = generate_uid(entropy_srcs=["octscreen-model", name, version, sha256])
+    tree = [
+        _coded("HAS OBS CONTEXT", codes.DCM.ObserverType, codes.DCM.Device),
+        _item("UIDREF", codes.DCM.DeviceObserverUID, "HAS OBS CONTEXT"),
+        _text("HAS OBS CONTEXT", codes.DCM.DeviceObserverName, "OCT Screen"),
+        _text("HAS OBS CONTEXT", codes.DCM.DeviceObserverManufacturer, "OCT Screen"),
+        _text("HAS OBS CONTEXT", codes.DCM.DeviceObserverModelName, f"OCT Screen {core.__version__}"),
+        _text("CONTAINS", codes.DCM.AlgorithmName, name or "unknown"),
+        _text("CONTAINS", codes.DCM.AlgorithmVersion, version or "unknown"),
+    ]
+    tree[1].UID = observer_uid
+    if sha256:
+        tree.append(_text("CONTAINS", MODEL_SHA256, sha256))
+    if notice:
+        tree.append(_text("CONTAINS", codes.DCM.Comment, notice))
+    tree.extend(_eye_container(e, refs) for e, refs in zip(exam.eyes, eye_refs))
+    ds.ContentSequence = tree
+    out = _write(ds, out_path, overwrite)
+    log.info("wrote DICOM Comprehensive SR %s (%d eye(s))", out, len(exam.eyes))
+    return out

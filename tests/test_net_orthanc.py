@@ -1,7 +1,8 @@
 """DICOM networking against a real Orthanc PACS (started by tests/net_fixtures.py on loopback):
 store a synthetic exam (C-STORE SCU), find it (C-FIND at patient, study and series level), retrieve
-it (C-GET and C-MOVE to our own storage SCP), screen it, send the report (Encapsulated PDF) and
-CAM overlays (Secondary Capture) back and read them back over Orthanc's REST API; a device push
+it (C-GET and C-MOVE to our own storage SCP), screen it, send the report (Encapsulated PDF), the
+result (Comprehensive SR) and CAM overlays (Secondary Capture) back and read them back over Orthanc's
+REST API (their references to the OPT instances, the SR's content tree); a device push
 into ``octscreen listen --screen``; and the bad cases: a wrong AE title, an unknown calling AE, a
 refused port, Orthanc killed mid-transfer, non-OCT and corrupt instances in a study."""
 
@@ -208,25 +209,57 @@ def test_screen_the_retrieved_exam_and_send_report_and_overlays_back(orthanc, tm
     eyes = json.loads((reports / "results.json").read_text())["eyes"]
     assert sorted(e["eye"] for e in eyes) == ["OD", "OS"] and {e["patient_id"] for e in eyes} == {exam.patient_id}
     (pdf,) = reports.glob("*.pdf")
-    (dcm,) = reports.glob("*.dcm")
+    dcm, sr = pdf.with_suffix(".dcm"), pdf.with_name(pdf.stem + "_sr.dcm")
+    assert sorted(reports.glob("*.dcm")) == sorted([dcm, sr]) and {e["sr_file"] for e in eyes} == {sr.name}
 
     (screened,) = screen_paths([got], Screener(default_card_path()))
     sc_dir = tmp_path / "overlays"
     overlays = overlays_to_secondary_capture(screened.eyes[0], None, sc_dir)
     assert overlays
 
-    assert main(["pacs", "send", orthanc.node_text, str(dcm), str(sc_dir)]) == 0
+    assert main(["pacs", "send", orthanc.node_text, str(dcm), str(sr), str(sc_dir)]) == 0
 
     report_uid = str(pydicom.dcmread(dcm, stop_before_pixels=True).SOPInstanceUID)
     back = pydicom.dcmread(io.BytesIO(orthanc.instance_file(report_uid)))
     assert back.StudyInstanceUID == exam.study_uid and back.Modality == "DOC"
     assert bytes(back.EncapsulatedDocument)[: int(back.EncapsulatedDocumentLength)] == pdf.read_bytes()
+    # what goes out references what came in: the OPT instances Orthanc holds
+    assert sorted(str(i.ReferencedSOPInstanceUID) for i in back.SourceInstanceSequence) == sorted(exam.sop_uids)
     for sc in overlays:
         local = pydicom.dcmread(sc)
         remote = pydicom.dcmread(io.BytesIO(orthanc.instance_file(str(local.SOPInstanceUID))))
         assert remote.StudyInstanceUID == exam.study_uid and remote.PixelData == local.PixelData
+        assert remote.SourceImageSequence[0].ReferencedSOPInstanceUID in exam.sop_uids
     modalities = {s.modality for s in find_series(orthanc.node(), exam.study_uid)}
-    assert modalities == {"OPT", "DOC", "OT"}
+    assert modalities == {"OPT", "DOC", "OT", "SR"}
+    _check_sr_in_orthanc(orthanc, sr, exam, eyes)
+
+
+def _check_sr_in_orthanc(orthanc, sr: Path, exam: SimpleNamespace, rows: list[dict]) -> None:
+    """The SR read back over Orthanc's REST API: the data set as we sent it (the file meta is the
+    receiver's), Orthanc's own parse of its content tree, and per eye the decision, tier and evidence
+    frames of results.json."""
+    from core.dicom_export import class_code
+    from tests.test_dicom_sr import sr_eyes
+
+    local = pydicom.dcmread(sr)
+    sop_uid = str(local.SOPInstanceUID)
+    remote = pydicom.dcmread(io.BytesIO(orthanc.instance_file(sop_uid)))
+    assert remote == local and remote.file_meta.MediaStorageSOPClassUID == local.SOPClassUID
+    tags = orthanc.rest_json(f"/instances/{orthanc.lookup(sop_uid)}/simplified-tags")
+    assert tags["Modality"] == "SR" and tags["StudyInstanceUID"] == exam.study_uid
+    findings = [c for c in tags["ContentSequence"] if c["ConceptNameCodeSequence"][0]["CodeValue"] == "121070"]
+    assert len(findings) == 2
+    eyes = sr_eyes(remote)
+    by_uid = dict(zip(exam.sop_uids, (v.laterality.value for v in exam.volumes)))
+    for row in rows:
+        got = eyes["R" if row["eye"] == "OD" else "L"]
+        assert got["tier"] == f"tier-{row['urgency']}" and got["tier_name"] == row["tier"]
+        code = class_code(row["label"])
+        assert got["finding"] == (code.value, code.scheme_designator)
+        assert got["scores"] and got["n_bscans"] == row["n_bscans"]
+        assert [frame for _, frame in got["evidence"]] == row["evidence_bscans"]  # frames = 1-based B-scans
+        assert {by_uid[uid] for uid, _ in got["evidence"]} == {row["eye"]}  # the eye's own OPT instance
 
 
 def test_listen_receives_a_push_and_screens_each_completed_series(orthanc, ports, tmp_path):

@@ -202,6 +202,7 @@ def test_cli_deidentify_and_dicom(tiny_card_path, exam_files, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "exam-001_oct-report.dcm",
         "exam-001_oct-report.pdf",
+        "exam-001_oct-report_sr.dcm",
         "results.csv",
         "results.json",
     ]
