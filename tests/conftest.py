@@ -138,6 +138,7 @@ def tiny_card(tiny_card_path):
 #: External tools some tests run, and the Debian package that brings each (``make test`` installs them).
 TOOLS = {
     "dcmdump": "dcmtk",
+    "dciodvfy": "dicom3tools",
     "pdftotext": "poppler-utils",
     "pdfinfo": "poppler-utils",
     "pdftoppm": "poppler-utils",
