@@ -112,7 +112,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(intervals between visits survive), or retain them",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="inference backend")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "onnx", "openvino", "openvino-bf16", "torch"],
+        default="auto",
+        help="inference backend (auto: ONNX Runtime; openvino: the same numbers, faster per B-scan, for "
+        "batches; openvino-bf16: faster still, numbers change; docs/results/bench_backends.txt)",
+    )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
     p.add_argument("--institution", default="", metavar="NAME", help="institution name in the report header")
     p.set_defaults(func=run)

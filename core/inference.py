@@ -26,7 +26,7 @@ __all__ = ["Screener", "default_card_path", "softmax", "BACKENDS"]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnx", "torch")
+BACKENDS = ("auto", "onnx", "openvino", "openvino-bf16", "torch")
 
 
 #: The bundled model: the real-data student of training/configs/oct2017-real.json.
@@ -97,6 +97,62 @@ class _OnnxBackend:
         return out[0], (out[1] if len(out) > 1 else None)
 
 
+def _openvino():
+    """openvino, imported with its telemetry off: OpenVINO imports the optional ``openvino_telemetry``
+    package (which writes a client id and usage statistics under ~/intel) and falls back to its own
+    no-op stub when that import fails; hiding the package selects the stub. Nothing else changes."""
+    import sys
+
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import fails -> OpenVINO's stub
+        sys.modules["openvino_telemetry.backend"] = None  # type: ignore[assignment]
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
+
+
+class _OpenVinoBackend:
+    """OpenVINO on the CPU over the card's ONNX file (the hashed bytes, read in memory; nothing is
+    cached on disk). ``precision``: 'f32' (the same numbers as ONNX Runtime), 'bf16' (faster where
+    the CPU has native bf16, e.g. AVX512-BF16 or AMX; probabilities move by up to ~0.2, see
+    benchmarks/bench_backends.py) or 'auto' (bf16 where the CPU has it, else f32)."""
+
+    def __init__(self, card: ModelCard, threads: int | None, precision: str = "f32"):
+        import io
+
+        ov = _openvino()
+        if ov is None:
+            raise ModelCardError(card.path, "openvino is not installed (pip install openvino); use --backend onnx")
+        data = card.verified_bytes("onnx")
+        core = ov.Core()
+        has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision not in ("auto", "bf16", "f32"):
+            raise ValueError(f"precision must be auto, bf16 or f32, got {precision!r}")
+        self.precision = ("bf16" if has_bf16 else "f32") if precision == "auto" else precision
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            model = core.read_model(io.BytesIO(data))
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:  # OpenVINO raises its own exception types for bad graphs
+            raise ModelCardError(card.file("onnx"), f"OpenVINO cannot load the model ({str(e)[:300]})") from None
+        names = {o.get_any_name() for o in self.compiled.outputs}
+        if "logits" not in names:
+            raise ModelCardError(card.file("onnx"), f"ONNX model has no 'logits' output (outputs: {sorted(names)})")
+        self.has_cams = "cams" in names
+        self.request = self.compiled.create_infer_request()
+        self.name = f"openvino-cpu-{self.precision}"
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.request.infer({0: x})
+        logits = np.asarray(out[self.compiled.output("logits")], dtype=np.float32)
+        cams = np.asarray(out[self.compiled.output("cams")], dtype=np.float32) if self.has_cams else None
+        return logits.copy(), (None if cams is None else cams.copy())
+
+
 class _TorchBackend:
     """PyTorch model rebuilt from the card's safetensors; CAMs through ``core.cam.CamNet`` when the
     head allows it (GAP + linear), otherwise logits only."""
@@ -146,7 +202,9 @@ class Screener:
 
     card: a ``ModelCard`` (saved, so its files can be found) or the path of its JSON.
     backend: 'auto' (ONNX Runtime if the card has an ONNX file and onnxruntime is installed, else
-    PyTorch), 'onnx' or 'torch'. threads: CPU threads for the backend (None: the library default).
+    PyTorch), 'onnx', 'openvino' (f32: the same numbers, faster per B-scan, slower to start),
+    'openvino-bf16' (faster still where the CPU has bf16; the numbers change) or 'torch'.
+    threads: CPU threads for the backend (None: the library default).
     batch_size: B-scans per forward pass. int8: use the card's int8 ONNX file.
     """
 
@@ -173,12 +231,19 @@ class Screener:
         )
         if backend == "torch" and int8:
             raise ValueError("int8 models run only with the onnx backend")
-        if want_onnx:
+        if backend.startswith("openvino"):
+            if int8:
+                raise ValueError("int8 models run only with the onnx backend")
+            if not self.card.onnx_file:
+                raise ModelCardError(self.card.path, "the model card names no ONNX file; use --backend torch")
+            precision = "bf16" if backend == "openvino-bf16" else "f32"
+            self._run: _OnnxBackend | _OpenVinoBackend | _TorchBackend = _OpenVinoBackend(self.card, threads, precision)
+        elif want_onnx:
             if not (self.card.onnx_int8_file if int8 else self.card.onnx_file):
                 raise ModelCardError(
                     self.card.path, f"the model card names no {'int8 ' if int8 else ''}ONNX file; use --backend torch"
                 )
-            self._run: _OnnxBackend | _TorchBackend = _OnnxBackend(self.card, threads, int8)
+            self._run = _OnnxBackend(self.card, threads, int8)
         else:
             self._run = _TorchBackend(self.card, threads)
         self.backend: str = self._run.name

@@ -141,7 +141,7 @@ def test_export_with_int8_and_screen_with_it(tiny_model, tmp_path, synthetic_vol
         Screener(path, backend="torch", int8=True)
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("backend", ["onnx", "openvino", "torch"])
 def test_predict_backends_agree_with_reference(tiny_model, tiny_card_path, backend):
     s = Screener(tiny_card_path, backend=backend, batch_size=3, threads=1)
     assert s.backend.startswith(backend)
@@ -152,6 +152,20 @@ def test_predict_backends_agree_with_reference(tiny_model, tiny_card_path, backe
     np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
     np.testing.assert_allclose(cams, t_cams.numpy(), atol=1e-4)
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_openvino_bf16_keeps_the_maps_and_roughly_the_numbers(tiny_model, tiny_card_path):
+    s = Screener(tiny_card_path, backend="openvino-bf16", batch_size=4, threads=1)
+    assert s.backend == "openvino-cpu-bf16"
+    x = _batch(8, seed=2)
+    probs, cams = s.predict(x)
+    with torch.no_grad():
+        logits, t_cams = CamNet(tiny_model)(torch.from_numpy(x))
+    ref = torch.softmax(logits, 1).numpy()
+    assert cams is not None and cams.shape == t_cams.shape  # the CAM output survives
+    np.testing.assert_allclose(probs, ref, atol=0.1)  # bf16: close, not equal
+    for a, b in zip(cams.reshape(len(cams), -1), t_cams.numpy().reshape(len(cams), -1), strict=True):
+        assert np.corrcoef(a, b)[0, 1] > 0.9
 
 
 def test_auto_prefers_onnx_and_falls_back_to_torch(tiny_card, tmp_path):

@@ -43,3 +43,25 @@ def test_the_switch_is_needed(tmp_path):
     home.mkdir()
     _run(home, "import onnxruntime")
     assert any("onnxruntime" in f for f in _files(home))
+
+
+def test_openvino_backend_writes_no_telemetry_under_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "out"
+    _run(
+        home,
+        "from app.cli import main; import sys; "
+        f"sys.exit(main(['screen', {str(next(SAMPLE.rglob('*.jpeg')))!r}, '--out', {str(out)!r}, "
+        "'--backend', 'openvino']))",
+    )
+    assert any(out.iterdir())  # it did screen
+    assert _files(home) == []
+
+
+def test_openvino_alone_does_write_its_telemetry(tmp_path):
+    """The control: a plain ``import openvino`` writes its client id under ~/intel."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _run(home, "import openvino")
+    assert any(f.startswith("intel") for f in _files(home))
