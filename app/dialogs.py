@@ -56,6 +56,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("Page Up / Page Down", "Jump 5 B-scans"),
     ("Home / End", "First / last B-scan"),
     ("H", "Heatmap overlay on / off"),
+    ("S", "Side by side: the B-scan without and with the heatmap"),
     ("[ / ]", "Heatmap less / more opaque"),
     ("C", "Next heatmap class (auto follows each B-scan's prediction)"),
     ("Ctrl+wheel, + / -", "Zoom in / out; drag to pan"),

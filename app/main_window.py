@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QStyle,
     QToolBar,
@@ -39,6 +40,7 @@ from app.settings import AppSettings
 from app.widgets.bscan_viewer import ViewerPanel
 from app.widgets.state import ViewerState
 from app.widgets.strip_chart import StripChart
+from app.widgets.style import ElidedLabel
 from app.widgets.summary_panel import SummaryPanel
 from app.widgets.worklist import Worklist
 from app.workers import ExportRequest, Job, LoadOutcome, ScreenedEye, export_report, load_and_screen
@@ -243,6 +245,13 @@ class MainWindow(QMainWindow):
             "Show where the model looked (class activation map)",
             checkable=True,
         )
+        self.act_side_by_side = self._action(
+            "&Side by side",
+            self.state.set_side_by_side,
+            "S",
+            "The B-scan without and with the heatmap, next to each other",
+            checkable=True,
+        )
         self.act_class = self._action("Next heatmap &class", self.viewer.cycle_class, "C")
         self.act_opacity_down = self._action(
             "Heatmap less opaque", lambda: self.state.set_opacity(self.state.opacity - 0.1), "["
@@ -264,7 +273,7 @@ class MainWindow(QMainWindow):
             "&Keyboard shortcuts", lambda: self.dialogs.shortcuts(self), QKeySequence.StandardKey.HelpContents
         )
         self.act_about = self._action("&About OCT Screen", self.about_dialog)
-        self.state.display_changed.connect(lambda: self.act_overlay.setChecked(self.state.overlay_on))
+        self.state.display_changed.connect(self._sync_display_actions)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -281,7 +290,9 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.act_quit)
         v = mb.addMenu("&View")
-        v.addActions([self.act_overlay, self.act_class, self.act_opacity_down, self.act_opacity_up])
+        v.addActions(
+            [self.act_overlay, self.act_side_by_side, self.act_class, self.act_opacity_down, self.act_opacity_up]
+        )
         v.addSeparator()
         v.addActions([self.act_zoom_in, self.act_zoom_out, self.act_fit, self.act_reset])
         v.addSeparator()
@@ -299,12 +310,14 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_export)
         tb.addSeparator()
-        tb.addAction(self.act_overlay)
+        tb.addActions([self.act_overlay, self.act_side_by_side])
         self.addToolBar(tb)
 
     def _build_status(self) -> None:
         sb = self.statusBar()
-        self.status_text = QLabel("Ready")
+        self.status_text = ElidedLabel("Ready")  # long messages end in '…' instead of squeezing the model's notice
+        self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_text.setMinimumWidth(120)
         self.model_label = QLabel("")
         self.model_label.setObjectName("muted")
         self.progress = QProgressBar()
@@ -320,6 +333,13 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_button)
         self._set_busy(False)
 
+    def _sync_display_actions(self) -> None:
+        for act, on in ((self.act_overlay, self.state.overlay_on), (self.act_side_by_side, self.state.side_by_side)):
+            if act.isChecked() != on:
+                act.blockSignals(True)
+                act.setChecked(on)
+                act.blockSignals(False)
+
     def _update_actions(self) -> None:
         has_exam = self.state.current_exam is not None
         busy = self.job is not None
@@ -327,6 +347,7 @@ class MainWindow(QMainWindow):
         self.act_close.setEnabled(has_exam)
         self.act_close_all.setEnabled(bool(self.state.exams))
         self.act_overlay.setEnabled(self.state.volume_result is not None)
+        self.act_side_by_side.setEnabled(self.state.volume_result is not None)
         for act in (
             self.act_open_file,
             self.act_open_folder,
@@ -692,7 +713,7 @@ class MainWindow(QMainWindow):
 
     def _size_docks(self) -> None:
         w = self.width()
-        sizes = [min(max(round(0.35 * w), 380), 500), min(max(round(0.23 * w), 300), 380)]
+        sizes = [min(max(round(0.37 * w), 400), 520), min(max(round(0.23 * w), 290), 380)]
         self.resizeDocks([self.browser_dock, self.summary_dock], sizes, Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)

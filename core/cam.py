@@ -1,7 +1,12 @@
 """Class activation maps and their overlays.
 
-Overlay: a B-scan (grey) with a CAM in [0, 1] blended as a heat colour map; used by the GUI viewer,
-the report and the DICOM Secondary Capture export, so the three look the same.
+One overlay for the GUI viewer, its thumbnails, the PDF report and the DICOM Secondary Capture
+export, so they all look the same: :func:`cam_rgba` turns a CAM into RGBA (heat colour; opacity =
+``alpha`` x the class probability x the CAM, nothing below ``threshold``), :func:`blend` lays it on
+the B-scan, :func:`overlay` does both. A class the model gives p ~ 0 on a B-scan is therefore not
+painted at all, however its (max-normalised) CAM looks. :func:`upsample_cam` brings the coarse map
+(input / 32) to the B-scan's size smoothly (bicubic, no blocks or diamond-shaped ridges);
+:func:`colour_bar` is the legend's colour ramp.
 (The CAM network wrapper and its equivalence to Grad-CAM live below the overlay helpers.)
 """
 
@@ -12,7 +17,21 @@ import numpy as np
 
 from core.preprocess import to_uint8
 
-__all__ = ["heat_rgb", "overlay"]
+__all__ = [
+    "CAM_THRESHOLD",
+    "DEFAULT_ALPHA",
+    "blend",
+    "cam_rgba",
+    "colour_bar",
+    "heat_rgb",
+    "overlay",
+    "upsample_cam",
+]
+
+#: The overlay's opacity at p = 1 and CAM = 1 (the GUI's default opacity, the report's and the exports').
+DEFAULT_ALPHA = 0.6
+#: CAM values below this fraction of the B-scan's strongest evidence are not coloured.
+CAM_THRESHOLD = 0.2
 
 
 def heat_rgb(cam: np.ndarray) -> np.ndarray:
@@ -22,25 +41,84 @@ def heat_rgb(cam: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay(bscan: np.ndarray, cam: np.ndarray | None, alpha: float = 0.4, threshold: float = 0.2) -> np.ndarray:
-    """B-scan ``[h, w]`` (uint8/uint16) plus CAM (any size, [0, 1]) to RGB uint8 ``[h, w, 3]``.
+def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A CAM ``[fh, fw]`` in [0, 1] resized to ``size`` = (h, w), smoothly: bilinear, then two box
+    filters one feature cell wide, which together make a cubic B-spline (continuous slope and
+    curvature: no cell edges and no diamond-shaped ridges, as bilinear alone shows on a 7 x 7 map; no
+    ringing, as bicubic interpolation has). The peak is scaled back to the map's own maximum."""
+    c = np.clip(np.nan_to_num(np.asarray(cam, dtype=np.float32)), 0.0, None)
+    h, w = int(size[0]), int(size[1])
+    fh, fw = c.shape
+    if (fh, fw) == (h, w):
+        return np.clip(c, 0.0, 1.0)
+    if h < fh or w < fw:
+        return np.clip(cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA), 0.0, 1.0)
+    up: np.ndarray = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    cell = (max(1, round(w / fw)), max(1, round(h / fh)))
+    if cell != (1, 1):
+        up = cv2.blur(cv2.blur(up, cell, borderType=cv2.BORDER_REPLICATE), cell, borderType=cv2.BORDER_REPLICATE)
+    top, peak = float(c.max()), float(up.max())
+    if top > 0 and peak > 0:
+        up = up * np.float32(top / peak)
+    return np.clip(up, 0.0, 1.0)
 
-    Where the CAM is below ``threshold`` the B-scan shows through untouched, so the anatomy the
-    model did not use stays readable; above it the heat colour is blended with weight
-    ``alpha * cam``.
+
+def cam_rgba(
+    cam: np.ndarray,
+    probability: float,
+    *,
+    size: tuple[int, int] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    threshold: float = CAM_THRESHOLD,
+) -> np.ndarray:
+    """CAM (any size, [0, 1]) to an RGBA uint8 overlay ``[h, w, 4]`` (``size`` default: the CAM's).
+
+    Colour: the heat colour of the CAM value. Opacity: ``alpha * probability`` times the CAM's rise
+    above ``threshold`` (0 at the threshold and below, 1 at CAM 1, so the heat fades in without a
+    hard edge). The probability is the class's on this B-scan: at p = 0 the overlay is fully
+    transparent, at p = 0.5 half as strong as at p = 1.
     """
-    grey = to_uint8(bscan)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    if cam is None or alpha <= 0:
-        return rgb
-    h, w = grey.shape
-    c: np.ndarray = cam.astype(np.float32)
-    if c.shape != (h, w):
-        c = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
-    c = np.clip(c, 0.0, 1.0)
-    weight = np.where(c >= threshold, alpha * c, 0.0)[..., None]
-    out = rgb.astype(np.float32) * (1 - weight) + heat_rgb(c).astype(np.float32) * weight
+    c = upsample_cam(cam, size if size is not None else cam.shape[:2])
+    p = float(np.clip(np.nan_to_num(probability), 0.0, 1.0))
+    rise = np.clip((c - threshold) / max(1.0 - threshold, 1e-6), 0.0, 1.0)
+    a = float(alpha) * p * rise
+    out = np.empty((*c.shape, 4), np.uint8)
+    out[..., :3] = heat_rgb(c)
+    out[..., 3] = np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return out
+
+
+def blend(base: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+    """Lay an RGBA overlay ``[h, w, 4]`` on a B-scan (grey uint8 ``[h, w]`` or RGB) -> RGB uint8."""
+    rgb = base if base.ndim == 3 else np.repeat(base[..., None], 3, axis=2)
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    out = rgb.astype(np.float32) * (1.0 - a) + rgba[..., :3].astype(np.float32) * a
     return np.round(out).astype(np.uint8)
+
+
+def overlay(
+    bscan: np.ndarray,
+    cam: np.ndarray | None,
+    alpha: float = DEFAULT_ALPHA,
+    threshold: float = CAM_THRESHOLD,
+    *,
+    probability: float = 1.0,
+) -> np.ndarray:
+    """B-scan ``[h, w]`` (uint8/uint16) plus CAM (any size, [0, 1]) to RGB uint8 ``[h, w, 3]``:
+    :func:`blend` of :func:`cam_rgba`. Pass the class's ``probability`` on this B-scan (the GUI and
+    the report do); where the CAM is below ``threshold`` the B-scan shows through untouched, so the
+    anatomy the model did not use stays readable."""
+    grey = to_uint8(bscan)
+    if cam is None or alpha <= 0:
+        return np.repeat(grey[..., None], 3, axis=2)
+    return blend(grey, cam_rgba(cam, probability, size=grey.shape, alpha=alpha, threshold=threshold))
+
+
+def colour_bar(width: int, height: int, threshold: float = CAM_THRESHOLD) -> np.ndarray:
+    """The legend's colour ramp, RGB uint8 ``[height, width, 3]``: left the weakest evidence that is
+    coloured (``threshold``), right the strongest (CAM 1)."""
+    ramp = np.linspace(threshold, 1.0, max(int(width), 2), dtype=np.float32)[None, :]
+    return np.repeat(heat_rgb(ramp), max(int(height), 1), axis=0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from pydicom.uid import (
 )
 
 import core
-from core.cam import overlay
+from core.cam import DEFAULT_ALPHA, overlay
 from core.errors import EmptyInputError, FileMissingError, UnsupportedFormatError
 from core.fileio import atomic_output
 from core.io.dicom import SOURCE_INSTANCES
@@ -291,7 +291,7 @@ def overlays_to_secondary_capture(
     deidentify: bool = False,
     pseudo_id: str | None = None,
     overwrite: bool = False,
-    alpha: float = 0.4,
+    alpha: float = DEFAULT_ALPHA,
     prefix: str | None = None,
 ) -> list[Path]:
     """Write one RGB Secondary Capture per B-scan (CAM overlay of the eye's decided class) into
@@ -326,7 +326,8 @@ def overlays_to_secondary_capture(
         i = int(i)
         bscan = vol.bscans[i]
         cam = vr.cam(i, eye.label, size=bscan.shape[:2]) if has_cam else None
-        rgb = np.ascontiguousarray(overlay(bscan, cam, alpha=alpha))
+        p = vr.probability(i, eye.label) if has_cam else 0.0  # the overlay's strength, as in the app and report
+        rgb = np.ascontiguousarray(overlay(bscan, cam, alpha=alpha, probability=p))
         ds = _base_dataset(
             SecondaryCaptureImageStorage,
             patient,

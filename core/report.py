@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 import core
-from core.cam import overlay
+from core.cam import colour_bar, overlay
 from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard, Thresholds
 from core.results import ExamResult, EyeResult, Urgency, VolumeResult
@@ -900,7 +900,8 @@ class _ReportBuilder:
         for rank, i in enumerate(idx, start=1):
             bscan = vr.volume.bscans[i]
             cam = vr.cam(i, eye.label, size=bscan.shape[:2]) if has_cam else None
-            cells.append(_rgb_image(overlay(bscan, cam), w, max_height=w * max_aspect))
+            p = vr.probability(i, eye.label) if has_cam else 0.0
+            cells.append(_rgb_image(overlay(bscan, cam, probability=p), w, max_height=w * max_aspect))
             prob = f" \u00b7 {eye.label} {float(vr.probs[i, c]):.2f}" if c is not None else ""
             captions.append(Paragraph(_x(f"E{rank}: B-scan {i + 1} of {vr.n}{prob}"), s["caption"]))
         while len(cells) % cols:
@@ -923,15 +924,40 @@ class _ReportBuilder:
                 ]
             )
         )
+        if not has_cam:
+            note = "No activation maps were computed; the B-scans are shown without overlay."
+            return [title, t, Paragraph(_x(note), s["small"])]
         note = (
-            (
-                f"Heat colours show where the model found evidence of {eye.label} (blue weak \u2192 red strong); "
-                "uncoloured areas did not contribute."
-            )
-            if has_cam
-            else "No activation maps were computed; the B-scans are shown without overlay."
+            f"Heat colours: where the model found {eye.label}, painted in proportion to its probability on "
+            "the B-scan (as in the app); uncoloured areas did not contribute."
         )
-        return [title, t, Paragraph(_x(note), s["small"])]
+        return [self._with_colour_bar(title), t, Paragraph(_x(note), s["small"])]
+
+    def _with_colour_bar(self, title):
+        """The evidence heading with the heatmap's legend on its right: 'weak' [colour ramp] 'strong'."""
+        from reportlab.lib.enums import TA_RIGHT
+        from reportlab.lib.styles import ParagraphStyle
+        from reportlab.platypus import Paragraph, Table, TableStyle
+
+        s = self.styles
+        bar = _rgb_image(colour_bar(240, 12), 80, 6)
+        right = ParagraphStyle("weak", s["small"], alignment=TA_RIGHT)
+        t = Table(
+            [[title, Paragraph("weak", right), bar, Paragraph("strong", s["small"])]],
+            colWidths=[self.width - 146, 34, 82, 30],
+        )
+        t.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("RIGHTPADDING", (0, 0), (-1, -1), 2),
+                    ("TOPPADDING", (0, 0), (-1, -1), 0),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 0),
+                ]
+            )
+        )
+        return t
 
     def _gradability(self, eye: EyeResult) -> list:
         from reportlab.platypus import Paragraph, Spacer

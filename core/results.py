@@ -78,8 +78,8 @@ class VolumeResult:
 
     def cam(self, index: int, cls: int | str, size: tuple[int, int] | None = None) -> np.ndarray:
         """CAM of B-scan ``index`` for class ``cls``, scaled to [0, 1] (ReLU then max), optionally
-        upsampled to ``size`` = (h, w) (bilinear). Zeros if no CAMs."""
-        import cv2
+        upsampled to ``size`` = (h, w) (smoothly: ``core.cam.upsample_cam``). Zeros if no CAMs."""
+        from core.cam import upsample_cam
 
         c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
         if self.cams is None:
@@ -89,8 +89,13 @@ class VolumeResult:
         top = float(m.max())
         m = m / top if top > 0 else m
         if size is not None:
-            m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            return upsample_cam(m, size)
         return np.clip(m, 0.0, 1.0)
+
+    def probability(self, index: int, cls: int | str) -> float:
+        """The model's probability of class ``cls`` on B-scan ``index`` (what scales its overlay)."""
+        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
+        return float(self.probs[index, c])
 
 
 @dataclass

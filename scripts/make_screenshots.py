@@ -2,8 +2,11 @@
 
     .venv/bin/python scripts/make_screenshots.py [--exam DIR] [--model CARD] [--out docs/screenshots]
 
-States: the empty start window, the demo exam loaded (urgent eye), the heatmap overlay on an
-evidence B-scan, the other eye, and the error dialog for a corrupt file among good ones.
+States: the empty start window (01), the demo exam loaded (02: worklist, patient banner, an eye the
+file does not name), the heatmap overlay with its colour bar on an evidence B-scan (03), the other
+eye (04), the error dialog for a corrupt file among good ones (05), the worklist filling while the
+batch is screened (06), the synthetic demo's urgent eye side by side without and with the heatmap
+(07), the worklist sorted most urgent first (08), and an unknown eye set by the user (09).
 The model is ``--model``, else the bundled model (resources/models/octscreen-oct2017.json). If
 neither exists, an UNTRAINED random tiny model is exported to a temp folder so the layout can still
 be captured; its decisions are meaningless and the script says so (re-run once the demo model exists).
@@ -24,12 +27,14 @@ sys.path.insert(0, str(ROOT))
 
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPainter  # noqa: E402
-from PySide6.QtWidgets import QApplication, QMessageBox, QWidget  # noqa: E402
+from PySide6.QtWidgets import QAbstractItemView, QApplication, QMessageBox, QWidget  # noqa: E402
 
 from app.cmd_gui import create_app  # noqa: E402
 from app.dialogs import Dialogs  # noqa: E402
-from app.main_window import MainWindow, default_card_path, demo_exam_path  # noqa: E402
+from app.main_window import MainWindow, default_card_path, demo_exam_path, synthetic_demo_path  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
+from app.widgets.worklist import COL_DECISION  # noqa: E402
+from core.volume import Laterality  # noqa: E402
 
 
 class CapturingDialogs(Dialogs):
@@ -147,6 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     save(window, args.out / "01-start.png")
 
     window.open_paths([args.exam])
+    end = time.monotonic() + 120  # 06: the worklist fills while the batch runs (progress bar and Cancel)
+    while window.job is not None and len(window.browser.eye_items()) < 8 and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.002)
+    if window.job is not None:
+        for _ in range(3):  # let the layout catch up with the rows just added
+            app.processEvents()
+        save(window, args.out / "06-worklist-while-screening.png")
+    else:
+        print("the batch ended before a mid-batch screenshot could be taken (06 not updated)", file=sys.stderr)
     wait_idle(app, window)
     if dialogs.boxes:
         print("errors while opening the exam:", *[b.text() for b in dialogs.boxes], sep="\n", file=sys.stderr)
@@ -169,6 +184,40 @@ def main(argv: list[str] | None = None) -> int:
         app.processEvents()
         save(window, args.out / "04-other-eye.png")
         window.step_eye(-1)
+    under_review = state.current_eye
+
+    window.open_paths([synthetic_demo_path()])  # a named patient, both eyes, 25-B-scan volumes
+    wait_idle(app, window)
+    assert state.current_eye is under_review, "the eye under review must stay selected when a batch ends"
+    synthetic = next(le.exam for le in state.exams if le.exam.patient.patient_id == "DEMO0001")
+    urgent = min(synthetic.eyes, key=lambda e: e.urgency.rank)
+    state.select_eye(urgent)
+    if urgent.evidence:
+        state.set_slice(urgent.evidence[0])
+    state.set_side_by_side(True)
+    app.processEvents()
+    save(window, args.out / "07-side-by-side.png")
+    state.set_overlay(False)
+
+    window.browser.tree.sortByColumn(COL_DECISION, Qt.SortOrder.AscendingOrder)  # most urgent first
+    window.browser.decision_filter.setCurrentText("Referrals")
+    window.browser.tree.scrollToItem(window.browser.tree.currentItem(), QAbstractItemView.ScrollHint.PositionAtCenter)
+    app.processEvents()
+    save(window, args.out / "08-worklist-sorted.png")
+    window.browser.decision_filter.setCurrentText("All eyes")
+
+    unknown = next(
+        (e for le in state.exams for e in le.exam.eyes if e.eye.laterality is Laterality.UNKNOWN and e.n_bscans > 1),
+        None,
+    ) or next((e for le in state.exams for e in le.exam.eyes if e.eye.laterality is Laterality.UNKNOWN), None)
+    if unknown is not None:
+        state.select_eye(unknown)
+        state.set_laterality(Laterality.OS)
+        window.browser.tree.scrollToItem(
+            window.browser.tree.currentItem(), QAbstractItemView.ScrollHint.PositionAtCenter
+        )
+        app.processEvents()
+        save(window, args.out / "09-eye-set-by-user.png")
 
     bad = tmp / "damaged_scan.dcm"
     bad.write_bytes(b"\0" * 128 + b"DICM" + os.urandom(600))

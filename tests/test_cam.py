@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -96,3 +97,50 @@ def test_overlay_of_upsampled_cam_colours_only_where_the_cam_is_high():
     assert rgb.shape == (40, 60, 3)
     assert (rgb[:, :20] == 100).all()  # low CAM: B-scan untouched
     assert not (rgb[:, -3:] == 100).all()  # high CAM: coloured
+
+
+def test_overlay_strength_scales_with_the_class_probability():
+    from core.cam import CAM_THRESHOLD, blend, cam_rgba, upsample_cam
+
+    cam = np.zeros((7, 7), np.float32)
+    cam[2:5, 2:5] = 1.0
+    cam[0, 0] = 0.5
+    full = cam_rgba(cam, 1.0, size=(70, 70), alpha=0.6)
+    half = cam_rgba(cam, 0.5, size=(70, 70), alpha=0.6)
+    none = cam_rgba(cam, 0.0, size=(70, 70), alpha=0.6)
+    assert full.shape == (70, 70, 4) and full.dtype == np.uint8
+    assert none[..., 3].max() == 0  # p = 0: fully transparent, however hot the (max-normalised) CAM
+    assert full[35, 35, 3] == round(0.6 * 255)  # CAM 1, p 1: the full opacity
+    np.testing.assert_allclose(half[..., 3].astype(float), full[..., 3] / 2.0, atol=1.0)  # half as strong
+    assert (full[..., :3] == half[..., :3]).all()  # same colours: only the strength changes
+    assert (full[..., 3][upsample_cam(cam, (70, 70)) <= CAM_THRESHOLD] == 0).all()  # weak evidence not coloured
+    grey = np.full((70, 70), 90, np.uint8)
+    assert (blend(grey, none) == 90).all()
+    assert (overlay(grey, cam, alpha=0.6, probability=0.0) == 90).all()
+    assert np.array_equal(overlay(grey, cam, alpha=0.6, probability=0.5), blend(grey, half))
+
+
+def test_cam_is_upsampled_smoothly():
+    from core.cam import upsample_cam
+
+    cam = np.zeros((7, 7), np.float32)
+    cam[3, 3] = 1.0
+    smooth = upsample_cam(cam, (224, 224))
+    bilinear = cv2.resize(cam, (224, 224), interpolation=cv2.INTER_LINEAR)
+    assert smooth.shape == (224, 224) and 0.0 <= smooth.min() and smooth.max() <= 1.0
+
+    def kinks(m: np.ndarray) -> float:  # the largest change of slope along a row: ridges and cell edges
+        return float(np.abs(np.diff(m[112], n=2)).max())
+
+    assert kinks(smooth) < 0.25 * kinks(bilinear)  # bilinear: a pyramid with sharp ridges; here a smooth bump
+    assert abs(float(smooth[112, 112]) - 1.0) < 0.02  # the hot cell stays where it was, at its value
+    assert smooth[:, :40].max() == 0.0  # no ringing far from it
+
+
+def test_colour_bar_runs_from_weak_to_strong():
+    from core.cam import CAM_THRESHOLD, colour_bar, heat_rgb
+
+    bar = colour_bar(100, 6)
+    assert bar.shape == (6, 100, 3) and bar.dtype == np.uint8
+    assert (bar[0, 0] == heat_rgb(np.array([[CAM_THRESHOLD]]))[0, 0]).all()
+    assert (bar[0, -1] == heat_rgb(np.array([[1.0]]))[0, 0]).all()

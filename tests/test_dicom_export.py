@@ -161,7 +161,8 @@ def test_secondary_capture_overlays(tmp_path: Path) -> None:
         assert ds.SOPClassUID == SECONDARY_CAPTURE and ds.Modality == "OT" and ds.Laterality == "R"
         assert ds.PatientID == PATIENT.patient_id and ds.StudyInstanceUID == STUDY.study_uid
         assert ds.InstanceNumber == number and f"B-scan {i + 1} of 12" in ds.ImageComments
-        expected = overlay(vr.volume.bscans[i], vr.cam(i, "cnv", size=vr.volume.bscans.shape[1:]))
+        cam = vr.cam(i, "cnv", size=vr.volume.bscans.shape[1:])  # scaled by p(cnv), as in the app and the report
+        expected = overlay(vr.volume.bscans[i], cam, probability=vr.probability(i, "cnv"))
         assert ds.pixel_array.shape == expected.shape and np.array_equal(ds.pixel_array, expected)
         assert ds.PhotometricInterpretation == "RGB"
         assert DEMO_WARNING in ds.ImageComments and "DEMO MODEL" in ds.SeriesDescription

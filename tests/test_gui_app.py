@@ -251,8 +251,11 @@ def test_keyboard_shortcuts_reach_the_window(qtbot, window, exam_dir):
     assert state.cam_class == state.classes[0]
     QTest.keyClick(handle, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
     assert state.current_eye.eye.laterality.value == "OS"
+    QTest.keyClick(handle, Qt.Key.Key_S)  # side by side: without and with the heatmap
+    assert state.side_by_side and window.act_side_by_side.isChecked() and window.viewer.side.isChecked()
+    assert window.viewer.view.last_rgb.shape[1] > 2 * state.volume.bscans.shape[2]
     QTest.keyClick(handle, Qt.Key.Key_H)
-    assert not state.overlay_on
+    assert not state.overlay_on and not state.side_by_side and not window.act_side_by_side.isChecked()
 
 
 def test_strip_click_jumps_and_evidence_thumbnail_jumps(qtbot, window, exam_dir):

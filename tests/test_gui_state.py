@@ -187,3 +187,45 @@ def test_add_eye_joins_its_exam_and_keeps_the_selection(make_volume, card):
     assert len(s.exams) == 2 and s.current_eye is os_eye
     s.remove_exam(0)
     assert s.find_identity("id-od") is None and len(s.exams) == 1
+
+
+def test_heatmap_strength_follows_the_class_probability(state):
+    from core.cam import overlay
+
+    vr = state.volume_result
+    state.set_slice(9)  # a normal B-scan; every class's CAM is hot on the right edge
+    state.set_cam_class("cnv")
+    state.set_overlay(True)
+    plain = np.repeat(state.volume.bscans[9][..., None], 3, axis=2)
+    vr.probs[9] = [1.0, 0.0, 0.0]  # p(cnv) = 0: its (max-normalised) CAM must not be painted
+    assert state.heatmap_rgba()[..., 3].max() == 0
+    assert np.array_equal(state.render(), plain)
+    assert state.heatmap_text() == "cnv evidence \u00b7 p 0.00: not painted"
+    strength = {}
+    for p in (0.5, 1.0):
+        vr.probs[9] = [1.0 - p, 0.0, p]
+        strength[p] = np.abs(state.render().astype(int) - plain.astype(int)).sum()
+        cam = vr.cam(9, "cnv", size=plain.shape[:2])  # the viewer and the report draw with one function
+        assert np.array_equal(state.render(), overlay(plain[..., 0], cam, alpha=state.opacity, probability=p))
+    assert strength[1.0] > 0 and 0.4 < strength[0.5] / strength[1.0] < 0.6
+    assert state.heatmap_text() == "cnv evidence \u00b7 p 1.00: 100% strength"
+    vr.probs[9] = [1.0, 0.0, 0.0]
+    small = thumbnail(vr, 9, "cnv", width=64)  # evidence thumbnails too
+    assert (small == small[..., :1]).all()  # grey: nothing painted
+
+
+def test_side_by_side_shows_the_bscan_without_and_with_the_heatmap(state):
+    from app.widgets.state import SIDE_GAP
+
+    state.set_slice(5)
+    state.set_side_by_side(True)
+    assert state.overlay_on  # side by side needs the heatmap
+    rgb = state.render()
+    h, w = state.volume.bscans.shape[1:]
+    assert rgb.shape == (h, 2 * w + SIDE_GAP, 3)
+    assert np.array_equal(rgb[:, :w, 0], state.volume.bscans[5]) and (rgb[:, :w] == rgb[:, :w, :1]).all()
+    state.side_by_side = False
+    assert np.array_equal(rgb[:, w + SIDE_GAP :], state.render())  # the right half is the overlay
+    state.side_by_side = True
+    state.set_overlay(False)  # no heatmap: no side by side
+    assert not state.side_by_side and state.render().shape == (h, w, 3)

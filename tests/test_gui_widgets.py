@@ -210,6 +210,45 @@ def test_viewer_panel_controls_follow_state(qtbot, state):
     assert panel.contrast.value() == 100 and panel.brightness.value() == 50
 
 
+def _pixels(image) -> np.ndarray:
+    """A QImage as an RGB uint8 array [h, w, 3]."""
+    from PySide6.QtGui import QImage
+
+    img = image.convertToFormat(QImage.Format.Format_RGB888)
+    h, w = img.height(), img.width()
+    return np.frombuffer(img.constBits(), np.uint8).reshape(h, img.bytesPerLine())[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+def test_heatmap_colour_bar_and_side_by_side_in_the_viewer(qtbot, state):
+    panel = ViewerPanel(state)
+    qtbot.addWidget(panel)
+    panel.resize(700, 520)
+    panel.show()
+    qtbot.waitExposed(panel)
+    view, vr = panel.view, state.volume_result
+    state.set_slice(5)
+    state.set_cam_class("cnv")
+    vr.probs[5] = [1.0, 0.0, 0.0]  # p(cnv) = 0 here: the overlay paints nothing, only the legend appears
+    off = _pixels(view.viewport().grab().toImage())
+    panel.overlay.setChecked(True)
+    assert state.heatmap_text() == "cnv evidence \u00b7 p 0.00: not painted"
+    on = _pixels(view.viewport().grab().toImage())
+    rows, cols = np.nonzero(np.abs(on.astype(int) - off.astype(int)).sum(axis=2) > 30)
+    h, w = off.shape[:2]
+    assert rows.size and rows.min() > h * 0.6 and cols.min() > w * 0.5  # only the lower right corner changed
+    legend = on[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(int)
+    saturation = legend.max(axis=2) - legend.min(axis=2)
+    assert (saturation > 120).mean() > 0.1  # the colour ramp, from blue (weak) to red (strong)
+    vr.probs[5] = [0.05, 0.05, 0.9]
+    state.set_slice(4)
+    state.set_slice(5)
+    assert state.heatmap_text() == "cnv evidence \u00b7 p 0.90: 90% strength"
+    panel.side.setChecked(True)
+    assert state.side_by_side and view.last_rgb.shape[1] > 2 * state.volume.bscans.shape[2]
+    state.set_overlay(False)
+    assert not panel.side.isChecked() and not panel.overlay.isChecked()
+
+
 @pytest.mark.parametrize("value, expected", [(1.7, 1.0), (0.26, 0.2), (0.6, 0.5), (9.9, 5.0), (0.012, 0.01)])
 def test_scale_bar_lengths(value, expected):
     assert nice_length(value) == pytest.approx(expected)
@@ -363,7 +402,8 @@ def test_banner_names_the_patient_with_age_on_the_exam_date(qtbot, make_volume):
     panel = SummaryPanel(s)
     qtbot.addWidget(panel)
     # 2026-01-31 is before the 76th birthday: 75 on the exam date (76 by the calendar year alone)
-    assert panel.banner.text() == "Doe, Jane\nID HN-0042 \u00b7 born 1950-03-02 (75 y)\nExam 2026-01-31\nLeft eye (OS)"
+    text = panel.banner.text().replace("\u00a0", " ")  # no-break spaces keep 'born 1950-03-02 (75 y)' on one line
+    assert text == "Doe, Jane\nID HN-0042 \u00b7 born 1950-03-02 (75 y)\nExam 2026-01-31\nLeft eye (OS)"
     assert not panel.banner.isHidden() and panel.banner.eye_choice.isHidden()  # the file says OS: no control
     from core.volume import age_years
 

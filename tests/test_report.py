@@ -328,3 +328,30 @@ def test_helpers() -> None:
     assert report.pseudonym_for("AB12") == "ANON-AB12"
     ids = {report.new_report_id() for _ in range(50)}
     assert len(ids) == 50 and all(len(i) == 10 for i in ids)
+
+
+def test_evidence_overlays_are_scaled_by_the_class_probability(tmp_path: Path, monkeypatch) -> None:
+    """The report draws its evidence heatmaps with the app's function (core.cam.overlay) and the
+    decided class's probability on each B-scan, so a class at p ~ 0 is not painted there either."""
+    import core.report as report_module
+    from core.cam import overlay
+
+    calls: list[float] = []
+
+    def recording(bscan, cam, *args, probability=1.0, **kw):
+        calls.append(probability)
+        return overlay(bscan, cam, *args, probability=probability, **kw)
+
+    monkeypatch.setattr(report_module, "overlay", recording)
+    exam = preview_exam(seed=1, n=12, size=(124, 128))
+    write_report(tmp_path / "r.pdf", exam, make_card(), ReportOptions())
+    expected = [
+        float(e.volume_result.probs[i, e.volume_result.classes.index(e.label)])
+        for e in exam.eyes
+        if e.volume_result is not None and e.label in e.volume_result.classes
+        for i in e.evidence[:3]
+    ]
+    assert calls == pytest.approx(expected) and expected and len(set(expected)) > 1
+    assert "weak" in pdftext(tmp_path / "r.pdf") and "in proportion to its probability" in " ".join(
+        pdftext(tmp_path / "r.pdf").split()
+    )

@@ -23,8 +23,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.widgets.state import ViewerState
-from app.widgets.style import rgb_to_pixmap
+from app.widgets.state import SIDE_GAP, ViewerState
+from app.widgets.style import ElidedLabel, rgb_to_pixmap, rgb_to_qimage
+from core.cam import colour_bar
 
 __all__ = ["BScanView", "ViewerPanel", "nice_length"]
 
@@ -44,17 +45,6 @@ def nice_length(max_length: float) -> float:
 
 def _length_text(mm: float) -> str:
     return f"{mm * 1000:.0f} \u00b5m" if mm < 1 else f"{mm:g} mm"
-
-
-class ElidedLabel(QLabel):
-    """A one-line label that ends in '\u2026' when it is too narrow for its text (never cut mid-glyph)."""
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        painter = QPainter(self)
-        painter.setPen(self.palette().color(self.foregroundRole()))
-        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
-        painter.drawText(self.rect(), int(self.alignment()), text)
-        painter.end()
 
 
 class BScanView(QGraphicsView):
@@ -132,12 +122,78 @@ class BScanView(QGraphicsView):
             self.fit()
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802 (Qt API)
-        """Scale bars (lateral and axial) in the lower left corner when the pixel spacing is known."""
+        """Scale bars (lower left, when the pixel spacing is known), the heatmap's colour bar (lower
+        right) and, side by side, which half is which."""
         vol = self.state.volume
         if vol is None:
             self._draw_hint(painter)
             return
-        if not vol.spacing.known or self.zoom <= 0:
+        if self.state.side_by_side:
+            self._draw_side_labels(painter)
+        if self.state.overlay_on and self.state.heatmap_text():
+            self._draw_legend(painter)
+        if vol.spacing.known and self.zoom > 0:
+            self._draw_scale_bars(painter)
+
+    def _small_font(self, bold: bool = True) -> QFont:
+        font = QFont(self.font())
+        font.setPointSizeF(max(8.0, font.pointSizeF() - 1))
+        font.setBold(bold)
+        return font
+
+    def _draw_side_labels(self, painter: QPainter) -> None:
+        """'Without heatmap' over the left half, 'With heatmap' over the right one."""
+        vol = self.state.volume
+        if vol is None:
+            return
+        w = vol.bscans.shape[2]
+        painter.save()
+        painter.resetTransform()
+        painter.setFont(self._small_font())
+        fm = painter.fontMetrics()
+        for x, text in ((0, "Without heatmap"), (w + SIDE_GAP, "With heatmap")):
+            at = self.mapFromScene(QPointF(x, 0))
+            box = QRectF(max(at.x(), 0) + 6, max(at.y(), 0) + 6, fm.horizontalAdvance(text) + 12, fm.height() + 6)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(10, 14, 20, 170))
+            painter.drawRoundedRect(box, 4, 4)
+            painter.setPen(QColor("#ffffff"))
+            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+    def _draw_legend(self, painter: QPainter) -> None:
+        """The heatmap's meaning in the lower right corner: class, probability and strength; the colour
+        ramp from the weakest coloured evidence to the strongest."""
+        text = self.state.heatmap_text()
+        painter.save()
+        painter.resetTransform()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setFont(self._small_font())
+        fm = painter.fontMetrics()
+        bar_w, bar_h, pad = 150, 10, 8
+        width = max(bar_w, fm.horizontalAdvance(text)) + 2 * pad
+        height = fm.height() * 2 + bar_h + 2 * pad + 4
+        vp = self.viewport().rect()
+        box = QRectF(vp.width() - width - 12, vp.height() - height - 12, width, height)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(10, 14, 20, 180))
+        painter.drawRoundedRect(box, 5, 5)
+        painter.setPen(QColor("#ffffff"))
+        x0, y = box.left() + pad, box.top() + pad
+        painter.drawText(QRectF(x0, y, width - 2 * pad, fm.height()), Qt.AlignmentFlag.AlignLeft, text)
+        y += fm.height() + 2
+        painter.drawImage(QRectF(x0, y, bar_w, bar_h), rgb_to_qimage(colour_bar(bar_w, bar_h)))
+        y += bar_h + 2
+        painter.setFont(self._small_font(bold=False))
+        painter.setPen(QColor("#d5dbe3"))
+        row = QRectF(x0, y, bar_w, fm.height())
+        painter.drawText(row, Qt.AlignmentFlag.AlignLeft, "weak")
+        painter.drawText(row, Qt.AlignmentFlag.AlignRight, "strong")
+        painter.restore()
+
+    def _draw_scale_bars(self, painter: QPainter) -> None:
+        vol = self.state.volume
+        if vol is None:
             return
         painter.save()
         painter.resetTransform()
@@ -268,6 +324,9 @@ class ViewerPanel(QWidget):
         self.overlay = QCheckBox("Heatmap")
         self.overlay.setToolTip("Show where the model looked (class activation map), key H")
         self.overlay.toggled.connect(self.state.set_overlay)
+        self.side = QCheckBox("Side by side")
+        self.side.setToolTip("The B-scan without and with the heatmap, next to each other (key S)")
+        self.side.toggled.connect(self.state.set_side_by_side)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setMinimumWidth(50)
@@ -325,6 +384,7 @@ class ViewerPanel(QWidget):
         heat.addWidget(self.cam_class)
         heat.addWidget(QLabel("Opacity"))
         heat.addWidget(self.opacity)
+        heat.addWidget(self.side)
         heat.addStretch(1)
         bottom = QHBoxLayout()
         bottom.setContentsMargins(6, 0, 6, 4)
@@ -369,6 +429,8 @@ class ViewerPanel(QWidget):
             self.slider.setValue(s.slice_index + 1)
         with QSignalBlocker(self.overlay):
             self.overlay.setChecked(s.overlay_on)
+        with QSignalBlocker(self.side):
+            self.side.setChecked(s.side_by_side)
         with QSignalBlocker(self.opacity):
             self.opacity.setValue(round(s.opacity * 100))
         with QSignalBlocker(self.cam_class):

@@ -37,8 +37,9 @@ def banner_lines(exam: ExamResult, eye: EyeResult | None) -> tuple[str, str, str
     ident = f"ID {p.patient_id}" if p.patient_id else "no patient ID"
     born = format_date(p.birth_date)
     age = age_years(p.birth_date, st.study_date)
+    nb = "\u00a0"  # wrap between the parts, never inside 'born 1950-03-02 (75 y)'
     ident += (
-        f" \u00b7 born {born}" + (f" ({age} y)" if age is not None else "")
+        f" \u00b7 born{nb}{born}" + (f"{nb}({age}{nb}y)" if age is not None else "")
         if born
         else " \u00b7 birth date not recorded"
     )

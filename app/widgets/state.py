@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.cam import overlay
+from core.cam import DEFAULT_ALPHA, blend, cam_rgba, overlay
 from core.modelcard import ModelCard
 from core.preprocess import to_uint8
 from core.results import ExamResult, EyeResult, VolumeResult
@@ -86,13 +86,21 @@ def window_level(bscan: np.ndarray, window: float = 1.0, level: float = 0.5) -> 
     return np.round(lut * 255.0).astype(np.uint8)[grey]
 
 
-def thumbnail(vr: VolumeResult, index: int, cls: str | int, width: int = 168, alpha: float = 0.5) -> np.ndarray:
-    """A small RGB picture of B-scan ``index`` with the CAM of class ``cls`` (evidence thumbnails)."""
+def thumbnail(
+    vr: VolumeResult, index: int, cls: str | int, width: int = 168, alpha: float = DEFAULT_ALPHA
+) -> np.ndarray:
+    """A small RGB picture of B-scan ``index`` with the CAM of class ``cls``, its strength scaled by the
+    class's probability on that B-scan (``core.cam.overlay``, as the viewer and the report)."""
     raw = vr.volume.bscans[index]
     h, w = raw.shape
     size = (max(1, round(h * width / w)), width)
     small = to_uint8(cv2.resize(raw, (size[1], size[0]), interpolation=cv2.INTER_AREA))
-    return overlay(small, vr.cam(index, cls, size=size), alpha=alpha)
+    return overlay(small, vr.cam(index, cls, size=size), alpha=alpha, probability=vr.probability(index, cls))
+
+
+#: Columns of background between the two halves of the side-by-side view (the viewer's dark grey).
+SIDE_GAP = 8
+SIDE_GAP_COLOUR = (17, 20, 24)
 
 
 class ViewerState:
@@ -113,7 +121,8 @@ class ViewerState:
         self.eye_index: int = -1
         self.slice_index: int = 0
         self.overlay_on: bool = False
-        self.opacity: float = 0.5
+        self.side_by_side: bool = False  # the B-scan without and with the heatmap, next to each other
+        self.opacity: float = DEFAULT_ALPHA
         self.cam_class: str | None = None  # None: the predicted class of the current B-scan
         self.window: float = 1.0
         self.level: float = 0.5
@@ -285,9 +294,19 @@ class ViewerState:
 
     # -- display -----------------------------------------------------------------------------
     def set_overlay(self, on: bool) -> None:
-        """Show or hide the heatmap overlay."""
+        """Show or hide the heatmap overlay (hiding it also ends the side-by-side view)."""
         if bool(on) != self.overlay_on:
             self.overlay_on = bool(on)
+            if not on:
+                self.side_by_side = False
+            self.display_changed.emit()
+
+    def set_side_by_side(self, on: bool) -> None:
+        """Show the B-scan without (left) and with (right) the heatmap; turns the heatmap on."""
+        if bool(on) != self.side_by_side:
+            self.side_by_side = bool(on)
+            if on:
+                self.overlay_on = True
             self.display_changed.emit()
 
     def toggle_overlay(self) -> None:
@@ -338,17 +357,48 @@ class ViewerState:
         """The class whose heatmap is shown: the chosen one, else the B-scan's predicted class."""
         return self.cam_class or self.predicted_class()
 
+    def heatmap_probability(self) -> float | None:
+        """The probability of the heatmap's class on the current B-scan (it scales the overlay)."""
+        vr, cls = self.volume_result, self.shown_class()
+        if vr is None or cls is None or vr.n == 0:
+            return None
+        return vr.probability(self.slice_index, cls)
+
+    def heatmap_rgba(self) -> np.ndarray | None:
+        """The current B-scan's overlay as RGBA ``[h, w, 4]`` (``core.cam.cam_rgba``: opacity =
+        opacity setting x class probability x CAM), or None without CAMs."""
+        vol, vr, cls = self.volume, self.volume_result, self.shown_class()
+        if vol is None or vr is None or vr.cams is None or cls is None:
+            return None
+        size = vol.bscans.shape[1:]
+        p = vr.probability(self.slice_index, cls)
+        return cam_rgba(vr.cam(self.slice_index, cls, size=size), p, alpha=self.opacity)
+
+    def heatmap_text(self) -> str:
+        """What the heatmap shows, for its legend: 'cnv evidence · p 0.87: 87 % strength', or that a
+        class the model does not see here is not painted."""
+        cls, p = self.shown_class(), self.heatmap_probability()
+        if cls is None or p is None:
+            return ""
+        if round(p, 2) <= 0:
+            return f"{cls} evidence \u00b7 p {p:.2f}: not painted"
+        return f"{cls} evidence \u00b7 p {p:.2f}: {p:.0%} strength"
+
     def render(self) -> np.ndarray | None:
-        """The current B-scan as the viewer shows it: RGB uint8 ``[h, w, 3]`` (None if nothing)."""
+        """The current B-scan as the viewer shows it: RGB uint8 ``[h, w, 3]`` (None if nothing); side
+        by side, ``[h, 2 w + SIDE_GAP, 3]``: without the heatmap on the left, with it on the right."""
         vol = self.volume
         if vol is None:
             return None
         grey = window_level(vol.bscans[self.slice_index], self.window, self.level)
-        vr = self.volume_result
-        cls = self.shown_class()
-        if self.overlay_on and vr is not None and vr.cams is not None and cls is not None:
-            return overlay(grey, vr.cam(self.slice_index, cls, size=grey.shape), alpha=self.opacity)
-        return np.repeat(grey[..., None], 3, axis=2)
+        plain = np.repeat(grey[..., None], 3, axis=2)
+        rgba = self.heatmap_rgba() if self.overlay_on or self.side_by_side else None
+        shown = blend(grey, rgba) if rgba is not None else plain
+        if not self.side_by_side:
+            return shown
+        gap = np.empty((grey.shape[0], SIDE_GAP, 3), np.uint8)
+        gap[:] = SIDE_GAP_COLOUR
+        return np.concatenate([plain, gap, shown], axis=1)
 
     def slice_text(self) -> str:
         """'B-scan 13 of 25 · 2.88 mm' (position from the first B-scan when spacing is known)."""

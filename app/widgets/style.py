@@ -7,8 +7,9 @@ no referral green, rescan grey, the same colours the PDF report uses.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtGui import QColor, QFont, QImage, QPalette, QPixmap
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPixmap
+from PySide6.QtWidgets import QApplication, QLabel
 
 from core.results import EyeResult, Urgency
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS
@@ -16,6 +17,7 @@ from core.tiers import class_colour as _class_colour
 
 __all__ = [
     "CLASS_COLOURS",
+    "ElidedLabel",
     "STYLESHEET",
     "URGENCY_COLOURS",
     "apply_theme",
@@ -64,6 +66,17 @@ def short_badge(eye: EyeResult) -> str:
     if eye.urgency is not Urgency.NONE or eye.label.lower() != "normal":
         text += f" \u00b7 {eye.label.upper()}"
     return text + (" \u00b7 REVIEW" if eye.needs_review else "")
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that ends in '\u2026' when it is too narrow for its text (never cut mid-glyph)."""
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
+        painter.drawText(self.rect(), int(self.alignment()), text)
+        painter.end()
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:

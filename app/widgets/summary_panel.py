@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QFrame,
@@ -27,7 +27,7 @@ from core.results import Urgency
 
 __all__ = ["SummaryPanel"]
 
-THUMB_WIDTH = 124
+THUMB_WIDTH = 104  # two per row within the panel's minimum width (290 px, with its scroll bar)
 
 
 class SummaryPanel(QScrollArea):
@@ -97,9 +97,19 @@ class SummaryPanel(QScrollArea):
         self.model.setWordWrap(True)
         lay.addWidget(self.model)
 
+        self._shown: tuple = ()
         state.eye_changed.connect(self.refresh)
-        state.exams_changed.connect(self.refresh)
+        state.exams_changed.connect(self._exams_changed)
         self.refresh()
+
+    def _what(self) -> tuple:
+        eye, loaded = self.state.current_eye, self.state.current_loaded
+        return (id(eye), eye.eye if eye is not None else None, id(loaded.card) if loaded is not None else None)
+
+    def _exams_changed(self) -> None:
+        """Rebuilt only when the shown eye changed (not for every eye a running batch adds)."""
+        if self._what() != self._shown:
+            self.refresh()
 
     @staticmethod
     def _clear(grid: QGridLayout) -> None:
@@ -110,8 +120,29 @@ class SummaryPanel(QScrollArea):
                 w.setParent(None)
                 w.deleteLater()
 
+    def _fit_body(self) -> None:
+        """Give the panel's body the height its wrapped texts and pictures need at this width, so the
+        panel scrolls instead of squeezing them over each other (QScrollArea alone undercounts
+        word-wrapped labels)."""
+        body = self.widget()
+        lay = body.layout()
+        width = self.viewport().width()
+        need = lay.heightForWidth(width) if lay.hasHeightForWidth() else lay.sizeHint().height()
+        body.setMinimumHeight(max(need, 0))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._fit_body()
+
     def refresh(self) -> None:
         """Show the current eye (or an empty panel)."""
+        self._shown = self._what()
+        try:
+            self._refresh()
+        finally:
+            QTimer.singleShot(0, self._fit_body)  # once the new widgets are laid out
+
+    def _refresh(self) -> None:
         eye, loaded = self.state.current_eye, self.state.current_loaded
         vr = eye.volume_result if eye else None
         demo = bool(loaded and loaded.card.demo) or bool(vr and vr.demo_model)
@@ -188,6 +219,7 @@ class SummaryPanel(QScrollArea):
                 b.setToolTip(f"Show B-scan {int(idx) + 1} ({cls} p = {vr.probs[idx, vr.classes.index(cls)]:.2f})")
                 b.setAutoRaise(True)
                 b.clicked.connect(lambda _=False, i=int(idx): self.state.set_slice(i))
+                b.setMinimumSize(b.sizeHint())  # the panel scrolls rather than squeezing the pictures
                 self.evidence_grid.addWidget(b, k // 2, k % 2)
                 self.evidence_buttons.append(b)
         else:

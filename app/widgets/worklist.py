@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from PySide6.QtCore import QModelIndex, QSignalBlocker, QSize, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -45,7 +45,7 @@ COLUMNS = ["Patient", "ID", "Exam date", "Eye", "Decision", "Review"]
 COL_PATIENT, COL_ID, COL_DATE, COL_EYE, COL_DECISION, COL_REVIEW = range(len(COLUMNS))
 FLAG = "\u2691"  # a flag: review advised
 HEADERS = ["Patient", "ID", "Date", "Eye", "Decision", FLAG]  # short: the dock is narrow (tooltips say more)
-PATIENT_MIN_WIDTH = 96
+PATIENT_MIN_WIDTH = 80
 
 #: The decision groups of the filter box: label -> which eyes it keeps.
 FILTERS: dict[str, object] = {
@@ -129,7 +129,7 @@ class BadgeDelegate(QStyledItemDelegate):
         painter.drawRoundedRect(rect, 4, 4)
         font = QFont(option.font)
         font.setBold(True)
-        font.setPointSizeF(max(7.5, font.pointSizeF() - 1.5))
+        font.setPointSizeF(max(7.5, font.pointSizeF() - 2))
         painter.setFont(font)
         painter.setPen(fg.color() if fg is not None else QColor("#ffffff"))
         shown = painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, rect.width() - 8)
@@ -140,10 +140,8 @@ class BadgeDelegate(QStyledItemDelegate):
         text = index.data(Qt.ItemDataRole.DisplayRole) or ""
         font = QFont(option.font)
         font.setBold(True)
-        font.setPointSizeF(max(7.5, font.pointSizeF() - 1.5))
-        from PySide6.QtGui import QFontMetrics
-
-        width = QFontMetrics(font).horizontalAdvance(text) + 12
+        font.setPointSizeF(max(7.5, font.pointSizeF() - 2))
+        width = QFontMetrics(font).horizontalAdvance(text) + 18  # the badge's margins and padding, with room
         return QSize(width, max(super().sizeHint(option, index).height(), 26))
 
 
@@ -184,7 +182,7 @@ class Worklist(QWidget):
         h.setSectionResizeMode(COL_PATIENT, QHeaderView.ResizeMode.Interactive)
         for col in (COL_ID, COL_DATE, COL_DECISION):
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        for col, width in ((COL_EYE, 40), (COL_REVIEW, 28)):
+        for col, width in ((COL_EYE, 36), (COL_REVIEW, 24)):
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
             h.resizeSection(col, width)
         h.sectionResized.connect(lambda col, _old, _new: col != COL_PATIENT and self._fit_columns())
