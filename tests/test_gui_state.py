@@ -212,6 +212,8 @@ def test_heatmap_strength_follows_the_class_probability(state):
     vr.probs[9] = [1.0, 0.0, 0.0]
     small = thumbnail(vr, 9, "cnv", width=64)  # evidence thumbnails too
     assert (small == small[..., :1]).all()  # grey: nothing painted
+    vr.cams = None  # a backend without activation maps: nothing painted, no legend
+    assert state.heatmap_text() == "" and np.array_equal(state.render(), plain)
 
 
 def test_side_by_side_shows_the_bscan_without_and_with_the_heatmap(state):

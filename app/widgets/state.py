@@ -377,9 +377,9 @@ class ViewerState:
     def heatmap_text(self) -> str:
         """What the heatmap shows, for its legend: 'cnv evidence · p 0.87: 87 % strength', or that a
         class the model does not see here is not painted."""
-        cls, p = self.shown_class(), self.heatmap_probability()
-        if cls is None or p is None:
-            return ""
+        cls, p, vr = self.shown_class(), self.heatmap_probability(), self.volume_result
+        if cls is None or p is None or vr is None or vr.cams is None:
+            return ""  # no activation maps: nothing painted, nothing to explain
         if round(p, 2) <= 0:
             return f"{cls} evidence \u00b7 p {p:.2f}: not painted"
         return f"{cls} evidence \u00b7 p {p:.2f}: {p:.0%} strength"
