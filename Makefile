@@ -21,14 +21,15 @@ $(STAMP): pyproject.toml
 
 # dcmtk (dcmdump), dicom3tools (dciodvfy) and poppler-utils (pdftoppm, pdftotext) check our DICOM and PDF
 # output in tests;
-# orthanc is the real PACS the DICOM networking tests talk to (started on loopback, never as a service),
+# orthanc (with orthanc-dicomweb, its DICOMweb plugin) is the real PACS the DICOM networking tests talk to
+# (started on loopback, never as a service),
 # openssl makes their TLS test's certificate;
 # the libxcb ones are what Qt's X11 plugin needs for a real window (`octscreen gui` names any missing).
 sysdeps:
-	@if ! command -v dcmdump >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v pdftotext >/dev/null || ! command -v Orthanc >/dev/null || ! command -v openssl >/dev/null || ! ldconfig -p | grep -q libxcb-icccm; then \
+	@if ! command -v dcmdump >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v pdftotext >/dev/null || ! command -v Orthanc >/dev/null || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ! command -v openssl >/dev/null || ! ldconfig -p | grep -q libxcb-icccm; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk dicom3tools poppler-utils orthanc openssl libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 >/dev/null; \
-	  else echo "note: install dcmtk, dicom3tools and poppler-utils (DICOM/PDF conformance tests), orthanc and openssl (DICOM networking tests, TLS) and libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 (GUI window)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk dicom3tools poppler-utils orthanc orthanc-dicomweb openssl libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 >/dev/null; \
+	  else echo "note: install dcmtk, dicom3tools and poppler-utils (DICOM/PDF conformance tests), orthanc, orthanc-dicomweb and openssl (DICOM networking and DICOMweb tests, TLS) and libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 (GUI window)"; fi; \
 	fi
 
 setup: $(STAMP)

@@ -1,6 +1,8 @@
 """``octscreen pacs echo|find|get|send NODE ...``: talk to a PACS (``core.net``, on pynetdicom).
 
-NODE is written ``AET@HOST:PORT`` (the dcm4che convention), e.g. ``ORTHANC@pacs.example.org:4242``.
+NODE is written ``AET@HOST:PORT`` (the dcm4che convention), e.g. ``ORTHANC@pacs.example.org:4242``,
+or as a DICOMweb base URL, e.g. ``https://pacs.example.org/dicom-web`` (``core.net.web``: QIDO-RS for
+echo and find, WADO-RS for get, STOW-RS for send).
 
     octscreen pacs echo NODE                      C-ECHO: is the node there, and does it accept us?
     octscreen pacs find NODE [--patient-id ID] [--patient-name N] [--date FROM-TO] [--modality OPT]
@@ -18,7 +20,7 @@ import argparse
 import logging
 import sys
 
-__all__ = ["register", "node_from_args", "add_node_options", "quiet_pynetdicom"]
+__all__ = ["register", "node_from_args", "add_node_options", "quiet_pynetdicom", "api_for"]
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,12 @@ log = logging.getLogger(__name__)
 def add_node_options(p: argparse.ArgumentParser, *, node: bool = True) -> None:
     """NODE and the options every ``pacs`` action shares (our AE title, timeouts, retries, TLS)."""
     if node:
-        p.add_argument("node", metavar="NODE", help="the DICOM node as AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242")
+        p.add_argument(
+            "node",
+            metavar="NODE",
+            help="the DICOM node as AET@HOST:PORT (e.g. ORTHANC@127.0.0.1:4242) or a DICOMweb URL "
+            "(e.g. http://127.0.0.1:8042/dicom-web)",
+        )
     p.add_argument("--aet", default="OCTSCREEN", metavar="AET", help="our AE title (default OCTSCREEN)")
     p.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for each answer (default 30)"
@@ -38,16 +45,31 @@ def add_node_options(p: argparse.ArgumentParser, *, node: bool = True) -> None:
         metavar="N",
         help="try again N times when the node cannot be reached (default 1, 0 = never)",
     )
-    p.add_argument("--tls", action="store_true", help="talk DICOM over TLS (the node's certificate is checked)")
+    p.add_argument(
+        "--tls", action="store_true", help="talk DICOM over TLS (the node's certificate is checked; https URLs always)"
+    )
     p.add_argument("--tls-ca", metavar="FILE", help="with --tls: CA certificate(s) to trust (default: the system's)")
     p.add_argument("--tls-cert", metavar="FILE", help="with --tls: our client certificate (PEM), if the node asks")
     p.add_argument("--tls-key", metavar="FILE", help="with --tls: the key of --tls-cert")
 
 
 def node_from_args(args: argparse.Namespace):
-    """The ``NodeSettings`` the arguments describe (``ValueError`` says what is wrong)."""
+    """The ``NodeSettings`` (or, for a URL, the ``core.net.web.WebNode``) the arguments describe
+    (``ValueError`` says what is wrong)."""
     from core.net import parse_node, tls_context
+    from core.net.web import is_web_node, parse_web_node
 
+    if is_web_node(args.node):
+        if args.tls and not str(args.node).lower().startswith("https://"):
+            raise ValueError(f"--tls with {args.node}: write the URL with https://")
+        return parse_web_node(
+            args.node,
+            timeout=float(args.timeout),
+            retries=max(0, int(args.retries)),
+            ca_file=args.tls_ca,
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+        )
     tls = None
     if args.tls or args.tls_ca or args.tls_cert:
         tls = tls_context(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
@@ -64,6 +86,17 @@ def node_from_args(args: argparse.Namespace):
     )
 
 
+def api_for(node):
+    """The module whose echo / find_* / retrieve / send_files talk to ``node``: ``core.net.web`` for a
+    DICOMweb URL, ``core.net`` (DIMSE) otherwise; and the names of its services for messages."""
+    import core.net
+    from core.net import web
+
+    if isinstance(node, web.WebNode):
+        return web, {"echo": "QIDO-RS", "find": "QIDO-RS", "get": "WADO-RS", "send": "STOW-RS"}
+    return core.net, {"echo": "C-ECHO", "find": "C-FIND", "get": "C-GET", "send": "C-STORE"}
+
+
 def quiet_pynetdicom(verbose: int) -> None:
     """pynetdicom logs every failure itself at ERROR level; our messages say it better. Its log shows
     with -vv only."""
@@ -75,7 +108,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pacs",
         help="talk to a PACS: echo, find studies, get (C-GET / C-MOVE) a study, send files",
-        description="DICOM networking with a PACS or another DICOM node, written AET@HOST:PORT.",
+        description="DICOM networking with a PACS or another DICOM node, written AET@HOST:PORT, or with a "
+        "DICOMweb service, written as its base URL (QIDO-RS, WADO-RS, STOW-RS).",
     )
     sub = p.add_subparsers(dest="pacs_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -142,17 +176,18 @@ def _node(args):
 
 def run_echo(args: argparse.Namespace) -> int:
     from core.errors import NetworkError
-    from core.net import echo
 
     node = _node(args)
     if node is None:
         return 2
+    api, names = api_for(node)
     try:
-        seconds = echo(node)
+        seconds = api.echo(node)
     except NetworkError as e:
         _err(e)
         return 2
-    print(f"{node}: C-ECHO answered in {seconds * 1000:.0f} ms (our AE title {node.our_aet})")
+    who = f" (our AE title {node.our_aet})" if hasattr(node, "our_aet") else ""
+    print(f"{node}: {names['echo']} answered in {seconds * 1000:.0f} ms{who}")
     return 0
 
 
@@ -162,11 +197,12 @@ def _clean(text: str) -> str:
 
 def run_find(args: argparse.Namespace) -> int:
     from core.errors import NetworkError
-    from core.net import find_patients, find_series, find_studies
 
     node = _node(args)
     if node is None:
         return 2
+    api, _names = api_for(node)
+    find_patients, find_series, find_studies = api.find_patients, api.find_series, api.find_studies
     try:
         if args.level == "patient":
             rows = [
@@ -230,10 +266,13 @@ def run_get(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.errors import Cancelled, NetworkError
-    from core.net import retrieve
 
     node = _node(args)
     if node is None:
+        return 2
+    api, _names = api_for(node)
+    if args.move and _names["get"] == "WADO-RS":
+        _err(f"--move (C-MOVE) needs a DICOM node written AET@HOST:PORT; {node} is DICOMweb (WADO-RS)")
         return 2
     with tqdm(unit="instance", desc="retrieving", disable=None, file=sys.stderr) as bar:
 
@@ -242,7 +281,7 @@ def run_get(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         try:
-            result = retrieve(
+            result = api.retrieve(
                 node,
                 args.study,
                 args.out,
@@ -271,13 +310,13 @@ def run_get(args: argparse.Namespace) -> int:
 
 def run_send(args: argparse.Namespace) -> int:
     from core.errors import NetworkError
-    from core.net import send_files
 
     node = _node(args)
     if node is None:
         return 2
+    api, _names = api_for(node)
     try:
-        results = send_files(node, args.files)
+        results = api.send_files(node, args.files)
     except (ValueError, NetworkError) as e:
         _err(e)
         return 2

@@ -5,7 +5,9 @@ configuration and stopped by its pid.
 HttpPort on free loopback ports, the given modalities registered in DicomModalities, storage and
 index inside ``folder``, no remote access, no authentication, the called AE title checked), runs
 ``Orthanc orthanc.json`` as a subprocess (no systemd) and waits until its REST API answers. A missing
-Orthanc binary fails the test with a message saying how to install it (never a skip).
+Orthanc binary fails the test with a message saying how to install it (never a skip). With
+``dicomweb=True`` Orthanc also loads its DICOMweb plugin (Debian package orthanc-dicomweb) and serves
+QIDO-RS, WADO-RS and STOW-RS under ``server.dicomweb_url``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 
 ORTHANC_BINARY = "Orthanc"
 ORTHANC_AET = "ORTHANC"
+DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
 
 
 def free_port() -> int:
@@ -47,6 +50,19 @@ def orthanc_binary() -> str:
     return found
 
 
+def dicomweb_plugin() -> str:
+    """The DICOMweb plugin's path; a missing one fails the test saying how to install it."""
+    for folder in ("/usr/share/orthanc/plugins", "/usr/lib/orthanc", "/usr/local/share/orthanc/plugins"):
+        path = Path(folder) / DICOMWEB_PLUGIN
+        if path.exists():
+            return str(path)
+    pytest.fail(
+        "Orthanc's DICOMweb plugin is not installed: the DICOMweb tests run against a real Orthanc; install "
+        "the Debian package orthanc-dicomweb (make test does: it runs 'make sysdeps')",
+        pytrace=False,
+    )
+
+
 @dataclass
 class OrthancServer:
     folder: Path
@@ -59,6 +75,11 @@ class OrthancServer:
     @property
     def node_text(self) -> str:
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb base URL (with ``start_orthanc(..., dicomweb=True)``)."""
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     def node(self, **settings):
         from core.net import parse_node
@@ -114,10 +135,14 @@ class OrthancServer:
                 self.kill()
 
 
-def start_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = None) -> OrthancServer:
+def start_orthanc(
+    folder: Path, modalities: dict[str, tuple[str, int]] | None = None, *, dicomweb: bool = False
+) -> OrthancServer:
     """Write a configuration into ``folder`` and start Orthanc with it; ``modalities`` maps a name to
-    (AE title, port) of a DICOM node on 127.0.0.1 that Orthanc may talk to (C-MOVE destinations, push)."""
+    (AE title, port) of a DICOM node on 127.0.0.1 that Orthanc may talk to (C-MOVE destinations, push);
+    ``dicomweb``: load the DICOMweb plugin (``server.dicomweb_url``)."""
     binary = orthanc_binary()
+    plugins = [dicomweb_plugin()] if dicomweb else []
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     modalities = dict(modalities or {})
@@ -134,7 +159,8 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = 
         "DicomModalities": {name: [aet, "127.0.0.1", port] for name, (aet, port) in modalities.items()},
         "DicomAssociationCloseDelay": 0,
         "DicomScuTimeout": 10,
-        "Plugins": [],
+        "Plugins": plugins,
+        "DicomWeb": {"Enable": bool(dicomweb), "Root": "/dicom-web/"},
         "SaveJobs": False,
         "StorageCompression": False,
     }

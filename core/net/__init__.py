@@ -5,6 +5,8 @@
 - ``retrieve``: C-GET, or C-MOVE to our own storage SCP, all-or-nothing into a folder (retrieve.py)
 - ``send_files``: C-STORE of files (our Encapsulated PDF reports, Secondary Capture overlays, OPT) (store.py)
 - ``StorageServer`` / ``listen``: our storage SCP; ``on_series`` for each completed series (scp.py)
+- ``core.net.web``: the same echo / find / retrieve / send over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) for a
+  node written as a URL (imported on its own: it loads requests and dicomweb-client)
 
 Every failure is a ``core.errors.NetworkError`` subclass whose message names the node
 (``AET@HOST:PORT``) and says what happened; instances a node sends that we refuse are

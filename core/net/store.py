@@ -130,8 +130,22 @@ class InstanceStore:
         """pynetdicom ``EVT_C_STORE`` handler: check, write, return the status."""
         sender = _peer(event)
         sop_uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+        return self._accept(lambda: self._keep(event, sender, sop_uid), sender, sop_uid)
+
+    def keep_dataset(self, ds, data: bytes, sender: str, association: int = 0) -> int:
+        """The same checks and storage for an instance that came another way (a WADO-RS part):
+        ``data`` is its PS3.10 file. Returns the status a C-STORE would have got (0: kept)."""
         try:
-            kept = self._keep(event, sender, sop_uid)
+            sop_uid, sent_as = str(ds.get("SOPInstanceUID", "") or ""), str(ds.get("SOPClassUID", "") or "")
+        except Exception:  # undecodable: _check_and_write refuses it
+            sop_uid = sent_as = ""
+        return self._accept(
+            lambda: self._check_and_write(ds, lambda: data, sender, sent_as, "", association), sender, sop_uid
+        )
+
+    def _accept(self, keep: Callable[[], StoredInstance], sender: str, sop_uid: str) -> int:
+        try:
+            kept = keep()
         except _Refused as r:
             log.warning("%s", r.error)
             with self._lock:
@@ -159,6 +173,18 @@ class InstanceStore:
         sent_as = str(event.context.abstract_syntax)
         try:
             ds = event.dataset
+        except Exception as e:  # a dataset pydicom cannot decode
+            raise self._refuse(
+                CANNOT_UNDERSTAND, CorruptFileError, sender, sop_uid, f"the data set cannot be decoded ({e})"
+            ) from None
+        return self._check_and_write(
+            ds, lambda: event.encoded_dataset(include_meta=True), sender, sent_as, sop_uid, association_key(event.assoc)
+        )
+
+    def _check_and_write(
+        self, ds, encoded: Callable[[], bytes], sender: str, sent_as: str, sop_uid: str, association: int
+    ) -> StoredInstance:
+        try:
             ds_class = str(ds.get("SOPClassUID", "") or "")
             ds_uid = str(ds.get("SOPInstanceUID", "") or "")
             study, series = str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
@@ -177,9 +203,13 @@ class InstanceStore:
                 sop_uid,
                 f"it says it is {claims} but was sent as {sop_name(sent_as)}",
             )
-        if sent_as not in STORAGE_CLASSES:  # (the contexts we accept make this impossible; be sure)
+        if sent_as not in STORAGE_CLASSES:  # (over DIMSE the contexts we accept make this impossible)
             raise self._refuse(
-                DOES_NOT_MATCH, UnsupportedFormatError, sender, sop_uid, f"{sop_name(sent_as)} is not accepted"
+                DOES_NOT_MATCH,
+                UnsupportedFormatError,
+                sender,
+                sop_uid or ds_uid,
+                f"{sop_name(sent_as)} is not accepted",
             )
         for name, value in (
             ("SOP Instance UID", ds_uid),
@@ -214,7 +244,7 @@ class InstanceStore:
                 ds_uid,
                 f"{sop_name(sent_as)} without pixel data (or without Rows/Columns)",
             )
-        data = event.encoded_dataset(include_meta=True)
+        data = encoded()
         target = instance_path(self.folder, study, series, ds_uid)
         duplicate = False
         if target.exists():
@@ -248,7 +278,7 @@ class InstanceStore:
             series_uid=series,
             modality=modality,
             sender=sender,
-            association=association_key(event.assoc),
+            association=association,
             duplicate=duplicate,
         )
 
