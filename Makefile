@@ -16,7 +16,7 @@ OUT    ?= demo-output
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,train,vendor,speed]'
+	$(BIN)/python -m pip install --quiet -e '.[test,train,vendor,speed,cluster]'
 	touch $(STAMP)
 
 # dcmtk (dcmdump), dicom3tools (dciodvfy) and poppler-utils (pdftoppm, pdftotext) check our DICOM and PDF

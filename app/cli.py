@@ -4,6 +4,7 @@
     octscreen synth   generate synthetic OCT exams (DICOM OPT or PNG)
     octscreen info    list the volumes a file or folder holds
     octscreen screen  screen exams headless: PDF reports, results.csv / results.json
+    octscreen batch   screen an archive as tasks on a Dask cluster (each unit: one `screen`)
     octscreen pacs    talk to a PACS: echo, find, get (C-GET / C-MOVE), send
     octscreen listen  receive DICOM from a device or PACS (storage SCP), optionally screening it
     octscreen gui     start the desktop app
@@ -23,6 +24,7 @@ SUBCOMMANDS = [
     "app.cmd_synth",
     "app.cmd_info",
     "app.cmd_screen",
+    "app.cmd_batch",
     "app.cmd_pacs",
     "app.cmd_listen",
     "app.cmd_gui",

@@ -104,8 +104,8 @@ def _openvino():
     import sys
 
     if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import fails -> OpenVINO's stub
-        sys.modules["openvino_telemetry.backend"] = None  # type: ignore[assignment]
+        sys.modules["openvino_telemetry"] = None  # import fails -> OpenVINO's stub
+        sys.modules["openvino_telemetry.backend"] = None
     try:
         import openvino
     except ImportError:
@@ -131,7 +131,7 @@ class _OpenVinoBackend:
         if precision not in ("auto", "bf16", "f32"):
             raise ValueError(f"precision must be auto, bf16 or f32, got {precision!r}")
         self.precision = ("bf16" if has_bf16 else "f32") if precision == "auto" else precision
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
+        config: dict[str, str | int] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:

@@ -306,7 +306,7 @@ def test_write_dataset_dicom(tmp_path):
         assert [int(r["bscan_index"]) for r in mine] == [0, 1, 2, 3]
         ds = pydicom.dcmread(out / mine[0]["path"])
         assert ds.Modality == "OPT" and int(ds.NumberOfFrames) == 4
-        assert ds.PatientID == pid and ds.Laterality == {"OD": "R", "OS": "L"}[eye]
+        assert ds.PatientID == pid and ds.ImageLaterality == {"OD": "R", "OS": "L"}[eye]
         assert ds.pixel_array.shape == (4, 64, 80)
         vol = simulate_patient(int(pid[1:]), seed=4, n_bscans=4, height=64, width=80)[eye == "OS"]
         assert np.array_equal(ds.pixel_array, vol.bscans)
@@ -376,5 +376,5 @@ def test_bundled_demo_exam_is_what_the_script_makes():
         ds = pydicom.dcmread(f)
         assert ds.file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
         assert str(ds.PatientName) == "DEMO^Synthetic" and int(ds.NumberOfFrames) == 25
-        assert ds.Laterality == vol.laterality.dicom
+        assert ds.ImageLaterality == vol.laterality.dicom
         assert np.array_equal(ds.pixel_array, vol.bscans)
