@@ -116,8 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--backend",
         choices=["auto", "onnx", "openvino", "openvino-bf16", "torch"],
         default="auto",
-        help="inference backend (auto: ONNX Runtime; openvino: the same numbers, faster per B-scan, for "
-        "batches; openvino-bf16: faster still, numbers change; docs/results/bench_backends.txt)",
+        help="inference backend (auto: ONNX Runtime; openvino: f32, the same numbers; openvino-bf16: "
+        "faster where the CPU has bf16, the numbers change; docs/results/bench_backends.txt)",
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
     p.add_argument("--institution", default="", metavar="NAME", help="institution name in the report header")
