@@ -41,6 +41,9 @@ def heat_rgb(cam: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+_SPLINE_STEPS = 15  # odd: a centred box filter
+
+
 def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A CAM ``[fh, fw]`` in [0, 1] resized to ``size`` = (h, w), smoothly: bilinear, then two box
     filters one feature cell wide, which together make a cubic B-spline (continuous slope and
@@ -53,10 +56,19 @@ def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.clip(c, 0.0, 1.0)
     if h < fh or w < fw:
         return np.clip(cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA), 0.0, 1.0)
-    up: np.ndarray = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     cell = (max(1, round(w / fw)), max(1, round(h / fh)))
-    if cell != (1, 1):
-        up = cv2.blur(cv2.blur(up, cell, borderType=cv2.BORDER_REPLICATE), cell, borderType=cv2.BORDER_REPLICATE)
+    if min(cell) > 2 * _SPLINE_STEPS:
+        # the same spline at _SPLINE_STEPS samples per cell, then bilinear to the full size: the
+        # curve is already smooth at that scale, and 5-10x less work than filtering at full size
+        mid = (fw * _SPLINE_STEPS, fh * _SPLINE_STEPS)
+        up = cv2.resize(c, mid, interpolation=cv2.INTER_LINEAR)
+        k = (_SPLINE_STEPS, _SPLINE_STEPS)
+        up = cv2.blur(cv2.blur(up, k, borderType=cv2.BORDER_REPLICATE), k, borderType=cv2.BORDER_REPLICATE)
+        up = cv2.resize(up, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    else:
+        up = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        if cell != (1, 1):
+            up = cv2.blur(cv2.blur(up, cell, borderType=cv2.BORDER_REPLICATE), cell, borderType=cv2.BORDER_REPLICATE)
     top, peak = float(c.max()), float(up.max())
     if top > 0 and peak > 0:
         up = up * np.float32(top / peak)
