@@ -121,8 +121,18 @@ def _why_not(assoc: Association, node: NodeSettings, purpose: str, elapsed: floa
 
 
 def _transient(err: NetworkError) -> bool:
-    return isinstance(err, NodeUnreachableError) or (
-        isinstance(err, AssociationRejectedError) and "Transient" in str(err)
+    """Worth another attempt: unreachable, a transient rejection, or a node that closed the connection
+    while the association was being set up (a node starting up or overloaded does that; with TLS
+    it is a mismatch, which another attempt does not fix)."""
+    closed = (
+        isinstance(err, AssociationAbortedError)
+        and "closed the connection during the association request" in str(err)
+        and "TLS is on" not in str(err)
+    )
+    return (
+        closed
+        or isinstance(err, NodeUnreachableError)
+        or (isinstance(err, AssociationRejectedError) and "Transient" in str(err))
     )
 
 
