@@ -1,4 +1,4 @@
-"""The main window: worklist (left), B-scan viewer and strip chart (centre), eye summary (right);
+"""The main window: worklist and en-face view (left), B-scan viewer and strip chart (centre), eye summary (right);
 menus, toolbar, status bar with progress and Cancel; background open/screen/export jobs. Screened
 volumes join the worklist one by one while a batch runs; Cancel keeps them."""
 
@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from app.dialogs import Dialogs, SettingsValues
 from app.settings import AppSettings
 from app.widgets.bscan_viewer import ViewerPanel
+from app.widgets.enface import EnFaceView
 from app.widgets.state import ViewerState
 from app.widgets.strip_chart import StripChart
 from app.widgets.style import ElidedLabel
@@ -131,6 +132,8 @@ class MainWindow(QMainWindow):
         self.summary_dock = self._dock(
             "Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea
         )
+        self.enface = EnFaceView(self.state)  # under the worklist, beside the viewer
+        self.enface_dock = self._dock("En-face", "enfaceDock", self.enface, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         self._build_actions()
         self._build_menus()
@@ -298,7 +301,13 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         v.addActions([self.act_next_eye, self.act_prev_eye])
         v.addSeparator()
-        v.addActions([self.browser_dock.toggleViewAction(), self.summary_dock.toggleViewAction()])
+        v.addActions(
+            [
+                self.browser_dock.toggleViewAction(),
+                self.enface_dock.toggleViewAction(),
+                self.summary_dock.toggleViewAction(),
+            ]
+        )
         h = mb.addMenu("&Help")
         h.addActions([self.act_shortcuts, self.act_about])
 
@@ -715,6 +724,10 @@ class MainWindow(QMainWindow):
         w = self.width()
         sizes = [min(max(round(0.37 * w), 400), 520), min(max(round(0.23 * w), 290), 380)]
         self.resizeDocks([self.browser_dock, self.summary_dock], sizes, Qt.Orientation.Horizontal)
+        h = self.height()
+        self.resizeDocks(
+            [self.browser_dock, self.enface_dock], [round(0.55 * h), round(0.45 * h)], Qt.Orientation.Vertical
+        )
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
         self.settings.save_window(self.saveGeometry(), self.saveState())

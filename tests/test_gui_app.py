@@ -274,6 +274,22 @@ def test_strip_click_jumps_and_evidence_thumbnail_jumps(qtbot, window, exam_dir)
         assert state.slice_index == target
 
 
+def test_enface_dock_beside_the_viewer_selects_and_follows(qtbot, window, exam_dir):
+    open_and_wait(qtbot, window, [exam_dir / "od.dcm"])
+    ef, state = window.enface, window.state
+    assert window.enface_dock.isVisible() and ef.enface is not None
+    assert ef.enface.physical and ef.enface.image.shape[0] == round(10 * 0.25 / 0.012)  # 2.5 mm by 1.92 mm
+    qtbot.mouseClick(ef, Qt.MouseButton.LeftButton, pos=QPoint(int(ef.image_rect().center().x()), int(ef.y_of(8))))
+    assert state.slice_index == 8 and window.viewer.position.text().startswith("B-scan 9 of 10")
+    toggle = window.enface_dock.toggleViewAction()
+    view_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
+    assert toggle in view_menu.actions()
+    toggle.trigger()
+    assert not window.enface_dock.isVisible()
+    toggle.trigger()
+    assert window.enface_dock.isVisible()
+
+
 def test_export_writes_pdf_and_asks_before_overwrite(qtbot, window, exam_dir, tmp_path):
     open_and_wait(qtbot, window, [exam_dir])
     d = window.dialogs
