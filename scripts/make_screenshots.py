@@ -6,7 +6,8 @@ States: the empty start window (01), the demo exam loaded (02: worklist, patient
 file does not name), the heatmap overlay with its colour bar on an evidence B-scan (03), the other
 eye (04), the error dialog for a corrupt file among good ones (05), the worklist filling while the
 batch is screened (06), the synthetic demo's urgent eye side by side without and with the heatmap
-(07), the worklist sorted most urgent first (08), and an unknown eye set by the user (09).
+(07), the worklist sorted most urgent first (08), an unknown eye set by the user (09), and the
+en-face view of that urgent eye with the B-scan line and the per-B-scan decision edge (10).
 The model is ``--model``, else the bundled model (resources/models/octscreen-oct2017.json). If
 neither exists, an UNTRAINED random tiny model is exported to a temp folder so the layout can still
 be captured; its decisions are meaningless and the script says so (re-run once the demo model exists).
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     app.processEvents()
     save(window, args.out / "07-side-by-side.png")
     state.set_overlay(False)
+    if window.enface.enface is not None:  # 10: the en-face view of the 25-B-scan volume, line on the evidence
+        window.enface_dock.raise_()
+        app.processEvents()
+        save(window, args.out / "10-enface.png")
 
     window.browser.tree.sortByColumn(COL_DECISION, Qt.SortOrder.AscendingOrder)  # most urgent first
     window.browser.decision_filter.setCurrentText("Referrals")
