@@ -26,6 +26,8 @@ import re
 import sys
 from pathlib import Path
 
+from core.choices import BACKENDS, DATE_POLICIES
+
 __all__ = ["register", "run", "split_units", "screen_unit"]
 
 _PASS_THROUGH = ("model", "backend", "threads", "institution", "deid_dates")
@@ -50,9 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, metavar="CARD", help="model card JSON (default: the bundled model)")
     p.add_argument("--dicom", action="store_true", help="also write the DICOM report and SR (as screen --dicom)")
     p.add_argument("--deidentify", action="store_true", help="de-identified outputs (as screen --deidentify)")
-    p.add_argument("--deid-dates", choices=["remove", "shift", "retain"], default=None)
+    p.add_argument("--deid-dates", choices=DATE_POLICIES, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--backend", default=None, help="inference backend (as screen --backend)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="inference backend (as screen --backend)")
     p.add_argument("--threads", type=int, default=1, help="threads per task (default 1: one task per core)")
     p.add_argument("--institution", default=None, help="institution named in the reports")
     p.set_defaults(func=run)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.choices import BACKENDS, DATE_POLICIES
 from core.errors import InputError
 
 if TYPE_CHECKING:  # numpy and the readers load when the command runs: `octscreen --help` stays fast
@@ -60,6 +61,13 @@ CSV_COLUMNS = [
 ]
 
 
+def _new_report_id() -> str:
+    """A report id from ``core.report.new_report_id``, the one that names the GUI's reports too."""
+    from core.report import new_report_id
+
+    return new_report_id()
+
+
 @dataclass
 class ExamJob:
     """One exam to screen: its volumes, the names it will be written under, and its pseudonym."""
@@ -69,7 +77,7 @@ class ExamJob:
     pdf: Path
     dcm: Path | None
     pseudo_id: str = ""
-    report_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10].upper())
+    report_id: str = field(default_factory=_new_report_id)
 
     @property
     def sr(self) -> Path | None:
@@ -106,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--deid-dates",
-        choices=["remove", "shift", "retain"],
+        choices=DATE_POLICIES,
         default="remove",
         help="with --deidentify: remove exam dates (default), shift them by a random per-patient offset "
         "(intervals between visits survive), or retain them",
@@ -114,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
         "--backend",
-        choices=["auto", "onnx", "openvino", "openvino-bf16", "torch"],
+        choices=BACKENDS,
         default="auto",
         help="inference backend (auto: ONNX Runtime; openvino: f32, the same numbers; openvino-bf16: "
         "faster where the CPU has bf16, the numbers change; docs/results/bench_backends.txt)",

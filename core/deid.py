@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 from pydicom.uid import generate_uid
 
+from core.choices import DATE_POLICIES
 from core.errors import InputError
 from core.results import ExamResult
 from core.volume import DeviceInfo, OctVolume, PatientInfo, StudyInfo
 
 __all__ = ["Deidentifier", "DATE_POLICIES", "METHOD"]
 
-DATE_POLICIES = ("remove", "shift", "retain")
 #: What a de-identified DICOM export records in DeidentificationMethod (LO: at most 64 characters).
 METHOD = "PS3.15 Basic Profile; retain patient characteristics"
 #: Reader notes (``OctVolume.extra``) that are technical and safe to keep.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.choices import BACKENDS
 from core.errors import Cancelled, ModelCardError
 from core.modelcard import ModelCard, load_card
 from core.preprocess import preprocess_bscans
@@ -25,8 +26,6 @@ from core.volume import OctVolume
 __all__ = ["Screener", "default_card_path", "softmax", "BACKENDS"]
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "onnx", "openvino", "openvino-bf16", "torch")
 
 
 #: The bundled model: the real-data student of training/configs/oct2017-real.json.

@@ -369,3 +369,36 @@ def test_cli_and_gui_worker_open_and_decide_the_same(tiny_card_path, exam_files,
     assert gui == cli and len(gui) == 3
     assert sorted(str(e.path) for e in outcome.errors) == cli_bad and cli_bad
     assert steps[0].startswith("Reading")
+
+
+def _subcommand(name: str):
+    from app.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("command", ["screen", "batch"])
+def test_cli_choices_are_the_library_s_own(command):
+    """One owner per choice list: the CLI offers exactly the backends core.inference accepts and the
+    date policies core.deid accepts (both defined once, in core.choices, which imports nothing)."""
+    import core.choices
+    import core.deid
+    import core.inference
+
+    options = {a.dest: a for a in _subcommand(command)._actions}
+    assert tuple(options["backend"].choices) == core.inference.BACKENDS
+    assert tuple(options["deid_dates"].choices) == core.deid.DATE_POLICIES
+    assert core.inference.BACKENDS is core.choices.BACKENDS and core.deid.DATE_POLICIES is core.choices.DATE_POLICIES
+
+
+def test_cli_report_ids_come_from_core_report(monkeypatch):
+    """The CLI names its reports with core.report.new_report_id, as the GUI export does (ReportOptions'
+    default); the file stems come from core.screening.report_stem in both."""
+    import core.report
+    from app.cmd_screen import ExamJob
+
+    monkeypatch.setattr(core.report, "new_report_id", lambda: "0123456789")
+    assert ExamJob(("P1", "1.2.3"), [], Path("x.pdf"), None).report_id == "0123456789"
+    app_sources = "".join(p.read_text() for p in (Path(__file__).parents[1] / "app").rglob("*.py"))
+    assert "uuid4().hex[:10]" not in app_sources  # no second report id generator in the app
