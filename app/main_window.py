@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 from app.dialogs import Dialogs, SettingsValues
 from app.settings import AppSettings
 from app.widgets.bscan_viewer import ViewerPanel
-from app.widgets.enface import EnFaceView
+from app.widgets.enface import EnFacePanel
 from app.widgets.state import ViewerState
 from app.widgets.strip_chart import StripChart
 from app.widgets.style import ElidedLabel
@@ -132,8 +132,9 @@ class MainWindow(QMainWindow):
         self.summary_dock = self._dock(
             "Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea
         )
-        self.enface = EnFaceView(self.state)  # under the worklist, beside the viewer
-        self.enface_dock = self._dock("En-face", "enfaceDock", self.enface, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.enface_panel = EnFacePanel(self.state)  # under the worklist, beside the viewer
+        self.enface = self.enface_panel.view
+        self.enface_dock = self._dock("En-face", "enfaceDock", self.enface_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         self._build_actions()
         self._build_menus()

@@ -19,7 +19,7 @@ from core.results import VolumeResult
 from core.tiers import DEFAULT_TIERS, class_colour
 from core.volume import OctVolume
 
-__all__ = ["EnFace", "bscan_colours", "enface", "mean_projection", "stretch_uint8"]
+__all__ = ["FUNDUS", "EnFace", "Fundus", "bscan_colours", "device_fundus", "enface", "mean_projection", "stretch_uint8"]
 
 #: Percentiles of the projection mapped to black and white (a few hot or dead A-scans do not set the contrast).
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
@@ -89,6 +89,38 @@ def enface(volume: OctVolume) -> EnFace:
     if size != (w, n):
         proj = cv2.resize(proj, size, interpolation=cv2.INTER_LINEAR)
     return EnFace(np.ascontiguousarray(proj), n, physical=True, size_mm=size_mm)
+
+
+#: ``OctVolume.extra`` key of the device's own fundus / SLO image (a :class:`Fundus`), where the file has one.
+FUNDUS = "fundus"
+
+
+@dataclass(frozen=True)
+class Fundus:
+    """The device's own en-face picture (Heidelberg's infrared SLO localizer) and where each B-scan lies on it.
+
+    image: uint8 ``[h, w]``; lines: per B-scan ``(x0, y0, x1, y1)`` in image pixels (start and end of
+    the B-scan on the picture); modality: the device's name for it ('NIR', 'SLO', ...).
+    """
+
+    image: np.ndarray
+    lines: tuple[tuple[float, float, float, float], ...]
+    modality: str = ""
+
+    def bscan_near(self, x: float, y: float) -> int:
+        """The B-scan whose line passes closest to image point ``(x, y)``."""
+        seg = np.asarray(self.lines, np.float64).reshape(-1, 4)
+        a, b = seg[:, :2], seg[:, 2:]
+        d = b - a
+        t = np.clip(((np.array([x, y]) - a) * d).sum(1) / np.maximum((d * d).sum(1), 1e-12), 0.0, 1.0)
+        gap = np.hypot(*(a + t[:, None] * d - np.array([x, y])).T)
+        return int(gap.argmin())
+
+
+def device_fundus(volume: OctVolume) -> Fundus | None:
+    """The fundus / SLO image the file carried (``extra[FUNDUS]``), when it has one line per B-scan."""
+    f = volume.extra.get(FUNDUS)
+    return f if isinstance(f, Fundus) and len(f.lines) == volume.n_bscans else None
 
 
 def bscan_colours(result: VolumeResult) -> list[str]:

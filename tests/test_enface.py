@@ -163,3 +163,83 @@ def test_empty_state_and_a_single_bscan_paint_a_note(qtbot, make_volume):
     assert s.n_slices == 1 and ef.enface is None  # one row would be a barcode, not a picture
     qtbot.mouseClick(ef, Qt.MouseButton.LeftButton, pos=QPoint(100, 100))
     assert s.slice_index == 0
+
+
+# -- the device's own fundus / SLO image -------------------------------------------------------
+
+
+def test_heidelberg_vol_keeps_its_localizer_with_the_bscan_positions(tmp_path):
+    pytest.importorskip("eyepy")
+    from core.deid import Deidentifier
+    from core.enface import device_fundus
+    from core.io.reader import open_path
+    from tests.test_io_vendor import _real_cube, _vol_bytes
+
+    path = tmp_path / "scan.vol"
+    path.write_bytes(_vol_bytes(_real_cube(3, 64, 40)))  # a 32 x 32 localizer at 0.02 mm per pixel
+    (vol,) = open_path(path)
+    fundus = device_fundus(vol)
+    assert fundus is not None and fundus.image.shape == (32, 32) and fundus.image.dtype == np.uint8
+    # each B-scan from (0, 0.12 i) mm to (6, 0.12 i) mm: in localizer pixels / 0.02
+    np.testing.assert_allclose(fundus.lines, [(0.0, 6.0 * i, 300.0, 6.0 * i) for i in range(3)], atol=1e-9)
+    assert fundus.modality == "NIR"
+    assert device_fundus(Deidentifier().volume(vol)) is None  # a picture of the retina is not kept
+
+
+def test_the_projection_has_no_device_image(make_volume):
+    from core.enface import device_fundus
+
+    assert device_fundus(make_volume(n=4)) is None
+
+
+@pytest.fixture
+def fundus_state(make_volume) -> ViewerState:
+    from core.enface import FUNDUS, Fundus
+
+    vol = make_volume(n=6, spacing=PixelSpacing(slice=0.5, row=0.004, column=3.0 / 160))
+    image = np.full((120, 160), 200, np.uint8)
+    # six B-scans over the middle of the picture, slightly slanted (a rotated raster)
+    lines = tuple((20.0, 30.0 + 12 * i, 140.0, 34.0 + 12 * i) for i in range(6))
+    vol.extra[FUNDUS] = Fundus(image, lines, "NIR")
+    eye = decide(fake_result(vol, cnv_slices=(2, 3), ungradable=()))
+    s = ViewerState()
+    card = ModelCard(name="fake", arch="test_efficientnet", classes=list(CLASSES), input_size=(64, 64), demo=True)
+    s.add_exams(group_exams([eye]), card)
+    return s
+
+
+def test_device_image_toggle_shows_it_with_the_bscan_line(qtbot, fundus_state, state):
+    from app.widgets.enface import EnFacePanel
+
+    panel = EnFacePanel(fundus_state)
+    qtbot.addWidget(panel)
+    panel.resize(320, 320)
+    ef = panel.view
+    assert panel.device.isEnabled() and not ef.showing_device
+    r = ef.image_rect()
+    assert r.height() / r.width() == pytest.approx(1.0, rel=0.02)  # the projection: 6 x 3 mm by 160 x 3/160 mm
+    panel.device.setChecked(True)
+    assert ef.showing_device
+    r = ef.image_rect()
+    assert r.height() / r.width() == pytest.approx(120 / 160, rel=0.02)  # the device picture's aspect
+    assert _pixel(ef, r.left() + 0.1 * r.width(), r.top() + 0.1 * r.height()) == "#c8c8c8"  # its grey 200
+    # the line is where the file says B-scan i lies; a click on another line selects that B-scan
+    a, b = ef.line_of(fundus_state.slice_index)
+    mid = QPoint(round((a.x() + b.x()) / 2), round((a.y() + b.y()) / 2))
+    assert _line_at(ef, mid.x(), mid.y())
+    for target in (0, 5, 3):
+        a, b = ef.line_of(target)
+        qtbot.mouseClick(
+            ef,
+            Qt.MouseButton.LeftButton,
+            pos=QPoint(round(0.75 * a.x() + 0.25 * b.x()), round(0.75 * a.y() + 0.25 * b.y())),
+        )
+        assert fundus_state.slice_index == target
+        assert _line_at(ef, (a.x() + b.x()) / 2, (a.y() + b.y()) / 2)
+    panel.device.setChecked(False)
+    assert not ef.showing_device
+    # a volume without a device picture: the toggle is off and says why
+    other = EnFacePanel(state)
+    qtbot.addWidget(other)
+    assert not other.device.isEnabled() and "no fundus" in other.device.toolTip()
+    assert other.device.text() == "Device image: none in this file" and panel.device.text() == "Device image (NIR)"

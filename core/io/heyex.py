@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from core import limits
+from core.enface import FUNDUS, Fundus, stretch_uint8
 from core.errors import CorruptFileError, ImageTooLargeError, InputError, MissingExtraError, UnsupportedFormatError
 from core.io.common import check_size, reason, stable_uid
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
@@ -284,5 +285,32 @@ def _convert(
         ),
         source=path,
         source_files=members or (path,),
-        extra={"format": fmt},
+        extra={"format": fmt, **_fundus(ev, pixels.shape[0])},
     )
+
+
+def _fundus(ev: Any, n: int) -> dict[str, Fundus]:
+    """The export's localizer (the Spectralis infrared SLO) with each B-scan's start and end on it, as
+    ``{FUNDUS: Fundus}``; nothing when it or a B-scan position is missing (never a reason to fail)."""
+    try:
+        loc = ev.localizer
+        image = np.asarray(loc.data)
+        sx, sy = _positive(loc.meta.get("scale_x")), _positive(loc.meta.get("scale_y"))
+        metas = list(ev.meta["bscan_meta"])
+        if image.ndim != 2 or image.size == 0 or sx is None or sy is None or len(metas) != n:
+            return {}
+        lines = tuple(
+            (
+                float(m["start_pos"][0]) / sx,
+                float(m["start_pos"][1]) / sy,
+                float(m["end_pos"][0]) / sx,
+                float(m["end_pos"][1]) / sy,
+            )
+            for m in metas
+        )
+        if not all(np.isfinite(v) for line in lines for v in line):
+            return {}
+        grey = image if image.dtype == np.uint8 else stretch_uint8(image)
+        return {FUNDUS: Fundus(np.ascontiguousarray(grey), lines, str(loc.meta.get("modality") or ""))}
+    except Exception:  # noqa: BLE001 - the localizer is optional: the B-scans were read
+        return {}
