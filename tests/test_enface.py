@@ -243,3 +243,6 @@ def test_device_image_toggle_shows_it_with_the_bscan_line(qtbot, fundus_state, s
     qtbot.addWidget(other)
     assert not other.device.isEnabled() and "no fundus" in other.device.toolTip()
     assert other.device.text() == "Device image: none in this file" and panel.device.text() == "Device image (NIR)"
+    empty = EnFacePanel(ViewerState())
+    qtbot.addWidget(empty)
+    assert empty.device.text() == "Device image" and not empty.device.isEnabled()

@@ -255,7 +255,9 @@ class EnFacePanel(QWidget):
         has = fundus is not None
         self.device.setEnabled(has)
         self.device.setText(
-            f"Device image ({fundus.modality or 'fundus'})" if fundus is not None else "Device image: none in this file"
+            f"Device image ({fundus.modality or 'fundus'})"
+            if fundus is not None
+            else ("Device image: none in this file" if self.state.volume is not None else "Device image")
         )
         self.device.setToolTip(
             "Show the device's own fundus / SLO image with the B-scan positions it recorded"
