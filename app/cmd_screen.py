@@ -86,8 +86,10 @@ class ExamJob:
 
 
 def sr_path(dcm: Path) -> Path:
-    """Where the SR of the DICOM report ``dcm`` goes: ``<stem>_sr.dcm`` beside it."""
-    return dcm.with_name(f"{dcm.stem}_sr.dcm")
+    """Where the SR of the DICOM report ``dcm`` goes: ``<stem>_sr.dcm`` beside it (``core.outputs``)."""
+    from core.outputs import sr_path as owner
+
+    return owner(dcm)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -252,23 +254,6 @@ def _prepare_out(out: Path) -> str:
     return ""
 
 
-def _write_unique(path: Path, overwrite: bool, write, /, **kwargs) -> Path:
-    """``write(path, **kwargs)``; when ``path`` was taken meanwhile (another run writing into the same folder:
-    ``FileExistsError`` without overwrite) the next free name ``<stem>_2`` ..., so no result is lost.
-    Returns the path written."""
-    from core.fileio import next_free
-
-    for _ in range(100):
-        try:
-            write(path, **kwargs)
-            return path
-        except FileExistsError:
-            if overwrite:
-                raise
-            path = next_free(path)
-    raise FileExistsError(f"{path}: no free name found")
-
-
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
@@ -280,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
     from core.errors import ModelCardError
     from core.inference import Screener, default_card_path
     from core.modelcard import load_card
-    from core.report import ReportOptions, write_report
+    from core.outputs import ExamOutputs, write_exam_outputs, write_unique
+    from core.report import ReportOptions
     from core.screening import open_volumes, screen_volumes
 
     out: Path = args.out
@@ -302,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.dicom:
         try:
-            from core.dicom_export import pdf_to_dicom, result_to_sr
+            import core.dicom_export  # noqa: F401 (written by core.outputs; checked here, before any work)
         except ImportError as e:
             _err(f"--dicom is not available ({e})")
             return 2
@@ -356,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(start + sum(v.n_bscans for v in job.volumes) - bar.n)
                 continue
             n_exams += 1
-            report_file = dicom_file = sr_file = ""
+            outputs = ExamOutputs()
             try:
                 opts = ReportOptions(
                     institution=args.institution,
@@ -364,32 +350,24 @@ def run(args: argparse.Namespace) -> int:
                     report_id=job.report_id,
                     pseudo_id=job.pseudo_id or None,
                 )
-                pdf = _write_unique(
-                    job.pdf, args.overwrite, write_report, exam=exam, card=card, options=opts, overwrite=args.overwrite
+                write_exam_outputs(
+                    exam,
+                    card,
+                    job.pdf,
+                    opts,
+                    dicom=job.dcm is not None,
+                    sr=True,
+                    overwrite=args.overwrite,
+                    unique=True,
+                    outputs=outputs,
                 )
-                report_file = pdf.name
-                if pdf != job.pdf:
-                    renamed.append(f"{job.pdf.name} appeared meanwhile (another run?): written as {pdf.name}")
-                if job.dcm is not None:
-                    dcm = _write_unique(
-                        pdf.with_suffix(".dcm"),
-                        args.overwrite,
-                        lambda d, src=pdf, ex=exam, pid=job.pseudo_id or None: pdf_to_dicom(
-                            src, ex, d, deidentify=args.deidentify, overwrite=args.overwrite, pseudo_id=pid
-                        ),
-                    )
-                    dicom_file = dcm.name
-                    sr = _write_unique(
-                        sr_path(dcm),
-                        args.overwrite,
-                        lambda d, ex=exam, pid=job.pseudo_id or None: result_to_sr(
-                            ex, d, card=card, deidentify=args.deidentify, overwrite=args.overwrite, pseudo_id=pid
-                        ),
-                    )
-                    sr_file = sr.name
             except Exception as e:  # a report problem is reported; the results rows are still written
                 log.debug("report failed", exc_info=True)
                 failures.append(f"{job.pdf}: report not written ({e})")
+            renamed.extend(outputs.renamed)
+            report_file, dicom_file, sr_file = (
+                p.name if p is not None else "" for p in (outputs.pdf, outputs.dcm, outputs.sr)
+            )
             rows.extend(
                 eye_rows(
                     exam,
@@ -430,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
             (csv_path, _csv_text(rows, list(card.classes))),
             (json_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n"),
         ):
-            written = _write_unique(path, args.overwrite, _write_text, text=text, overwrite=args.overwrite)
+            written = write_unique(path, args.overwrite, _write_text, text=text, overwrite=args.overwrite)
             if written != path:
                 renamed.append(f"{path.name} appeared meanwhile (another run?): written as {written.name}")
     except OSError as e:

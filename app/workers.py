@@ -202,13 +202,12 @@ def export_report(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> list[Path]:
-    """Write the PDF report (and optionally its DICOM Encapsulated PDF); returns the files written."""
-    from core.dicom_export import pdf_to_dicom
-    from core.report import ReportOptions, write_report
+    """Write the PDF report (and optionally its DICOM Encapsulated PDF); returns the files written.
 
-    progress = progress or (lambda *_: None)
-    steps = len(request.targets)
-    progress(0, steps, f"Writing {request.pdf_path.name}\u2026")
+    The writing is ``core.outputs.write_exam_outputs``, the one ``octscreen screen`` uses."""
+    from core.outputs import write_exam_outputs
+    from core.report import ReportOptions
+
     pseudo_id = None
     if request.deidentify:  # the same PS3.15 de-identification as `octscreen screen --deidentify`
         from core.deid import Deidentifier
@@ -221,22 +220,14 @@ def export_report(
         deidentify=request.deidentify,
         pseudo_id=pseudo_id,
     )
-    written = [Path(write_report(request.pdf_path, exam, card, options, overwrite=overwrite))]
-    if request.dicom:
-        if cancel is not None and cancel():
-            raise Cancelled()
-        progress(1, steps, f"Writing {request.dicom_path.name}\u2026")
-        written.append(
-            Path(
-                pdf_to_dicom(
-                    written[0],
-                    exam,
-                    request.dicom_path,
-                    deidentify=request.deidentify,
-                    overwrite=overwrite,
-                    pseudo_id=pseudo_id,
-                )
-            )
-        )
-    progress(steps, steps, "Report written")
-    return written
+    outputs = write_exam_outputs(
+        exam,
+        card,
+        request.pdf_path,
+        options,
+        dicom=request.dicom,
+        overwrite=overwrite,
+        progress=progress,
+        cancel=cancel,
+    )
+    return outputs.files

@@ -402,3 +402,39 @@ def test_cli_report_ids_come_from_core_report(monkeypatch):
     assert ExamJob(("P1", "1.2.3"), [], Path("x.pdf"), None).report_id == "0123456789"
     app_sources = "".join(p.read_text() for p in (Path(__file__).parents[1] / "app").rglob("*.py"))
     assert "uuid4().hex[:10]" not in app_sources  # no second report id generator in the app
+
+
+def test_cli_and_gui_export_write_an_exam_alike(tiny_card_path, screener, exam_files, tmp_path, monkeypatch):
+    """`octscreen screen` and the GUI export write an exam's outputs through the same core call
+    (core.outputs.write_exam_outputs), under the same names, with the same report text."""
+    import re
+
+    import core.outputs
+    from app.workers import ExportRequest, export_report
+    from core.screening import report_stem
+
+    calls: list[str] = []
+    real = core.outputs.write_exam_outputs
+
+    def recording(exam, card, pdf_path, options, **kw):
+        calls.append(Path(pdf_path).parent.name)
+        return real(exam, card, pdf_path, options, **kw)
+
+    monkeypatch.setattr(core.outputs, "write_exam_outputs", recording)
+    cli = tmp_path / "cli"
+    assert main(["screen", str(exam_files["p2"]), "--out", str(cli), "--model", str(tiny_card_path), "--dicom"]) == 0
+    (exam,) = screen_paths([exam_files["p2"]], screener)
+    gui = tmp_path / "gui"
+    gui.mkdir()
+    stem = report_stem(exam.patient.patient_id, exam.study.study_date, deidentify=False)
+    written = export_report(ExportRequest(gui / f"{stem}.pdf", dicom=True), exam, screener.card)
+    assert calls == ["cli", "gui"]
+    assert [p.name for p in written] == ["P002_20260131_oct-report.pdf", "P002_20260131_oct-report.dcm"]
+    assert {p.name for p in written} <= {p.name for p in cli.iterdir()}  # the CLI adds its SR and results
+
+    def text(pdf: Path) -> str:  # the report as read, less what differs by design: report id, time
+        out = run_tool(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+        out = re.sub(r"Report [0-9A-F]{10}", "Report ID", " ".join(out.split()))
+        return re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d", "generated TIME", out)
+
+    assert text(cli / written[0].name) == text(written[0])
