@@ -21,15 +21,12 @@ import json
 import logging
 import sys
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+# light imports only (numpy and the readers load when the command runs: `octscreen --help` stays fast)
 from core.choices import BACKENDS, DATE_POLICIES
 from core.errors import InputError
-
-if TYPE_CHECKING:  # numpy and the readers load when the command runs: `octscreen --help` stays fast
-    from core.volume import OctVolume
+from core.outputs import ExamJob, plan_jobs, sr_path
 
 __all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "sr_path", "CSV_COLUMNS"]
 
@@ -59,37 +56,6 @@ CSV_COLUMNS = [
     "dicom_file",
     "sr_file",
 ]
-
-
-def _new_report_id() -> str:
-    """A report id from ``core.report.new_report_id``, the one that names the GUI's reports too."""
-    from core.report import new_report_id
-
-    return new_report_id()
-
-
-@dataclass
-class ExamJob:
-    """One exam to screen: its volumes, the names it will be written under, and its pseudonym."""
-
-    key: tuple[str, str]
-    volumes: list[OctVolume]
-    pdf: Path
-    dcm: Path | None
-    pseudo_id: str = ""
-    report_id: str = field(default_factory=_new_report_id)
-
-    @property
-    def sr(self) -> Path | None:
-        """The Structured Report beside the DICOM report: ``<stem>_sr.dcm``."""
-        return sr_path(self.dcm) if self.dcm is not None else None
-
-
-def sr_path(dcm: Path) -> Path:
-    """Where the SR of the DICOM report ``dcm`` goes: ``<stem>_sr.dcm`` beside it (``core.outputs``)."""
-    from core.outputs import sr_path as owner
-
-    return owner(dcm)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -132,39 +98,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
     p.add_argument("--institution", default="", metavar="NAME", help="institution name in the report header")
     p.set_defaults(func=run)
-
-
-def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: bool) -> list[ExamJob]:
-    """Group volumes into exams (patient id, study UID; first appearance order) and name their outputs.
-
-    Names: ``core.screening.report_stem`` (the GUI's too): identified ``<patient>_<study date>_oct-report``
-    (``_2``, ... for a second exam of that patient and date), de-identified ``exam-<n>_oct-report`` (no
-    identity or date in file names). One pseudonym per patient id in a run, random (never derived from the id).
-    """
-    from core.report import pseudonym_for
-    from core.screening import exam_key, report_stem
-
-    groups: dict[tuple[str, str], list[OctVolume]] = {}
-    for v in volumes:
-        groups.setdefault(exam_key(v), []).append(v)
-    pseudonyms: dict[str, str] = {}
-    jobs, used = [], set()
-    for i, (key, vols) in enumerate(groups.items(), start=1):
-        if deidentify:
-            stem = report_stem("", "", deidentify=True, index=i)
-        else:
-            base = report_stem(key[0], vols[0].study.study_date, deidentify=False)
-            n, stem = 1, base
-            while stem in used:
-                n += 1
-                stem = f"{base}_{n}"
-        used.add(stem)
-        job = ExamJob(key, vols, out / f"{stem}.pdf", (out / f"{stem}.dcm") if dicom else None)
-        if deidentify:  # volumes de-identified at the entry already carry their pseudonym
-            own = key[0] if key[0].startswith("ANON-") else pseudonym_for(job.report_id)
-            job.pseudo_id = pseudonyms.setdefault(key[0], own)
-        jobs.append(job)
-    return jobs
 
 
 def eye_rows(

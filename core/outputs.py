@@ -6,8 +6,9 @@ DICOM Encapsulated PDF beside it (``<stem>.dcm``) and the result as a DICOM Comp
 (``FileExistsError`` without ``overwrite``) becomes the next free one (``<stem>_2`` ...), so no result
 is lost; the files that follow take the PDF's final stem. Progress and cancel between the files.
 
-The file stems themselves come from ``core.screening.report_stem``, the report id from
-``core.report.new_report_id`` (``ReportOptions.report_id``).
+``plan_jobs`` groups a run's volumes into exams (``ExamJob``) and names their outputs before any work:
+file stems from ``core.screening.report_stem`` (``_2`` ... for a second exam of a patient and date),
+report ids from ``core.report.new_report_id``, one random pseudonym per patient when de-identifying.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
     from core.modelcard import ModelCard
     from core.report import ReportOptions
     from core.results import ExamResult
+    from core.volume import OctVolume
 
-__all__ = ["ExamOutputs", "write_exam_outputs", "sr_path", "write_unique"]
+__all__ = ["ExamJob", "plan_jobs", "ExamOutputs", "write_exam_outputs", "sr_path", "write_unique"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,63 @@ log = logging.getLogger(__name__)
 def sr_path(dcm: Path) -> Path:
     """Where the SR of the DICOM report ``dcm`` goes: ``<stem>_sr.dcm`` beside it."""
     return dcm.with_name(f"{dcm.stem}_sr.dcm")
+
+
+def _new_report_id() -> str:
+    """A report id from ``core.report.new_report_id`` (looked up when called), the GUI's too."""
+    from core.report import new_report_id
+
+    return new_report_id()
+
+
+@dataclass
+class ExamJob:
+    """One exam to screen: its volumes, the names it will be written under, and its pseudonym."""
+
+    key: tuple[str, str]
+    volumes: list[OctVolume]
+    pdf: Path
+    dcm: Path | None
+    pseudo_id: str = ""
+    report_id: str = field(default_factory=_new_report_id)
+
+    @property
+    def sr(self) -> Path | None:
+        """The Structured Report beside the DICOM report: ``<stem>_sr.dcm``."""
+        return sr_path(self.dcm) if self.dcm is not None else None
+
+
+def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: bool) -> list[ExamJob]:
+    """Group volumes into exams (patient id, study UID; first appearance order) and name their outputs.
+
+    Names: ``core.screening.report_stem`` (the GUI's too): identified ``<patient>_<study date>_oct-report``
+    (``_2``, ... for a second exam of that patient and date), de-identified ``exam-<n>_oct-report`` (no
+    identity or date in file names). One pseudonym per patient id in a run, random (never derived from the id).
+    """
+    from core.report import pseudonym_for
+    from core.screening import exam_key, report_stem
+
+    groups: dict[tuple[str, str], list[OctVolume]] = {}
+    for v in volumes:
+        groups.setdefault(exam_key(v), []).append(v)
+    pseudonyms: dict[str, str] = {}
+    jobs, used = [], set()
+    for i, (key, vols) in enumerate(groups.items(), start=1):
+        if deidentify:
+            stem = report_stem("", "", deidentify=True, index=i)
+        else:
+            base = report_stem(key[0], vols[0].study.study_date, deidentify=False)
+            n, stem = 1, base
+            while stem in used:
+                n += 1
+                stem = f"{base}_{n}"
+        used.add(stem)
+        job = ExamJob(key, vols, out / f"{stem}.pdf", (out / f"{stem}.dcm") if dicom else None)
+        if deidentify:  # volumes de-identified at the entry already carry their pseudonym
+            own = key[0] if key[0].startswith("ANON-") else pseudonym_for(job.report_id)
+            job.pseudo_id = pseudonyms.setdefault(key[0], own)
+        jobs.append(job)
+    return jobs
 
 
 @dataclass
