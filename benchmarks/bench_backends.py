@@ -18,7 +18,6 @@ A backend may be the default only with argmax agreement >= 99 % and a balanced-a
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,25 +29,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import eval_real  # noqa: E402
+from machine import cpu  # noqa: E402
 
 from core.inference import Screener, default_card_path  # noqa: E402
 from core.preprocess import preprocess_bscans  # noqa: E402
 from core.train.data import read_grey  # noqa: E402
 from core.train.metrics import classification_metrics  # noqa: E402
-
-
-def _cpu() -> str:
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        have = set(next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")))
-        flags = " ".join(
-            f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in have
-        )
-    except (OSError, StopIteration):
-        name = platform.processor() or platform.machine()
-    return f"{name} [{flags}]"
 
 
 def _flops(card) -> float:
@@ -113,7 +99,7 @@ def main() -> None:
             t = time.perf_counter()
             s.predict(x)
             times[name].append((time.perf_counter() - t) / len(x))
-    print(f"CPU: {_cpu()}; {a.threads} threads")
+    print(f"CPU: {cpu()}; {a.threads} threads")
     print(f"model {card.name} v{card.version} ({card.arch}, {h}x{w}): {flops / 1e9:.2f} GFLOP per B-scan")
     print(f"speed (batches of 16, best of {a.repeat}):")
     base = min(times["onnxruntime fp32"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,24 +20,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import imagecodecs  # noqa: E402
 import pydicom  # noqa: E402
+from machine import cpu  # noqa: E402
 from pydicom.encaps import generate_frames  # noqa: E402
 
 from core.io import open_path, write_opt  # noqa: E402
 from core.io.dicom import decode_workers  # noqa: E402
 from core.synthetic import simulate_volume  # noqa: E402
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _best(f, repeat: int) -> tuple[float, np.ndarray]:
@@ -72,7 +63,7 @@ def main() -> None:
         ]
         results = [(name, *_best(f, a.repeat)) for name, f in cases]
     ref = results[0][2]
-    print(f"CPU: {_cpu()} ({os.cpu_count()} logical, {decode_workers()} usable); imagecodecs {imagecodecs.__version__}")
+    print(f"CPU: {cpu()} ({os.cpu_count()} logical, {decode_workers()} usable); imagecodecs {imagecodecs.__version__}")
     print(f"cube: {a.bscans} B-scans of 496 x 512, JPEG 2000 lossless, {size / 1e6:.1f} MB; best of {a.repeat}")
     for name, t, out in results:
         same = "same pixels" if np.array_equal(out, ref) else "DIFFERENT PIXELS"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import cpu  # noqa: E402
 
 from core import quality  # noqa: E402
 from core.preprocess import to_unit  # noqa: E402
@@ -77,16 +79,6 @@ def _bscans() -> list[np.ndarray]:
     return real + synth + degraded
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -111,7 +103,7 @@ def main() -> None:
     diffs = {k: max(abs(getattr(a, k) - getattr(b, k)) for a, b in zip(fast, ref, strict=True)) for k in fields}
     ungradable = sum(bool(q.reason()) for q in ref)
     t_fast, t_ref = min(times["fast"]), min(times["reference"])
-    print(f"CPU: {_cpu()}; OpenCV {cv2.__version__}, 1 thread; numpy {np.__version__}")
+    print(f"CPU: {cpu()}; OpenCV {cv2.__version__}, 1 thread; numpy {np.__version__}")
     print(f"B-scans: {len(bscans)} (44 real 496x512, 128 synthetic, 32 degraded; {ungradable} ungradable)")
     print(f"reference  {t_ref:6.2f} ms per B-scan (best of {args.repeat})")
     print(f"fast       {t_fast:6.2f} ms per B-scan")

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from machine import cpu  # noqa: E402
 
 CASES = [
     ("python -c pass (floor)", ["-c", "pass"]),
@@ -29,21 +32,11 @@ CASES = [
 ]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     a = ap.parse_args(argv)
-    print(f"CPU: {_cpu()}; Python {platform.python_version()}; median of {a.repeat} runs (after one warm-up)")
+    print(f"CPU: {cpu()}; Python {platform.python_version()}; median of {a.repeat} runs (after one warm-up)")
     floor = None
     for name, args in CASES:
         subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, check=True)  # warm the file cache
