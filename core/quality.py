@@ -99,6 +99,21 @@ def _work_size(h: int, w: int) -> tuple[int, int]:
     return h // fh, w // fw
 
 
+def _percentile(x: np.ndarray, q: float) -> float:
+    """``np.percentile(x, q)`` (linear interpolation) by one partition: no sort, no overhead."""
+    pos = (x.size - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, x.size - 1)
+    part = np.partition(x, [lo, hi])
+    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+
+
+def _histogram(small: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """256-bin histogram of a uint8 image (only where ``where`` is True), by OpenCV (5x numpy's bincount)."""
+    mask = None if where is None else where.view(np.uint8)
+    return cv2.calcHist([small], [0], mask, [256], [0, 256]).ravel().astype(np.int64)
+
+
 def _hist_quantiles(counts: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """Quantiles (0..1) of uint8 values from their 256-bin histogram, in [0, 1] intensity units
     (the lower of the two middle values for an even count, as ``np.percentile(method='lower')``)."""
@@ -121,11 +136,19 @@ def _saturated_fraction(full: np.ndarray, border_mask: np.ndarray) -> float:
     top = full.max()
     if top == 0:
         return 0.0
-    inside = (
-        cv2.resize(border_mask.astype(np.uint8), (full.shape[1], full.shape[0]), interpolation=cv2.INTER_NEAREST) == 0
-    )
-    n_inside = int(inside.sum())
-    return float(((full == top) & inside).sum() / n_inside) if n_inside else 0.0
+    h, w = full.shape
+    # OpenCV's vectorised compare / count on uint8 masks (numpy's bool temporaries cost 3x more)
+    inside = cv2.resize(
+        (border_mask == 0).view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST
+    )  # 1 inside, 0 border
+    n_inside = cv2.countNonZero(inside)
+    if not n_inside:
+        return 0.0
+    if full.dtype == np.uint8:
+        at_top = cv2.compare(full, int(top), cv2.CMP_EQ)  # type: ignore[call-overload]  # a scalar is fine at run time
+    else:
+        at_top = (full == top).view(np.uint8)
+    return float(cv2.countNonZero(cv2.bitwise_and(at_top, inside)) / n_inside)
 
 
 def measure(bscan: np.ndarray, limits: QualityLimits = DEFAULT_LIMITS) -> BScanQuality:
@@ -135,7 +158,7 @@ def measure(bscan: np.ndarray, limits: QualityLimits = DEFAULT_LIMITS) -> BScanQ
         raise ValueError(f"a B-scan must be a 2-D image of at least 8 x 8 pixels, got {list(full.shape)}")
     img, small = _work_image(full)
     if small is not None:
-        lo, hi = _hist_quantiles(np.bincount(small.ravel(), minlength=256), (0.005, 0.995))
+        lo, hi = _hist_quantiles(_histogram(small), (0.005, 0.995))
     else:
         lo, hi = (float(x) for x in np.percentile(img, (0.5, 99.5)))
     value_range = float(hi - lo)
@@ -145,16 +168,16 @@ def measure(bscan: np.ndarray, limits: QualityLimits = DEFAULT_LIMITS) -> BScanQ
     var = np.maximum(cv2.blur(img * img, (5, 5)) - mean * mean, 0.0)
     flat = var < _FLAT_STD**2
     border_mask = flat & ((mean >= _WHITE) | (mean <= _BLACK))
-    border = float(border_mask.mean())
+    border = cv2.countNonZero(border_mask.view(np.uint8)) / border_mask.size
     inside = ~border_mask
     saturated = _saturated_fraction(full, border_mask)
 
     # Retina: a bright band along each column, well above that column's typical level; fill pixels
     # are replaced by the median image level so border edges do not look like tissue.
-    if not inside.any():
+    if border == 1.0:
         fill = 0.0
     elif small is not None:
-        (fill,) = _hist_quantiles(np.bincount(small[inside], minlength=256), (0.5,))
+        (fill,) = _hist_quantiles(_histogram(small, inside), (0.5,))
     else:
         fill = float(np.median(img[inside]))
     clean = np.where(border_mask, np.float32(fill), img)
@@ -166,7 +189,7 @@ def measure(bscan: np.ndarray, limits: QualityLimits = DEFAULT_LIMITS) -> BScanQ
     contrast = smooth.max(axis=0) - np.partition(mid, k, axis=0)[k]
     col_inside = inside.mean(axis=0) >= 0.25
     if col_inside.any():
-        signal = float(np.percentile(contrast[col_inside], 90))
+        signal = _percentile(contrast[col_inside], 90.0)
         retina_cols = float((contrast[col_inside] >= limits.tissue_contrast).sum() / w)
     else:
         signal, retina_cols = 0.0, 0.0

@@ -137,3 +137,17 @@ def test_simulated_blinks_are_flagged_and_good_frames_kept():
     ok, reasons = assess(v)
     assert not ok[blinks].any()
     assert ok[[i for i in range(25) if i not in blinks]].all()
+
+
+def test_fast_percentile_and_histogram_quantiles_match_numpy():
+    from core.quality import _hist_quantiles, _histogram, _percentile
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 17, 256):
+        x = rng.random(n).astype(np.float32)
+        assert _percentile(x, 90.0) == pytest.approx(float(np.percentile(x, 90)), abs=1e-6)
+    img = rng.integers(0, 256, (64, 80), dtype=np.uint8)
+    where = rng.random(img.shape) < 0.7
+    np.testing.assert_array_equal(_histogram(img, where), np.bincount(img[where], minlength=256))
+    (median,) = _hist_quantiles(_histogram(img), (0.5,))
+    assert median == float(np.percentile(img, 50, method="lower")) / 255.0
