@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "tests" / "data" / "oct2017-sample"
 
@@ -24,14 +26,16 @@ def _files(home: Path) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
 
 
-def test_screening_writes_no_telemetry_or_anything_else_under_home(tmp_path):
+@pytest.mark.parametrize("backend", ["auto", "openvino"], ids=["onnxruntime", "openvino"])
+def test_screening_writes_no_telemetry_or_anything_else_under_home(tmp_path, backend):
     home = tmp_path / "home"
     home.mkdir()
     out = tmp_path / "out"
     _run(
         home,
         "from app.cli import main; import sys; "
-        f"sys.exit(main(['screen', {str(next(SAMPLE.rglob('*.jpeg')))!r}, '--out', {str(out)!r}]))",
+        f"sys.exit(main(['screen', {str(next(SAMPLE.rglob('*.jpeg')))!r}, '--out', {str(out)!r}, "
+        f"'--backend', {backend!r}]))",
     )
     assert any(out.iterdir())  # it did screen
     assert _files(home) == []
@@ -43,20 +47,6 @@ def test_the_switch_is_needed(tmp_path):
     home.mkdir()
     _run(home, "import onnxruntime")
     assert any("onnxruntime" in f for f in _files(home))
-
-
-def test_openvino_backend_writes_no_telemetry_under_home(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    out = tmp_path / "out"
-    _run(
-        home,
-        "from app.cli import main; import sys; "
-        f"sys.exit(main(['screen', {str(next(SAMPLE.rglob('*.jpeg')))!r}, '--out', {str(out)!r}, "
-        "'--backend', 'openvino']))",
-    )
-    assert any(out.iterdir())  # it did screen
-    assert _files(home) == []
 
 
 def test_openvino_alone_does_write_its_telemetry(tmp_path):

@@ -41,6 +41,7 @@ __all__ = [
     "reason",
     "guarded",
     "VENDOR_EXTENSIONS",
+    "float_to_uint8",
     "SIDECAR_SUFFIXES",
     "is_ignorable",
 ]
@@ -185,6 +186,13 @@ def to_grey(pixels: np.ndarray) -> np.ndarray:
         info = np.iinfo(pixels.dtype) if pixels.dtype.kind in "ui" else np.iinfo(np.uint8)
         return np.clip(np.rint(grey), 0, info.max).astype(pixels.dtype if pixels.dtype.kind == "u" else np.uint8)
     return pixels
+
+
+def float_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels (NaN/inf as 0) stretched from their own minimum..maximum to uint8."""
+    finite = np.nan_to_num(pixels.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    return np.rint((finite - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
 
 
 def to_unsigned(pixels: np.ndarray, path: Path) -> np.ndarray:

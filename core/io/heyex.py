@@ -30,7 +30,7 @@ from PIL import Image
 from core import limits
 from core.enface import FUNDUS, Fundus, stretch_uint8
 from core.errors import CorruptFileError, ImageTooLargeError, InputError, MissingExtraError, UnsupportedFormatError
-from core.io.common import check_size, reason, stable_uid
+from core.io.common import check_size, float_to_uint8, reason, stable_uid
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
 __all__ = ["is_heyex_xml", "xml_members", "read_vol", "read_xml", "MAX_XML_BYTES", "EXTRA_HINT"]
@@ -259,9 +259,7 @@ def _convert(
     if pixels.ndim != 3 or pixels.size == 0:
         raise CorruptFileError(path, f"eyepy returned no B-scans (shape {pixels.shape})")
     if pixels.dtype != np.uint8:
-        finite = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(finite.min()), float(finite.max())
-        pixels = np.rint((finite - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
+        pixels = float_to_uint8(pixels)
     patient = patient or meta.get("patient") or {}
     first, last = str(patient.get("firstname") or ""), str(patient.get("lastname") or "")
     name = f"{last}^{first}" if (first or last) else ""

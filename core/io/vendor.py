@@ -28,7 +28,7 @@ import numpy as np
 
 from core.errors import CorruptFileError, InputError, MissingExtraError, UnsupportedFormatError
 from core.io import cirrus, heyex
-from core.io.common import VENDOR_EXTENSIONS, check_size, stable_uid, to_unsigned
+from core.io.common import VENDOR_EXTENSIONS, check_size, float_to_uint8, stable_uid, to_unsigned
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,7 @@ def _pixels(path: Path, frames: Any) -> np.ndarray:
         raise CorruptFileError(path, "the B-scans of one volume have different sizes")
     stack = np.stack(slices)
     if stack.dtype.kind == "f":
-        finite = np.nan_to_num(stack, nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(finite.min()), float(finite.max())
-        return np.rint((finite - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
+        return float_to_uint8(stack)
     return to_unsigned(stack, path)
 
 
