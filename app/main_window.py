@@ -45,6 +45,7 @@ from app.widgets.style import ElidedLabel
 from app.widgets.summary_panel import SummaryPanel
 from app.widgets.worklist import Worklist
 from app.workers import ExportRequest, Job, LoadOutcome, ScreenedEye, export_report, load_and_screen
+from core.audit import AuditError, AuditTrail, SignOff
 from core.errors import InputError, ModelCardError
 from core.modelcard import ModelCard, load_card
 
@@ -94,6 +95,7 @@ class MainWindow(QMainWindow):
         dialogs: Dialogs | None = None,
         screener_factory: ScreenerFactory | None = None,
         pool: QThreadPool | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or AppSettings()
@@ -128,6 +130,7 @@ class MainWindow(QMainWindow):
         # docks
         self.browser = Worklist(self.state)
         self.summary = SummaryPanel(self.state)
+        self._open_audit(audit)
         self.browser_dock = self._dock("Worklist", "examsDock", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.summary_dock = self._dock(
             "Eye summary", "summaryDock", self.summary, Qt.DockWidgetArea.RightDockWidgetArea
@@ -152,6 +155,25 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     # -- construction ------------------------------------------------------------------------
+    def _open_audit(self, audit: AuditTrail | None) -> None:
+        """The sign-off audit trail: ``audit`` (tests), else the one at ``settings.audit_path``. When it
+        cannot be opened, signing is unavailable and the sign-off box says why (nothing else stops)."""
+        if audit is None:
+            try:
+                audit = AuditTrail(self.settings.audit_path)
+            except AuditError as e:
+                log.error("sign-off unavailable: %s", e)
+                self.state.audit_problem = str(e)
+        self.state.audit = audit
+        box = self.summary.signoff
+        box.name.setText(self.settings.clinician)
+        box.on_signed = self._signed
+        box.refresh()
+
+    def _signed(self, signoff: SignOff) -> None:
+        self.settings.clinician = signoff.clinician
+        self.status_text.setText(f"Signed by {signoff.clinician}: stored in the audit trail")
+
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
@@ -532,6 +554,9 @@ class MainWindow(QMainWindow):
         if self.job is not None:
             self.dialogs.info(self, "Busy", "Another job is still running. Wait for it or cancel it (Esc).")
             return
+        if not self._confirm_unsigned(loaded.exam):
+            self.status_text.setText("Export cancelled: nothing was written")
+            return
         request = self.dialogs.export_request(
             self,
             self.default_report_path(),
@@ -552,6 +577,20 @@ class MainWindow(QMainWindow):
                 return
         self.export(request, overwrite=bool(existing))
 
+    def _confirm_unsigned(self, exam) -> bool:
+        """Warn before exporting an exam with eyes no clinician signed; True to go on."""
+        unsigned = [e for e in exam.eyes if self.state.signoff(e) is None]
+        if not unsigned:
+            return True
+        names = ", ".join(str(e.eye.laterality.value) for e in unsigned)
+        return self.dialogs.confirm(
+            self,
+            "Unsigned eyes",
+            f"{_plural(len(unsigned), 'eye')} of this exam ({names}) "
+            f"{'is' if len(unsigned) == 1 else 'are'} not signed by a clinician. The report will say "
+            "NOT SIGNED for them.\n\nExport anyway?",
+        )
+
     def export(self, request: ExportRequest, overwrite: bool = False) -> bool:
         """Write the selected exam's report as ``request`` says (no questions asked)."""
         loaded = self.state.current_loaded
@@ -559,6 +598,7 @@ class MainWindow(QMainWindow):
             return False
         exam, card = loaded.exam, loaded.card
         institution, logo = self.settings.institution, self.settings.logo
+        signoffs = self.state.signoffs_of(exam)
 
         def work(progress, cancel) -> list[Path]:
             return export_report(
@@ -567,6 +607,7 @@ class MainWindow(QMainWindow):
                 card,
                 institution=institution,
                 logo=logo or None,
+                signoffs=signoffs,
                 overwrite=overwrite,
                 progress=progress,
                 cancel=cancel,

@@ -1,17 +1,62 @@
 """Persistent user settings (QSettings, organisation "OCT Screen"): model card, report institution
-and logo, export folder, threads, recent files and the window layout."""
+and logo, export folder, threads, the signing clinician and the audit trail's place, recent files and
+the window layout."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
-__all__ = ["APPLICATION", "MAX_RECENT", "ORGANISATION", "AppSettings"]
+__all__ = ["APPLICATION", "DICOMWEB", "DIMSE", "MAX_RECENT", "NODE_KINDS", "ORGANISATION", "AppSettings", "PacsNode"]
 
 ORGANISATION = "OCT Screen"
 APPLICATION = "OCT Screen"
 MAX_RECENT = 10
+
+DIMSE = "DIMSE"
+DICOMWEB = "DICOMweb"
+NODE_KINDS = (DIMSE, DICOMWEB)
+
+
+@dataclass(frozen=True)
+class PacsNode:
+    """A PACS (or other DICOM node) as the settings keep it: the user's name for it, its kind, for
+    DIMSE the node's AE title, host and port (and our AE title), for DICOMweb its base URL; seconds
+    to wait for each answer; ``move_port`` > 0 retrieves by C-MOVE to our storage SCP on that port
+    (the node must know our AE title, this computer and the port), 0 by C-GET. Checked when used
+    (``app.pacs_dialog.connection``), not here: a half-typed node can still be kept and edited."""
+
+    name: str
+    kind: str = DIMSE
+    aet: str = ""
+    host: str = ""
+    port: int = 104
+    url: str = ""
+    our_aet: str = "OCTSCREEN"
+    timeout: float = 30.0
+    move_port: int = 0
+
+    @property
+    def address(self) -> str:
+        """'AET@HOST:PORT' (the CLI's notation) or the DICOMweb URL."""
+        if self.kind == DICOMWEB:
+            return self.url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.aet}@{host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """'Name (address)', how dialogs and messages name the node."""
+        return f"{self.name} ({self.address})"
+
+
+def _float(value: object, default: float) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
 
 
 class AppSettings:
@@ -95,6 +140,35 @@ class AppSettings:
     def dicom(self, value: bool) -> None:
         self.q.setValue("report/dicom", bool(value))
 
+    # -- sign-off ----------------------------------------------------------------------------
+    @property
+    def clinician(self) -> str:
+        """The signing clinician's name, remembered from the last sign-off."""
+        return self._str("signoff/clinician")
+
+    @clinician.setter
+    def clinician(self, value: str) -> None:
+        self.q.setValue("signoff/clinician", value.strip())
+
+    @property
+    def audit_path(self) -> Path:
+        """Where the sign-off audit trail (``core.audit``) lives: the ``signoff/audit_path`` setting; by
+        default the user's data folder, or beside the settings file when settings are an ini file (a
+        portable install, and every test's private settings)."""
+        chosen = self._str("signoff/audit_path")
+        if chosen:
+            return Path(chosen)
+        if self.q.format() == QSettings.Format.IniFormat and self.q.fileName():
+            return Path(self.q.fileName()).with_suffix(".audit.sqlite")
+        from PySide6.QtCore import QStandardPaths
+
+        folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+        return Path(folder or Path.home() / ".octscreen") / "audit.sqlite"
+
+    @audit_path.setter
+    def audit_path(self, value: str | Path) -> None:
+        self.q.setValue("signoff/audit_path", str(value) if value else "")
+
     # -- recent files ------------------------------------------------------------------------
     @property
     def recent(self) -> list[str]:
@@ -113,6 +187,70 @@ class AppSettings:
     def clear_recent(self) -> None:
         """Forget the recent files."""
         self.q.setValue("files/recent", [])
+
+    # -- PACS nodes --------------------------------------------------------------------------
+    @property
+    def pacs_nodes(self) -> list[PacsNode]:
+        """The PACS nodes, in the user's order (entries without a name are skipped)."""
+        nodes: list[PacsNode] = []
+        n = self.q.beginReadArray("pacs/nodes")
+        try:
+            for i in range(n):
+                self.q.setArrayIndex(i)
+                name = self._str("name").strip()
+                if not name:
+                    continue
+                kind = self._str("kind", DIMSE)
+                nodes.append(
+                    PacsNode(
+                        name=name,
+                        kind=kind if kind in NODE_KINDS else DIMSE,
+                        aet=self._str("aet"),
+                        host=self._str("host"),
+                        port=int(_float(self.q.value("port", 104), 104)),
+                        url=self._str("url"),
+                        our_aet=self._str("our_aet", "OCTSCREEN"),
+                        timeout=_float(self.q.value("timeout", 30.0), 30.0),
+                        move_port=int(_float(self.q.value("move_port", 0), 0)),
+                    )
+                )
+        finally:
+            self.q.endArray()
+        return nodes
+
+    @pacs_nodes.setter
+    def pacs_nodes(self, nodes: list[PacsNode]) -> None:
+        self.q.remove("pacs/nodes")
+        self.q.beginWriteArray("pacs/nodes", len(nodes))
+        try:
+            for i, node in enumerate(nodes):
+                self.q.setArrayIndex(i)
+                for key in ("name", "kind", "aet", "host", "port", "url", "our_aet", "timeout", "move_port"):
+                    self.q.setValue(key, getattr(node, key))
+        finally:
+            self.q.endArray()
+
+    def pacs_node(self, name: str) -> PacsNode | None:
+        """The node called ``name``, if there is one."""
+        return next((n for n in self.pacs_nodes if n.name == name), None)
+
+    @property
+    def pacs_last_node(self) -> str:
+        """The name of the node last queried or sent to (the dialogs start with it)."""
+        return self._str("pacs/last_node")
+
+    @pacs_last_node.setter
+    def pacs_last_node(self, value: str) -> None:
+        self.q.setValue("pacs/last_node", value)
+
+    @property
+    def pacs_retrieve_dir(self) -> str:
+        """Folder retrieved studies go into ('': 'retrieved' in the user's application data folder)."""
+        return self._str("pacs/retrieve_dir")
+
+    @pacs_retrieve_dir.setter
+    def pacs_retrieve_dir(self, value: str | Path) -> None:
+        self.q.setValue("pacs/retrieve_dir", str(value) if value else "")
 
     # -- window layout -----------------------------------------------------------------------
     def window_geometry(self) -> QByteArray | None:

@@ -13,13 +13,14 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 import app.qtguard  # noqa: F401  (PySide6 6.12 on Python 3.11 drops references to None; see there)
+from core.audit import SignOff, eye_record_key
 from core.errors import Cancelled, InputError
 from core.modelcard import ModelCard
 from core.results import ExamResult, EyeResult
@@ -32,6 +33,7 @@ __all__ = [
     "LoadOutcome",
     "ProgressFn",
     "ScreenedEye",
+    "deidentified_signoffs",
     "export_report",
     "load_and_screen",
 ]
@@ -191,6 +193,19 @@ class ExportRequest:
         return [self.pdf_path] + ([self.dicom_path] if self.dicom else [])
 
 
+def deidentified_signoffs(signoffs: Sequence[SignOff], original: ExamResult, deidentified: ExamResult) -> list[SignOff]:
+    """The sign-offs of ``original``'s eyes re-keyed to the same eyes of its de-identified copy (new
+    pseudonym and UIDs), their free-text findings left out."""
+    by_key = {so.key: so for so in signoffs}
+    out = []
+    for before, after in zip(original.eyes, deidentified.eyes, strict=True):
+        so = by_key.get(eye_record_key(before))
+        if so is not None:
+            pid, study, series, lat = eye_record_key(after)
+            out.append(replace(so, patient_id=pid, study_uid=study, series_uid=series, laterality=lat, finding=""))
+    return out
+
+
 def export_report(
     request: ExportRequest,
     exam: ExamResult,
@@ -198,11 +213,14 @@ def export_report(
     *,
     institution: str = "",
     logo: str | Path | None = None,
+    signoffs: Sequence[SignOff] = (),
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> list[Path]:
-    """Write the PDF report (and optionally its DICOM Encapsulated PDF); returns the files written.
+    """Write the PDF report (and optionally its DICOM Encapsulated PDF) with the eyes' sign-offs;
+    returns the files written. A de-identified report keeps who signed what and when, but not the
+    free-text findings (free text can name the patient, as PS3.15 assumes).
 
     The writing is ``core.outputs.write_exam_outputs``, the one ``octscreen screen`` uses."""
     from core.outputs import write_exam_outputs
@@ -212,13 +230,16 @@ def export_report(
     if request.deidentify:  # the same PS3.15 de-identification as `octscreen screen --deidentify`
         from core.deid import Deidentifier
 
+        original = exam
         exam = Deidentifier(dates=request.deid_dates).exam(exam)
         pseudo_id = exam.patient.patient_id
+        signoffs = deidentified_signoffs(signoffs, original, exam)
     options = ReportOptions(
         institution=institution,
         logo=Path(logo) if logo else None,
         deidentify=request.deidentify,
         pseudo_id=pseudo_id,
+        signoffs=tuple(signoffs),
     )
     outputs = write_exam_outputs(
         exam,

@@ -293,6 +293,8 @@ def test_enface_dock_beside_the_viewer_selects_and_follows(qtbot, window, exam_d
 def test_export_writes_pdf_and_asks_before_overwrite(qtbot, window, exam_dir, tmp_path):
     open_and_wait(qtbot, window, [exam_dir])
     d = window.dialogs
+    for eye in window.state.current_exam.eyes:  # signed: no "unsigned eyes?" question (test_gui_signoff)
+        window.state.sign(eye, window.state.current_loaded.card, decision="confirmed", clinician="Dr Test")
     pdf = tmp_path / "out" / "report.pdf"
     pdf.parent.mkdir()
     d.export_answer = ExportRequest(pdf, deidentify=False, dicom=True)

@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.audit import AuditTrail, SignOff, eye_record_key, signoff_for
 from core.cam import DEFAULT_ALPHA, blend, cam_rgba, overlay
 from core.modelcard import ModelCard
 from core.preprocess import to_uint8
@@ -110,7 +111,11 @@ class ViewerState:
       ``exams_changed()``: the list of exams changed;
       ``eye_changed()``: another eye (or none) is current;
       ``slice_changed(int)``: another B-scan is current;
-      ``display_changed()``: overlay, opacity, CAM class or window/level changed.
+      ``display_changed()``: overlay, opacity, CAM class or window/level changed;
+      ``signoff_changed(EyeResult)``: an eye was signed (:meth:`sign`).
+
+    Sign-offs live in ``audit`` (a ``core.audit.AuditTrail``; None: signing is unavailable, and
+    :attr:`audit_problem` says why).
     """
 
     def __init__(self) -> None:
@@ -130,6 +135,10 @@ class ViewerState:
         self.eye_changed = Event()
         self.slice_changed = Event()
         self.display_changed = Event()
+        self.signoff_changed = Event()
+        self.audit: AuditTrail | None = None
+        self.audit_problem = "no audit trail is open"
+        self._signoffs: dict[tuple[str, str, str, str], SignOff | None] = {}  # the trail's newest, cached
 
     # -- data --------------------------------------------------------------------------------
     def add_exams(self, exams: list[ExamResult], card: ModelCard, *, select: bool = True) -> None:
@@ -279,6 +288,34 @@ class ViewerState:
         exam.eyes = sorted(exam.eyes, key=eye_order)
         self._point_at(eye)
         self.exams_changed.emit()
+
+    # -- sign-off ----------------------------------------------------------------------------
+    def signoff(self, eye: EyeResult | None) -> SignOff | None:
+        """The sign-off that counts for ``eye`` (the audit trail's newest for its exam UIDs and
+        laterality), or None if it is not signed. An eye whose laterality the user changed after
+        signing is unsigned again: what was signed was another eye's name."""
+        if eye is None or self.audit is None:
+            return None
+        key = eye_record_key(eye)
+        if key not in self._signoffs:
+            self._signoffs[key] = self.audit.latest(key)
+        return self._signoffs[key]
+
+    def sign(self, eye: EyeResult, card: ModelCard, *, decision: str, clinician: str, finding: str = "") -> SignOff:
+        """Record a clinician's sign-off of ``eye`` in the audit trail (appended, never replacing an
+        earlier one) and announce it. ``RuntimeError`` without an audit trail, ``ValueError`` for a
+        sign-off without a name or with an unknown decision, ``core.audit.AuditError`` when the trail
+        cannot be written."""
+        if self.audit is None:
+            raise RuntimeError(f"Sign-off is unavailable: {self.audit_problem}")
+        stored = self.audit.append(signoff_for(eye, card, decision=decision, clinician=clinician, finding=finding))
+        self._signoffs[stored.key] = stored
+        self.signoff_changed.emit(eye)
+        return stored
+
+    def signoffs_of(self, exam: ExamResult) -> list[SignOff]:
+        """The sign-offs of an exam's signed eyes (what its report prints)."""
+        return [so for so in (self.signoff(e) for e in exam.eyes) if so is not None]
 
     def set_slice(self, index: int) -> None:
         """Show B-scan ``index`` (clamped to the volume)."""

@@ -1,5 +1,6 @@
 """Eye summary (right dock): decision badge, referral urgency, eye scores, gradability, evidence
-B-scans as clickable thumbnails, the reasons, the model's name and the demo-model banner."""
+B-scans as clickable thumbnails, the reasons, the clinician's sign-off, the model's name and the
+demo-model banner."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets.patient_banner import PatientBanner
+from app.widgets.signoff import SignOffBox
 from app.widgets.state import ViewerState, thumbnail
 from app.widgets.style import badge_colours, badge_text, class_colour, rgb_to_pixmap
 from core.modelcard import DEMO_WARNING
@@ -91,6 +93,8 @@ class SummaryPanel(QScrollArea):
         self.reasons.setObjectName("muted")
         self.reasons.setWordWrap(True)
         lay.addWidget(self.reasons)
+        self.signoff = SignOffBox(state)  # the clinician confirms or changes the decision
+        lay.addWidget(self.signoff)
         lay.addStretch(1)
         self.model = QLabel("")
         self.model.setObjectName("muted")
@@ -100,6 +104,7 @@ class SummaryPanel(QScrollArea):
         self._shown: tuple = ()
         state.eye_changed.connect(self.refresh)
         state.exams_changed.connect(self._exams_changed)
+        state.signoff_changed.connect(lambda _eye: QTimer.singleShot(0, self._fit_body))
         self.refresh()
 
     def _what(self) -> tuple:

@@ -1,7 +1,8 @@
 """Worklist (left dock): every loaded eye, grouped by patient, sortable and filterable.
 
 One row per patient (name, id, their exams, the most urgent decision, how many eyes are flagged for
-review) with one row per screened eye under it (exam date, eye, decision and tier badge, review flag).
+review, whether all are signed) with one row per screened eye under it (exam date, eye, decision and
+tier badge, review flag, signed by a clinician or not).
 A patient with two studies is one patient row with the eyes of both exams under it. Click a header to
 sort (by urgency for the decision column, by date for the date column); type in the filter box or pick
 a decision group to narrow the list. The selection always follows the viewer state.
@@ -41,10 +42,11 @@ EYE = Qt.ItemDataRole.UserRole  # the EyeResult of an eye row
 SORT = Qt.ItemDataRole.UserRole + 1  # the sort key of a cell
 SEARCH = Qt.ItemDataRole.UserRole + 2  # lower-case text the filter box matches
 
-COLUMNS = ["Patient", "ID", "Exam date", "Eye", "Decision", "Review"]
-COL_PATIENT, COL_ID, COL_DATE, COL_EYE, COL_DECISION, COL_REVIEW = range(len(COLUMNS))
+COLUMNS = ["Patient", "ID", "Exam date", "Eye", "Decision", "Review", "Signed"]
+COL_PATIENT, COL_ID, COL_DATE, COL_EYE, COL_DECISION, COL_REVIEW, COL_SIGNED = range(len(COLUMNS))
 FLAG = "\u2691"  # a flag: review advised
-HEADERS = ["Patient", "ID", "Date", "Eye", "Decision", FLAG]  # short: the dock is narrow (tooltips say more)
+TICK = "\u2714"  # signed by a clinician
+HEADERS = ["Patient", "ID", "Date", "Eye", "Decision", FLAG, TICK]  # short: the dock is narrow (tooltips say more)
 PATIENT_MIN_WIDTH = 80
 
 #: The decision groups of the filter box: label -> which eyes it keeps.
@@ -55,6 +57,7 @@ FILTERS: dict[str, object] = {
     "Flagged for review": lambda e: _flagged(e),
     "Rescan": lambda e: e.urgency is Urgency.RESCAN,
     "No referral": lambda e: e.urgency is Urgency.NONE,
+    "Not signed": None,  # needs the state: Worklist.apply_filter
 }
 
 _EYE_SHORT = {Laterality.OD: "OD", Laterality.OS: "OS", Laterality.UNKNOWN: "?"}
@@ -176,13 +179,14 @@ class Worklist(QWidget):
         header.setToolTip(
             COL_REVIEW, f"Review flag {FLAG}: review advised (a score lies close to its threshold, or no class decided)"
         )
+        header.setToolTip(COL_SIGNED, f"{TICK}: signed by a clinician (a patient: all their eyes)")
         h = self.tree.header()
         h.setStretchLastSection(False)
         h.setMinimumSectionSize(22)
         h.setSectionResizeMode(COL_PATIENT, QHeaderView.ResizeMode.Interactive)
         for col in (COL_ID, COL_DATE, COL_DECISION):
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        for col, width in ((COL_EYE, 36), (COL_REVIEW, 24)):
+        for col, width in ((COL_EYE, 36), (COL_REVIEW, 24), (COL_SIGNED, 24)):
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
             h.resizeSection(col, width)
         h.sectionResized.connect(lambda col, _old, _new: col != COL_PATIENT and self._fit_columns())
@@ -214,6 +218,7 @@ class Worklist(QWidget):
         self.setAccessibleName("Worklist")
 
         state.exams_changed.connect(self.rebuild)
+        state.signoff_changed.connect(lambda _eye: self.rebuild())
         state.eye_changed.connect(self._sync_selection)
         self.rebuild()
 
@@ -256,7 +261,9 @@ class Worklist(QWidget):
         date_text = f"{n_exams} exams" if n_exams > 1 else (dates[0] if dates else "no date")
         worst = min((e for _o, _x, e in eyes), key=lambda e: e.urgency.rank, default=None)
         flagged = sum(_flagged(e) for _o, _x, e in eyes)
-        row = _Row([name, patient.patient_id, date_text, "", decision_badge(worst) if worst else "", ""])
+        signed = sum(self.state.signoff(e) is not None for _o, _x, e in eyes)
+        all_signed = bool(eyes) and signed == len(eyes)
+        row = _Row([name, patient.patient_id, date_text, "", decision_badge(worst) if worst else "", "", ""])
         row.setFont(COL_PATIENT, bold)
         row.setData(COL_PATIENT, SORT, (name.lower(), order))
         row.setData(COL_ID, SORT, (patient.patient_id, order))
@@ -264,6 +271,11 @@ class Worklist(QWidget):
         row.setData(COL_EYE, SORT, (0, order))
         row.setData(COL_DECISION, SORT, (worst.urgency.rank if worst else 99, order))
         row.setData(COL_REVIEW, SORT, (-flagged, order))
+        row.setData(COL_SIGNED, SORT, (signed - len(eyes), order))  # most unsigned first
+        if all_signed:
+            row.setText(COL_SIGNED, TICK)
+        row.setForeground(COL_SIGNED, QBrush(QColor("#15803d")))
+        row.setTextAlignment(COL_SIGNED, Qt.AlignmentFlag.AlignCenter)
         if flagged:
             row.setText(COL_REVIEW, f"{FLAG}{flagged}" if flagged > 1 else FLAG)
             row.setForeground(COL_REVIEW, QBrush(QColor("#b45309")))
@@ -276,6 +288,7 @@ class Worklist(QWidget):
             + (f", born {born}" if born else "")
         )
         tip += f"\n{n_exams} exam{'s' if n_exams > 1 else ''}: " + ", ".join(dates or ["no date"])
+        tip += f"\n{signed} of {_plural(len(eyes), 'eye')} signed"
         for col in range(len(COLUMNS)):
             row.setToolTip(col, tip)
         row.setData(COL_PATIENT, SEARCH, " ".join([name, patient.name, patient.patient_id, born]).lower())
@@ -292,7 +305,8 @@ class Worklist(QWidget):
         if sum(e.eye.laterality is lat for e in exam.eyes) > 1:  # several volumes of one eye: say which
             scan += f" \u00b7 {vr.volume.source.name}" if vr is not None and vr.volume.source else ""
         eye_text = _EYE_SHORT[lat] + ("*" if _set_by_user(eye) else "")
-        row = _Row([scan, "", date, eye_text, decision_badge(eye), FLAG if _flagged(eye) else ""])
+        so = self.state.signoff(eye)
+        row = _Row([scan, "", date, eye_text, decision_badge(eye), FLAG if _flagged(eye) else "", TICK if so else ""])
         row.setForeground(COL_PATIENT, QBrush(QColor("#5b6673")))
         row.setData(COL_PATIENT, SORT, (order, _EYE_SHORT[lat]))
         row.setData(COL_ID, SORT, (order, _EYE_SHORT[lat]))
@@ -300,6 +314,9 @@ class Worklist(QWidget):
         row.setData(COL_EYE, SORT, ({"OD": 0, "OS": 1}.get(lat.value, 2), order))
         row.setData(COL_DECISION, SORT, (eye.urgency.rank, order))
         row.setData(COL_REVIEW, SORT, (0 if _flagged(eye) else 1, order))
+        row.setData(COL_SIGNED, SORT, (0 if so is None else 1, order))
+        row.setForeground(COL_SIGNED, QBrush(QColor("#15803d")))
+        row.setTextAlignment(COL_SIGNED, Qt.AlignmentFlag.AlignCenter)
         row.setForeground(COL_REVIEW, QBrush(QColor("#b45309")))
         row.setTextAlignment(COL_EYE, Qt.AlignmentFlag.AlignCenter)
         row.setTextAlignment(COL_REVIEW, Qt.AlignmentFlag.AlignCenter)
@@ -310,12 +327,14 @@ class Worklist(QWidget):
             src = vr.volume.source.name if vr.volume.source else "in memory"
             where = f"\n{n} B-scans, {w}\u00d7{h} \u00b7 {src}"
         eye_words = _EYE_LONG[lat] + (" (set by user)" if _set_by_user(eye) else "")
-        tip = f"{date}, {eye_words}: {badge_text(eye)}" + (" \u2014 review advised" if _flagged(eye) else "") + where
+        tip = f"{date}, {eye_words}: {badge_text(eye)}" + (" \u2014 review advised" if _flagged(eye) else "")
+        tip += (f"\nsigned by {so.clinician}, {so.signed_text()}" if so else "\nnot signed") + where
         for col in range(len(COLUMNS)):
             row.setToolTip(col, tip)
         row.setData(COL_PATIENT, EYE, eye)
         words = [date, exam.study.study_date, _EYE_SHORT[lat], _EYE_LONG[lat], short_badge(eye), badge_text(eye)]
         words += [eye.tier.name, eye.label] + (["review", "flagged"] if _flagged(eye) else [])
+        words += ["signed", so.clinician] if so else ["unsigned"]
         row.setData(COL_PATIENT, SEARCH, " ".join(words).lower())
         return row
 
@@ -332,7 +351,10 @@ class Worklist(QWidget):
         """Hide the eye rows that do not match the filter text and decision group, and the patients left
         without a shown eye. Text matching a patient (name, id, birth date) shows all of their eyes."""
         words = self.filter_edit.text().lower().split()
-        keep = FILTERS.get(self.decision_filter.currentText(), FILTERS["All eyes"])
+        chosen = self.decision_filter.currentText()
+        keep = FILTERS.get(chosen) or FILTERS["All eyes"]
+        if chosen == "Not signed":
+            keep = lambda e: self.state.signoff(e) is None  # noqa: E731
         shown = 0
         for top in self._tops():
             patient_text = top.data(COL_PATIENT, SEARCH) or ""
