@@ -104,7 +104,7 @@ class SignOffBox(QGroupBox):
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)  # labels above: full-width fields
         form.addRow("Decision", self.decision)
         form.addRow("Finding", self.finding)
         form.addRow("Clinician", self.name)
