@@ -160,3 +160,46 @@ def run_tool(args: list[str], **kw):
             pytrace=False,
         )
     return subprocess.run(args, **kw)
+
+
+# -- the desktop app (GUI tests; Qt is imported only when a test asks for these) -------------------
+@pytest.fixture(scope="module")
+def exam_dir(tmp_path_factory, make_volume) -> Path:
+    """One patient, both eyes, as DICOM OPT files (small volumes)."""
+    from core.io import write_opt
+    from core.volume import PixelSpacing
+
+    folder = tmp_path_factory.mktemp("exam")
+    spacing = PixelSpacing(slice=0.25, row=0.0039, column=0.012)
+    write_opt(make_volume(n=10, laterality="OD", seed=1, spacing=spacing), folder / "od.dcm")
+    write_opt(make_volume(n=10, laterality="OS", seed=2, spacing=spacing), folder / "os.dcm")
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Private app settings in an ini file of the test's own (the audit trail goes beside it)."""
+    from PySide6.QtCore import QSettings
+
+    from app.settings import AppSettings
+
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def window(qtbot, settings, tiny_card_path):
+    """The main window, shown offscreen, on private settings, scripted dialogs and the tiny model."""
+    from app.main_window import MainWindow
+    from tests.gui_helpers import RecordingDialogs
+
+    w = MainWindow(settings, RecordingDialogs())
+    w.model_override = str(tiny_card_path)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    followup = getattr(w, "followup", None)
+    if followup is not None:
+        followup.close()
+    if w.job is not None:
+        w.job.cancel()
+        w.job.done.wait(10)

@@ -9,7 +9,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -18,7 +17,7 @@ from PySide6.QtGui import QDropEvent, QMouseEvent, QWheelEvent  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from app.dialogs import Dialogs, SettingsValues  # noqa: E402
+from app.dialogs import SettingsValues  # noqa: E402
 from app.main_window import MainWindow, install_excepthook  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from app.widgets.worklist import COL_DECISION, COL_EYE  # noqa: E402
@@ -26,84 +25,7 @@ from app.workers import ExportRequest  # noqa: E402
 from core.errors import Cancelled  # noqa: E402
 from core.io import write_opt  # noqa: E402
 from core.modelcard import DEMO_WARNING  # noqa: E402
-from core.volume import PixelSpacing  # noqa: E402
-
-JOB_TIMEOUT_MS = 60_000
-
-
-class RecordingDialogs(Dialogs):
-    """Answers every question from its attributes and records what was asked."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str, str]] = []
-        self.infos: list[tuple[str, str]] = []
-        self.confirms: list[tuple[str, str]] = []
-        self.confirm_answers: list[bool] = []  # consumed in order; default False
-        self.export_answer: ExportRequest | None = None
-        self.settings_answer: SettingsValues | None = None
-        self.opened: list[Path] = []
-        self.about_cards: list = []
-
-    def error(self, parent, title, text, details=""):
-        self.errors.append((title, text, details))
-
-    def info(self, parent, title, text):
-        self.infos.append((title, text))
-
-    def confirm(self, parent, title, text):
-        self.confirms.append((title, text))
-        return self.confirm_answers.pop(0) if self.confirm_answers else False
-
-    def export_request(self, parent, default_path, deidentify, dicom, anonymous_path=None):
-        self.export_defaults = (default_path, anonymous_path)
-        return self.export_answer
-
-    def settings(self, parent, current):
-        return self.settings_answer
-
-    def about(self, parent, card, card_problem=""):
-        self.about_cards.append(card)
-
-    def open_externally(self, path):
-        self.opened.append(Path(path))
-        return True
-
-
-@pytest.fixture(scope="module")
-def exam_dir(tmp_path_factory, make_volume) -> Path:
-    """One patient, both eyes, as DICOM OPT files (small volumes)."""
-    folder = tmp_path_factory.mktemp("exam")
-    spacing = PixelSpacing(slice=0.25, row=0.0039, column=0.012)
-    write_opt(make_volume(n=10, laterality="OD", seed=1, spacing=spacing), folder / "od.dcm")
-    write_opt(make_volume(n=10, laterality="OS", seed=2, spacing=spacing), folder / "os.dcm")
-    return folder
-
-
-@pytest.fixture
-def settings(tmp_path) -> AppSettings:
-    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-
-
-@pytest.fixture
-def window(qtbot, settings, tiny_card_path):
-    dialogs = RecordingDialogs()
-    w = MainWindow(settings, dialogs)
-    w.model_override = str(tiny_card_path)
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    if w.job is not None:
-        w.job.cancel()
-        w.job.done.wait(10)
-
-
-def wait_idle(qtbot, window) -> None:
-    qtbot.waitUntil(lambda: window.job is None, timeout=JOB_TIMEOUT_MS)
-
-
-def open_and_wait(qtbot, window, paths) -> None:
-    assert window.open_paths(paths)
-    wait_idle(qtbot, window)
+from tests.gui_helpers import JOB_TIMEOUT_MS, RecordingDialogs, open_and_wait, wait_idle  # noqa: E402, F401
 
 
 def test_open_screens_and_shows_the_decision(qtbot, window, exam_dir):

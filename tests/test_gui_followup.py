@@ -10,7 +10,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from app.main_window import MainWindow  # noqa: E402
 from app.widgets.followup import FollowUpWindow  # noqa: E402
 from core.aggregate import decide  # noqa: E402
 from core.followup import synced_index, visits_of  # noqa: E402
@@ -19,7 +18,7 @@ from core.results import VolumeResult  # noqa: E402
 from core.screening import group_exams  # noqa: E402
 from core.volume import Laterality, OctVolume, PatientInfo, StudyInfo  # noqa: E402
 from tests.conftest import synthetic_bscans  # noqa: E402
-from tests.test_gui_app import RecordingDialogs, open_and_wait, settings  # noqa: E402, F401
+from tests.gui_helpers import open_and_wait  # noqa: E402
 
 
 def visit_volume(date: str, n: int, laterality: str = "OD", patient_id: str = "P042", seed: int = 0) -> OctVolume:
@@ -42,20 +41,6 @@ def visits_dir(tmp_path_factory):
     write_opt(visit_volume("20250610", 10, laterality="OS", seed=4), folder / "b_os_2025.dcm")
     write_opt(visit_volume("20250610", 10, patient_id="P999", seed=5), folder / "other.dcm")
     return folder
-
-
-@pytest.fixture
-def window(qtbot, settings, tiny_card_path):  # noqa: F811
-    w = MainWindow(settings, RecordingDialogs())
-    w.model_override = str(tiny_card_path)
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    if w.followup is not None:
-        w.followup.close()
-    if w.job is not None:
-        w.job.cancel()
-        w.job.done.wait(10)
 
 
 def test_synced_index_maps_the_same_relative_position():

@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from app.main_window import MainWindow  # noqa: E402
@@ -18,19 +17,7 @@ from app.workers import ExportRequest, deidentified_signoffs  # noqa: E402
 from core.audit import AuditTrail, eye_record_key  # noqa: E402
 from core.volume import Laterality  # noqa: E402
 from tests.conftest import run_tool  # noqa: E402
-from tests.test_gui_app import RecordingDialogs, exam_dir, open_and_wait, settings, wait_idle  # noqa: E402, F401
-
-
-@pytest.fixture
-def window(qtbot, settings, tiny_card_path):  # noqa: F811
-    w = MainWindow(settings, RecordingDialogs())
-    w.model_override = str(tiny_card_path)
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    if w.job is not None:
-        w.job.cancel()
-        w.job.done.wait(10)
+from tests.gui_helpers import RecordingDialogs, open_and_wait, wait_idle  # noqa: E402
 
 
 def sign_current(qtbot, window, name: str, choice: str = "confirmed", finding: str = "") -> None:
@@ -46,7 +33,7 @@ def signed_column(window) -> list[str]:
     return [i.text(COL_SIGNED) for i in window.browser.eye_items()]
 
 
-def test_signing_stores_the_decision_in_the_audit_trail_and_shows_it(qtbot, window, exam_dir):  # noqa: F811
+def test_signing_stores_the_decision_in_the_audit_trail_and_shows_it(qtbot, window, exam_dir):
     open_and_wait(qtbot, window, [exam_dir])
     eye, card = window.state.current_eye, window.state.current_loaded.card
     box = window.summary.signoff
@@ -77,7 +64,7 @@ def test_signing_stores_the_decision_in_the_audit_trail_and_shows_it(qtbot, wind
     window.browser.decision_filter.setCurrentText("All eyes")
 
 
-def test_signing_again_appends_and_a_restart_shows_the_newest(qtbot, window, settings, exam_dir, tiny_card_path):  # noqa: F811
+def test_signing_again_appends_and_a_restart_shows_the_newest(qtbot, window, settings, exam_dir, tiny_card_path):
     open_and_wait(qtbot, window, [exam_dir])
     sign_current(qtbot, window, "Dr A", choice="confirmed")
     sign_current(qtbot, window, "Dr B", choice="routine", finding="Drusen only")
@@ -110,7 +97,7 @@ def test_an_eye_named_after_signing_is_unsigned_again(qtbot, window, tmp_path, m
     assert "Not signed" in window.summary.signoff.status.text()
 
 
-def test_export_warns_about_unsigned_eyes_and_prints_the_signoff(qtbot, window, exam_dir, tmp_path):  # noqa: F811
+def test_export_warns_about_unsigned_eyes_and_prints_the_signoff(qtbot, window, exam_dir, tmp_path):
     open_and_wait(qtbot, window, [exam_dir])
     d = window.dialogs
     pdf = tmp_path / "report.pdf"
@@ -141,7 +128,7 @@ def test_export_warns_about_unsigned_eyes_and_prints_the_signoff(qtbot, window, 
     assert [c[0] for c in d.confirms[asked:]] == ["Report written"]
 
 
-def test_a_deidentified_report_keeps_who_signed_but_not_the_finding(qtbot, window, exam_dir):  # noqa: F811
+def test_a_deidentified_report_keeps_who_signed_but_not_the_finding(qtbot, window, exam_dir):
     from core.deid import Deidentifier
 
     open_and_wait(qtbot, window, [exam_dir])
@@ -153,7 +140,7 @@ def test_a_deidentified_report_keeps_who_signed_but_not_the_finding(qtbot, windo
     assert so.clinician == "Dr Ada Retina" and so.finding == ""
 
 
-def test_no_audit_trail_no_signing(qtbot, settings, tiny_card_path, exam_dir, tmp_path):  # noqa: F811
+def test_no_audit_trail_no_signing(qtbot, settings, tiny_card_path, exam_dir, tmp_path):
     """Without a usable audit trail signing is unavailable, the box says why, the rest works."""
     broken = tmp_path / "audit.sqlite"
     broken.write_bytes(b"garbage " * 1000)
