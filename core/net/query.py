@@ -66,6 +66,17 @@ class PatientMatch:
     sex: str
     n_studies: int | None
 
+    @classmethod
+    def from_dataset(cls, d: Dataset, n_studies: int | None = None) -> PatientMatch:
+        """From a C-FIND or QIDO-RS answer (``n_studies`` when the answer does not count them)."""
+        return cls(
+            patient_id=_text(d, "PatientID"),
+            patient_name=_text(d, "PatientName"),
+            birth_date=_text(d, "PatientBirthDate"),
+            sex=_text(d, "PatientSex"),
+            n_studies=n_studies if n_studies is not None else _int(d, "NumberOfPatientRelatedStudies"),
+        )
+
 
 @dataclass(frozen=True)
 class StudyMatch:
@@ -80,6 +91,22 @@ class StudyMatch:
     n_series: int | None
     n_instances: int | None
 
+    @classmethod
+    def from_dataset(cls, d: Dataset) -> StudyMatch:
+        """From a C-FIND or QIDO-RS answer at study level."""
+        return cls(
+            study_uid=_text(d, "StudyInstanceUID"),
+            patient_id=_text(d, "PatientID"),
+            patient_name=_text(d, "PatientName"),
+            study_date=_text(d, "StudyDate"),
+            study_time=_text(d, "StudyTime"),
+            description=_text(d, "StudyDescription"),
+            accession_number=_text(d, "AccessionNumber"),
+            modalities=_multi(d, "ModalitiesInStudy"),
+            n_series=_int(d, "NumberOfStudyRelatedSeries"),
+            n_instances=_int(d, "NumberOfStudyRelatedInstances"),
+        )
+
 
 @dataclass(frozen=True)
 class SeriesMatch:
@@ -90,6 +117,20 @@ class SeriesMatch:
     description: str
     laterality: str
     n_instances: int | None
+
+    @classmethod
+    def from_dataset(cls, d: Dataset, study_uid: str = "") -> SeriesMatch:
+        """From a C-FIND or QIDO-RS answer at series level; the eye from Laterality, else Image
+        Laterality (OCT devices put it there); ``study_uid`` where the answer leaves it out."""
+        return cls(
+            series_uid=_text(d, "SeriesInstanceUID"),
+            study_uid=_text(d, "StudyInstanceUID") or study_uid,
+            modality=_text(d, "Modality"),
+            series_number=_int(d, "SeriesNumber"),
+            description=_text(d, "SeriesDescription"),
+            laterality=_text(d, "Laterality") or _text(d, "ImageLaterality"),
+            n_instances=_int(d, "NumberOfSeriesRelatedInstances"),
+        )
 
 
 def echo(node: NodeSettings) -> float:
@@ -157,13 +198,7 @@ def find_patients(
     q.PatientSex = ""
     q.NumberOfPatientRelatedStudies = None
     return [
-        PatientMatch(
-            patient_id=_text(d, "PatientID"),
-            patient_name=_text(d, "PatientName"),
-            birth_date=_text(d, "PatientBirthDate"),
-            sex=_text(d, "PatientSex"),
-            n_studies=_int(d, "NumberOfPatientRelatedStudies"),
-        )
+        PatientMatch.from_dataset(d)
         for d in _find(node, q, PatientRootQueryRetrieveInformationModelFind, "C-FIND (patients)", limit)
     ]
 
@@ -193,23 +228,10 @@ def find_studies(
     q.ModalitiesInStudy = modality.upper()
     q.NumberOfStudyRelatedSeries = None
     q.NumberOfStudyRelatedInstances = None
-    matches = []
-    for d in _find(node, q, StudyRootQueryRetrieveInformationModelFind, "C-FIND (studies)", limit):
-        matches.append(
-            StudyMatch(
-                study_uid=_text(d, "StudyInstanceUID"),
-                patient_id=_text(d, "PatientID"),
-                patient_name=_text(d, "PatientName"),
-                study_date=_text(d, "StudyDate"),
-                study_time=_text(d, "StudyTime"),
-                description=_text(d, "StudyDescription"),
-                accession_number=_text(d, "AccessionNumber"),
-                modalities=_multi(d, "ModalitiesInStudy"),
-                n_series=_int(d, "NumberOfStudyRelatedSeries"),
-                n_instances=_int(d, "NumberOfStudyRelatedInstances"),
-            )
-        )
-    return matches
+    return [
+        StudyMatch.from_dataset(d)
+        for d in _find(node, q, StudyRootQueryRetrieveInformationModelFind, "C-FIND (studies)", limit)
+    ]
 
 
 def find_series(
@@ -231,14 +253,6 @@ def find_series(
     q.ImageLaterality = ""
     q.NumberOfSeriesRelatedInstances = None
     return [
-        SeriesMatch(
-            series_uid=_text(d, "SeriesInstanceUID"),
-            study_uid=_text(d, "StudyInstanceUID") or study_uid,
-            modality=_text(d, "Modality"),
-            series_number=_int(d, "SeriesNumber"),
-            description=_text(d, "SeriesDescription"),
-            laterality=_text(d, "Laterality") or _text(d, "ImageLaterality"),
-            n_instances=_int(d, "NumberOfSeriesRelatedInstances"),
-        )
+        SeriesMatch.from_dataset(d, study_uid)
         for d in _find(node, q, StudyRootQueryRetrieveInformationModelFind, "C-FIND (series)", limit)
     ]

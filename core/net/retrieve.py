@@ -90,6 +90,19 @@ def clean_stale_staging(out: Path, older_than_s: float = 600.0) -> list[Path]:
     return removed
 
 
+def _start(out: str | Path, study_uid: str, series_uid: str | None) -> tuple[Path, Path]:
+    """The UIDs checked, ``out`` created, stale staging folders removed and a fresh hidden staging
+    folder made in it: (out, staging), for every transport's retrieve."""
+    if not is_uid(study_uid) or (series_uid is not None and not is_uid(series_uid)):
+        raise ValueError(f"{series_uid if series_uid and not is_uid(series_uid) else study_uid!r} is not a DICOM UID")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(out)
+    staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}.tmp"
+    staging.mkdir()
+    return out, staging
+
+
 def _identifier(study_uid: str, series_uid: str | None) -> Dataset:
     q = Dataset()
     q.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
@@ -207,13 +220,7 @@ def retrieve(
     ``move_host:move_port`` for the time of the call; else C-GET. ``progress(done, total, message)``
     after each instance kept (called from a network thread; ``total`` as far as the node has said, 0 while unknown);
     ``cancel()`` checked at each answer of the node (aborts, keeps nothing, raises ``Cancelled``)."""
-    if not is_uid(study_uid) or (series_uid is not None and not is_uid(series_uid)):
-        raise ValueError(f"{series_uid if series_uid and not is_uid(series_uid) else study_uid!r} is not a DICOM UID")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(out)
-    staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}.tmp"
-    staging.mkdir()
+    out, staging = _start(out, study_uid, series_uid)
     method = "C-MOVE" if move else "C-GET"
     purpose = f"{method}"
     result = RetrieveResult(node=str(node), study_uid=study_uid, out=out, method=method)

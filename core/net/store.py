@@ -344,6 +344,25 @@ def _header(path: Path) -> tuple[str, str, str]:
     return sop, uid, syntax
 
 
+def _plan(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], dict[Path, SentFile], list[tuple[Path, str, str, str]]]:
+    """What a send will do: the DICOM files under ``paths``, a ``SentFile`` with its error for each
+    one whose header cannot be read, and (file, SOP class, SOP instance UID, transfer syntax) for the
+    others; shared by the DIMSE and the STOW-RS send."""
+    files = _dicom_files(paths)
+    results: dict[Path, SentFile] = {}
+    plan: list[tuple[Path, str, str, str]] = []
+    for f in files:
+        try:
+            sop, uid, syntax = _header(f)
+        except InputError as e:
+            results[f] = SentFile(f, error=str(e))
+            continue
+        plan.append((f, sop, uid, syntax))
+    return files, results, plan
+
+
 def send_files(
     node: NodeSettings,
     paths: Sequence[str | os.PathLike[str]],
@@ -356,16 +375,7 @@ def send_files(
     ``error``; a lost association raises a ``NetworkError`` saying how many files were sent."""
     from core.errors import Cancelled
 
-    files = _dicom_files(paths)
-    results: dict[Path, SentFile] = {}
-    plan: list[tuple[Path, str, str, str]] = []
-    for f in files:
-        try:
-            sop, uid, syntax = _header(f)
-        except InputError as e:
-            results[f] = SentFile(f, error=str(e))
-            continue
-        plan.append((f, sop, uid, syntax))
+    files, results, plan = _plan(paths)
     contexts: dict[tuple[str, tuple[str, ...]], None] = {}
     for _, sop, _, syntax in plan:
         contexts[(sop, UNCOMPRESSED if syntax in UNCOMPRESSED else (syntax,))] = None

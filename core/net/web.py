@@ -24,7 +24,6 @@ import logging
 import shutil
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,9 +41,9 @@ from core.errors import (
     RemoteFailureError,
     RetrieveIncompleteError,
 )
-from core.net.query import PatientMatch, SeriesMatch, StudyMatch, _int, _multi, _text, parse_date_range
-from core.net.retrieve import STAGING_PREFIX, RetrieveResult, _commit, clean_stale_staging
-from core.net.store import InstanceStore, SentFile, _dicom_files, _header, is_uid
+from core.net.query import PatientMatch, SeriesMatch, StudyMatch, _int, _text, parse_date_range
+from core.net.retrieve import RetrieveResult, _commit, _start
+from core.net.store import InstanceStore, SentFile, _plan, is_uid
 
 __all__ = [
     "WebNode",
@@ -285,21 +284,7 @@ def find_studies(
         "NumberOfStudyRelatedSeries",
         "NumberOfStudyRelatedInstances",
     ]
-    return [
-        StudyMatch(
-            study_uid=_text(d, "StudyInstanceUID"),
-            patient_id=_text(d, "PatientID"),
-            patient_name=_text(d, "PatientName"),
-            study_date=_text(d, "StudyDate"),
-            study_time=_text(d, "StudyTime"),
-            description=_text(d, "StudyDescription"),
-            accession_number=_text(d, "AccessionNumber"),
-            modalities=_multi(d, "ModalitiesInStudy"),
-            n_series=_int(d, "NumberOfStudyRelatedSeries"),
-            n_instances=_int(d, "NumberOfStudyRelatedInstances"),
-        )
-        for d in _qido(node, "studies", filters, fields, limit, "QIDO-RS (studies)")
-    ]
+    return [StudyMatch.from_dataset(d) for d in _qido(node, "studies", filters, fields, limit, "QIDO-RS (studies)")]
 
 
 def find_patients(
@@ -310,16 +295,7 @@ def find_patients(
     patients: dict[str, list[Dataset]] = {}
     for d in _qido(node, "studies", filters, ["PatientBirthDate", "PatientSex"], None, "QIDO-RS (patients)"):
         patients.setdefault(_text(d, "PatientID"), []).append(d)
-    found = [
-        PatientMatch(
-            patient_id=pid,
-            patient_name=_text(studies[0], "PatientName"),
-            birth_date=_text(studies[0], "PatientBirthDate"),
-            sex=_text(studies[0], "PatientSex"),
-            n_studies=len(studies),
-        )
-        for pid, studies in patients.items()
-    ]
+    found = [PatientMatch.from_dataset(studies[0], n_studies=len(studies)) for studies in patients.values()]
     return found[:limit] if limit is not None else found
 
 
@@ -332,15 +308,7 @@ def find_series(node: WebNode, study_uid: str, *, modality: str = "", limit: int
     filters = {"Modality": modality.upper()} if modality else {}
     fields = ["SeriesDescription", "Laterality", "ImageLaterality", "NumberOfSeriesRelatedInstances"]
     return [
-        SeriesMatch(
-            series_uid=_text(d, "SeriesInstanceUID"),
-            study_uid=_text(d, "StudyInstanceUID") or study_uid,
-            modality=_text(d, "Modality"),
-            series_number=_int(d, "SeriesNumber"),
-            description=_text(d, "SeriesDescription"),
-            laterality=_text(d, "Laterality") or _text(d, "ImageLaterality"),
-            n_instances=_int(d, "NumberOfSeriesRelatedInstances"),
-        )
+        SeriesMatch.from_dataset(d, study_uid)
         for d in _qido(node, f"studies/{study_uid}/series", filters, fields, limit, "QIDO-RS (series)")
     ]
 
@@ -389,13 +357,7 @@ def retrieve(
     (``move``, ...) are refused."""
     if _dimse.get("move"):
         raise ValueError("C-MOVE (--move) needs a DICOM node written AET@HOST:PORT, not a DICOMweb URL")
-    if not is_uid(study_uid) or (series_uid is not None and not is_uid(series_uid)):
-        raise ValueError(f"{series_uid if series_uid and not is_uid(series_uid) else study_uid!r} is not a DICOM UID")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(out)
-    staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}.tmp"
-    staging.mkdir()
+    out, staging = _start(out, study_uid, series_uid)
     purpose = "WADO-RS"
     result = RetrieveResult(node=str(node), study_uid=study_uid, out=out, method=purpose)
     store = InstanceStore(staging, study_uid=study_uid)
@@ -474,16 +436,8 @@ def send_files(
     saying how many files had been stored."""
     import pydicom
 
-    files = _dicom_files(paths)
-    results: dict[Path, SentFile] = {}
-    plan: list[tuple[Path, str, str]] = []
-    for f in files:
-        try:
-            sop, uid, _syntax = _header(f)
-        except InputError as e:
-            results[f] = SentFile(f, error=str(e))
-            continue
-        plan.append((f, sop, uid))
+    files, results, headers = _plan(paths)
+    plan = [(f, sop, uid) for f, sop, uid, _syntax in headers]
     client = _client(node) if plan else None
     for start in range(0, len(plan), STOW_BATCH):
         if cancel is not None and cancel():
