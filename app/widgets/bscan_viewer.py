@@ -64,7 +64,7 @@ class BScanView(QGraphicsView):
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setMinimumSize(320, 220)
+        self.setMinimumSize(320, 180)  # fits a 540-px-tall screen (1080 at 200 %) with the chart
         self.setToolTip(
             "B-scan. Wheel or arrow keys: next/previous B-scan. Ctrl+wheel or +/-: zoom. "
             "Drag: pan. Right-drag: contrast (left/right) and brightness (up/down). F: fit. H: heatmap."
@@ -209,8 +209,11 @@ class BScanView(QGraphicsView):
         font.setPointSizeF(max(8.0, font.pointSizeF() - 1))
         font.setBold(True)
         painter.setFont(font)
-        label_w = max(painter.fontMetrics().horizontalAdvance(_length_text(v)) for v in (lx, ly))
-        backing = QRectF(x0 - 8, y0 - hy - 8, max(wx, label_w + 12) + 16, hy + 16)
+        fm = painter.fontMetrics()
+        label_w = max(fm.horizontalAdvance(_length_text(v)) for v in (lx, ly))
+        ty = min(y0 - hy + 12, y0 - 6 - fm.height())  # a short vertical bar: its label above the other
+        top = min(y0 - hy, ty - fm.ascent()) - 8
+        backing = QRectF(x0 - 8, top, max(wx, label_w + 12) + 16, y0 + 8 - top)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(10, 14, 20, 150))
         painter.drawRoundedRect(backing, 4, 4)
@@ -220,7 +223,7 @@ class BScanView(QGraphicsView):
             painter.drawLine(QPointF(x0, y0), QPointF(x0, y0 - hy))
         painter.setPen(QColor("#ffffff"))
         painter.drawText(QPointF(x0 + 4, y0 - 6), _length_text(lx))
-        painter.drawText(QPointF(x0 + 6, y0 - hy + 12), _length_text(ly))
+        painter.drawText(QPointF(x0 + 6, ty), _length_text(ly))
         painter.restore()
 
     def _draw_hint(self, painter: QPainter) -> None:
@@ -378,13 +381,14 @@ class ViewerPanel(QWidget):
         nav.addWidget(QLabel("B-scan"))
         nav.addWidget(self.slider, 1)
 
-        heat = QHBoxLayout()  # two rows, so the centre stays narrow enough for the docks at 1280 px
+        # two rows of about the same width, so the centre stays narrow enough for both docks on a
+        # 960-px-wide screen (1920 x 1080 at 200 %): side by side ends the display row
+        heat = QHBoxLayout()
         heat.setContentsMargins(6, 0, 6, 0)
         heat.addWidget(self.overlay)
         heat.addWidget(self.cam_class)
         heat.addWidget(QLabel("Opacity"))
         heat.addWidget(self.opacity)
-        heat.addWidget(self.side)
         heat.addStretch(1)
         bottom = QHBoxLayout()
         bottom.setContentsMargins(6, 0, 6, 4)
@@ -393,6 +397,7 @@ class ViewerPanel(QWidget):
         bottom.addWidget(QLabel("Brightness"))
         bottom.addWidget(self.brightness)
         bottom.addWidget(tool("Reset", "Reset contrast and brightness (R)", self.state.reset_display))
+        bottom.addWidget(self.side)
         bottom.addStretch(1)
 
         lay = QVBoxLayout(self)

@@ -31,7 +31,7 @@ class StripChart(QWidget):
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self.setMinimumHeight(130)
+        self.setMinimumHeight(100)  # legend, a 54-px plot and the axis: fits a 540-px-tall screen
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -138,7 +138,11 @@ class StripChart(QWidget):
             p.drawText(QPointF(lx + 20, 13), name)
             lx += 30 + p.fontMetrics().horizontalAdvance(name)
         p.setPen(QColor("#5b6673"))
-        legend = "\u25bc evidence   \u2591 ungradable   \u2506 current"
+        room = r.right() - lx - 10  # a narrow chart drops the last entries rather than cut one (the tooltip has them)
+        entries = ["\u25bc evidence", "\u2591 ungradable", "\u2506 current"]
+        while entries and p.fontMetrics().horizontalAdvance("   ".join(entries)) > room:
+            entries.pop()
+        legend = "   ".join(entries)
         p.drawText(
             QRectF(lx + 10, 0, r.right() - lx - 10, 18),
             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
