@@ -13,18 +13,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer
+from PySide6.QtCore import QPoint, QRect, QSize, Qt, QThreadPool, QTimer
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QDragEnterEvent,
     QDropEvent,
+    QGuiApplication,
     QKeySequence,
+    QScreen,
     QShowEvent,
 )
 from PySide6.QtWidgets import (
     QDockWidget,
-    QLabel,
     QMainWindow,
     QProgressBar,
     QPushButton,
@@ -54,6 +55,13 @@ __all__ = ["MainWindow", "default_screener_factory", "demo_exam_path", "syntheti
 log = logging.getLogger(__name__)
 
 ScreenerFactory = Callable[[Path, "int | None"], Any]
+
+#: The window a fresh install opens, in logical pixels; never larger than the screen's available area.
+DEFAULT_WINDOW = QSize(1440, 900)
+#: A window shorter than this gets the en-face view as a tab behind the worklist in the default layout.
+COMPACT_HEIGHT = 640
+#: No dock is usable below this (nor below its own minimum size): a restored layout leaving one so is reset.
+USABLE_DOCK = QSize(160, 120)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -146,13 +154,7 @@ class MainWindow(QMainWindow):
         self.state.exams_changed.connect(self._update_actions)
         self._update_actions()
 
-        self.resize(1440, 900)
-        geometry, state = self.settings.window_geometry(), self.settings.window_state()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        self._default_docks = state is None  # sized to the window when it is first shown
-        if state is not None:
-            self.restoreState(state)
+        self._restore_layout()
 
     # -- construction ------------------------------------------------------------------------
     def _open_audit(self, audit: AuditTrail | None) -> None:
@@ -295,6 +297,12 @@ class MainWindow(QMainWindow):
         self.act_reset = self._action("&Reset contrast and brightness", self.state.reset_display, "R")
         self.act_next_eye = self._action("Next eye", lambda: self.step_eye(1), "Ctrl+Down")
         self.act_prev_eye = self._action("Previous eye", lambda: self.step_eye(-1), "Ctrl+Up")
+        self.act_reset_layout = self._action(
+            "Reset &layout",
+            self.reset_layout,
+            None,
+            "Put the panels and the window size back to the defaults, sized to this screen",
+        )
         self.act_shortcuts = self._action(
             "&Keyboard shortcuts", lambda: self.dialogs.shortcuts(self), QKeySequence.StandardKey.HelpContents
         )
@@ -331,6 +339,7 @@ class MainWindow(QMainWindow):
                 self.summary_dock.toggleViewAction(),
             ]
         )
+        v.addAction(self.act_reset_layout)
         h = mb.addMenu("&Help")
         h.addActions([self.act_shortcuts, self.act_about])
 
@@ -350,10 +359,12 @@ class MainWindow(QMainWindow):
         self.status_text = ElidedLabel("Ready")  # long messages end in '…' instead of squeezing the model's notice
         self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status_text.setMinimumWidth(120)
-        self.model_label = QLabel("")
+        self.model_label = ElidedLabel("")  # shortened on a narrow screen (the tooltip has it all)
         self.model_label.setObjectName("muted")
+        self.model_label.setMinimumWidth(160)
         self.progress = QProgressBar()
-        self.progress.setFixedWidth(240)
+        self.progress.setMinimumWidth(120)
+        self.progress.setMaximumWidth(240)
         self.progress.setTextVisible(True)
         self.progress.setAccessibleName("Job progress")
         self.cancel_button = QPushButton("Cancel")
@@ -392,7 +403,7 @@ class MainWindow(QMainWindow):
         if loaded is not None:
             card = loaded.card
             self.model_label.setText(f"Model: {card.name} v{card.version} \u2014 {card.warning}")
-            self.model_label.setToolTip(f"Trained on {card.trained_on}")
+            self.model_label.setToolTip(f"{self.model_label.text()}\nTrained on {card.trained_on}")
             self.setWindowTitle(f"OCT Screen \u2014 {card.warning}")
         else:
             self.model_label.setText("")
@@ -758,26 +769,193 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
-        if self._default_docks:  # no saved layout: the worklist and the summary get room for their columns
-            self._default_docks = False
-            QTimer.singleShot(0, self._size_docks)
+        if self._first_show:  # once laid out (and framed): fit the screen, then default or check the docks
+            default, self._first_show = self._first_show == "default", ""
+            QTimer.singleShot(0, lambda: self._settle_layout(default))
 
-    def _size_docks(self) -> None:
-        w = self.width()
-        sizes = [min(max(round(0.37 * w), 400), 520), min(max(round(0.23 * w), 290), 380)]
-        self.resizeDocks([self.browser_dock, self.summary_dock], sizes, Qt.Orientation.Horizontal)
-        h = self.height()
-        self.resizeDocks(
-            [self.browser_dock, self.enface_dock], [round(0.55 * h), round(0.45 * h)], Qt.Orientation.Vertical
+    # -- layout ------------------------------------------------------------------------------
+    def docks(self) -> list[QDockWidget]:
+        """The window's docks: worklist, en-face, eye summary."""
+        return [self.browser_dock, self.enface_dock, self.summary_dock]
+
+    def _restore_layout(self) -> None:
+        """The saved window geometry and docks, if any, fitted to the screen (``fit_to_screen``); a
+        fresh install (or a state this Qt cannot read) gets the default layout when first shown."""
+        self._default_state = self.saveState()  # the docks as built: Reset layout goes back to these
+        self.resize(self.default_size())
+        geometry, state = self.settings.window_geometry(), self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        restored = state is not None and self.restoreState(state)
+        self._first_show = "check" if restored else "default"
+        self.fit_to_screen()
+
+    def _settle_layout(self, default: bool) -> None:
+        self.fit_to_screen()  # again, now that the window frame is known
+        if default:
+            self._arrange_default_docks()
+        else:
+            self.repair_layout()
+
+    def _screen(self) -> QScreen | None:
+        """The screen under the window's centre, else the primary screen."""
+        return QGuiApplication.screenAt(self.frameGeometry().center()) or QGuiApplication.primaryScreen()
+
+    def _frame_extra(self) -> QSize:
+        """What the window frame adds to the window's size (nothing before the first show)."""
+        return self.frameGeometry().size() - self.size()
+
+    def default_size(self, screen: QScreen | None = None) -> QSize:
+        """The size a fresh install opens at: DEFAULT_WINDOW, shrunk to the available geometry of
+        ``screen`` (default: the window's) less the window frame, but not below the window's minimum."""
+        screen = screen or self._screen()
+        if screen is None:
+            return QSize(DEFAULT_WINDOW)
+        fit = DEFAULT_WINDOW.boundedTo(screen.availableGeometry().size() - self._frame_extra())
+        return fit.expandedTo(self.minimumSizeHint())
+
+    def fit_to_screen(self) -> bool:
+        """Keep the window inside the available geometry of the screen it lands on (the one under its
+        centre): no larger (where its minimum size allows), moved in where it sticks out; on no screen
+        at all, centred on the primary screen. True if it had to move or shrink. A maximized or
+        full-screen window is left to the window manager."""
+        if self.isMaximized() or self.isFullScreen():
+            return False
+        frame = self.frameGeometry()
+        screen = QGuiApplication.screenAt(frame.center())
+        lost = screen is None
+        screen = screen or QGuiApplication.primaryScreen()
+        if screen is None:
+            return False
+        avail, extra = screen.availableGeometry(), self._frame_extra()
+        size = self.size().boundedTo(avail.size() - extra).expandedTo(self.minimumSizeHint())
+        target = QRect(frame.topLeft(), size + extra)
+        if lost:
+            target.moveCenter(avail.center())
+        target.moveLeft(max(avail.left(), min(target.left(), avail.right() + 1 - target.width())))
+        target.moveTop(max(avail.top(), min(target.top(), avail.bottom() + 1 - target.height())))
+        if size == self.size() and target.topLeft() == frame.topLeft():
+            return False
+        log.info(
+            "window %dx%d at (%d, %d) fitted to the screen %s %dx%d at (%d, %d)",
+            *(frame.width(), frame.height(), frame.x(), frame.y(), screen.name()),
+            *(avail.width(), avail.height(), avail.x(), avail.y()),
         )
+        self.resize(size)
+        self.move(target.topLeft())
+        return True
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+    def layout_problems(self) -> list[str]:
+        """What makes the shown layout unusable: a shown dock smaller than its minimum usable size (its
+        own minimum size, at least USABLE_DOCK), or a floating dock larger than every screen or not on
+        one. Docks the user closed, and tabs behind another dock, are not on show and not counted."""
+        problems: list[str] = []
+        screens = [s.availableGeometry() for s in QGuiApplication.screens()]
+        for dock in self.docks():
+            if not self.dock_shown(dock):
+                continue
+            name, rect = dock.windowTitle(), dock.frameGeometry() if dock.isFloating() else dock.geometry()
+            need = dock.minimumSizeHint().expandedTo(USABLE_DOCK)
+            if rect.width() < need.width() or rect.height() < need.height():
+                problems.append(f"{name} {rect.width()}x{rect.height()} (needs {need.width()}x{need.height()})")
+            elif dock.isFloating() and not any(_fits_on(rect, a, need) for a in screens):
+                big = all(rect.width() > a.width() or rect.height() > a.height() for a in screens)
+                where = "larger than the screen" if big else "off-screen"
+                problems.append(f"{name} floating {where}: {rect.width()}x{rect.height()} at ({rect.x()}, {rect.y()})")
+        return problems
+
+    def dock_shown(self, dock: QDockWidget) -> bool:
+        """Whether ``dock`` is on show: open, and floating or docked in view (a tab behind another dock
+        is moved out of the window, not hidden)."""
+        return dock.isVisible() and (dock.isFloating() or self.rect().intersects(dock.geometry()))
+
+    def repair_layout(self) -> bool:
+        """A restored layout with a collapsed or lost dock (``layout_problems``: saved on another
+        screen) becomes the default layout (logged, and the status bar says so). True if it did."""
+        problems = self.layout_problems()
+        if not problems:
+            return False
+        log.warning("the saved layout does not fit this screen (%s): default layout instead", "; ".join(problems))
+        self.reset_layout()
+        self.status_text.setText("The saved layout did not fit this screen: default layout restored")
+        return True
+
+    def reset_layout(self) -> None:
+        """View > Reset layout: the docks, the centre splitter and the window size of a fresh install,
+        sized to the current screen and centred on it; saved at once."""
+        if self.isMaximized() or self.isFullScreen():
+            self.showNormal()
+        screen = self._screen()
+        size = self.default_size(screen)
+        self.resize(size)
+        if screen is not None:
+            frame = QRect(QPoint(0, 0), size + self._frame_extra())
+            frame.moveCenter(screen.availableGeometry().center())
+            self.move(frame.topLeft())
+        self._arrange_default_docks()
+        self.status_text.setText("Layout reset")
+        QTimer.singleShot(0, self._save_layout)  # once docks shown again have their sizes
+
+    def _save_layout(self) -> None:
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.sync()
+
+    def _arrange_default_docks(self) -> None:
+        """The docks as built (worklist and en-face left, eye summary right, none floating or closed,
+        the toolbar shown), the en-face a tab behind the worklist in a window under COMPACT_HEIGHT,
+        sized to the window; the strip chart a fifth of the centre, between its minimum and preferred
+        heights."""
+        self.restoreState(self._default_state)
+        for dock in self.docks():
+            dock.setFloating(False)
+            dock.show()
+        for bar in self.findChildren(QToolBar):
+            bar.show()
+        compact = self.height() < COMPACT_HEIGHT
+        if compact:
+            self.tabifyDockWidget(self.browser_dock, self.enface_dock)
+            self.browser_dock.raise_()
+        self._size_docks(vertical=not compact)
+        centre = self.centralWidget()
+        if isinstance(centre, QSplitter):
+            total = sum(centre.sizes())
+            chart = min(max(round(0.2 * total), self.chart.minimumHeight()), self.chart.sizeHint().height())
+            centre.setSizes([total - chart, chart])
+
+    def _size_docks(self, vertical: bool = True) -> None:
+        """Worklist and summary get room for their columns; on a narrow screen the centre keeps its
+        minimum width and the summary its own, the worklist what is left."""
+        w = self.width()
+        left, right = min(max(round(0.37 * w), 400), 520), min(max(round(0.23 * w), 290), 380)
+        gap = self.style().pixelMetric(QStyle.PixelMetric.PM_DockWidgetSeparatorExtent, None, self)
+        room = w - self.centralWidget().minimumSizeHint().width() - 2 * gap
+        if left + right > room:
+            right = self.summary_dock.minimumSizeHint().width()
+            left = max(room - right, self.browser_dock.minimumSizeHint().width())
+        self.resizeDocks([self.browser_dock, self.summary_dock], [left, right], Qt.Orientation.Horizontal)
+        if vertical:
+            h = self.height()
+            self.resizeDocks(
+                [self.browser_dock, self.enface_dock], [round(0.55 * h), round(0.45 * h)], Qt.Orientation.Vertical
+            )
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        self._save_layout()
         if self.job is not None:
             self.job.cancel()
             self.job.done.wait(5.0)
         super().closeEvent(event)
+
+
+def _fits_on(rect: QRect, screen: QRect, need: QSize) -> bool:
+    """A floating window no larger than ``screen`` with at least ``need`` of it on the screen."""
+    seen = screen & rect
+    return (
+        rect.width() <= screen.width()
+        and rect.height() <= screen.height()
+        and seen.width() >= min(need.width(), rect.width())
+        and seen.height() >= min(need.height(), rect.height())
+    )
 
 
 def _plural(n: int, word: str) -> str:
