@@ -1,6 +1,7 @@
 """Persistent user settings (QSettings, organisation "OCT Screen"): model card, report institution
-and logo, export folder, threads, the signing clinician and the audit trail's place, recent files and
-the window layout."""
+and logo, export folder, threads, the signing clinician and the audit trail's place, recent files,
+the window layout, and the PACS nodes the GUI queries and sends to (``PacsNode``, ``pacs_nodes``; the
+dialogs are app/pacs_dialog.py)."""
 
 from __future__ import annotations
 
