@@ -1,15 +1,19 @@
 """The PDF screening report: one printable report (A4 or Letter) per patient exam.
 
-Built with reportlab platypus: an institution header, the patient block, one coloured decision box
-per eye (colour *and* text), then per eye the class scores, a per-B-scan probability strip chart
-(ungradable B-scans shaded, evidence B-scans marked), the evidence B-scans with their CAM overlays
-and the gradability notes; then the model and its model card, the disclaimer and the reviewing
-clinician's signature lines. Every page carries "page X of Y", the report id, the software version
-and the generation time; a demonstration model's warning is shown in red in a banner and in the
-footer of every page.
+Built with reportlab platypus: an institution header (or a visible "Institution not set"), who
+referred the patient, took the scan and reviews the report, the patient block, one coloured decision
+box per eye (colour *and* text) with "signed by" or "NOT SIGNED", then per eye the class scores, the
+scan (protocol, device, geometry, signal quality), a per-B-scan probability strip chart (ungradable
+B-scans shaded, evidence B-scans marked) and the evidence B-scans with their CAM overlays and as
+scanned, with scale bars and sides; then the model (intended use, what it was trained on, its measured
+performance from the card), the disclaimer and per eye the clinician's sign-off (``ReportOptions.signoffs``)
+or the empty signature lines. Every page carries "page X of Y", the report id, the software version
+and the generation time (local, with its zone); the model's notice is shown in red in a banner and in
+the footer of every page. No local file path is printed.
 
-``deidentify`` removes the direct identifiers (name, birth date, accession number, source paths) and
-replaces the patient id by a pseudonym, in the page text and in the PDF metadata.
+``deidentify`` removes the direct identifiers (name, birth date, accession number, study and series
+descriptions, the referring clinician and the operator, a sign-off's free-text finding) and replaces
+the patient id by a pseudonym, in the page text and in the PDF metadata.
 
 The file is written atomically (temp file in the same folder, then rename); an existing file is
 never replaced unless asked.

@@ -12,7 +12,7 @@ from core.report.closing import _ClosingSections
 from core.report.decision import _DecisionSections
 from core.report.evidence import _EvidenceSections
 from core.report.header import _HeaderSections
-from core.report.layout import _DARK, _GREY, _clip, _eye_title, _report_fonts, _x, log
+from core.report.layout import _DARK, _GREY, _clip, _eye_title, _local_time, _report_fonts, _x, log
 from core.report.options import DEIDENTIFIED_MARKER, PSEUDONYM_KEYWORD, ReportOptions, new_report_id, pseudonym_for
 from core.results import ExamResult, EyeResult
 
@@ -51,7 +51,7 @@ class _ReportBuilder(_HeaderSections, _DecisionSections, _EvidenceSections, _Clo
         self.exam, self.card, self.opts = exam, card, opts
         self.page = A4 if opts.page_size == "A4" else letter
         self.report_id = opts.report_id or new_report_id()
-        self.generated = (opts.generated or _dt.datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M %Z").strip()
+        self.generated = _local_time(opts.generated or _dt.datetime.now().astimezone())
         self.demo = bool(card.demo) or any(
             e.volume_result is not None and e.volume_result.demo_model for e in exam.eyes
         )
@@ -72,6 +72,7 @@ class _ReportBuilder(_HeaderSections, _DecisionSections, _EvidenceSections, _Clo
         s = {"base": base}
         s["small"] = ParagraphStyle("small", base, fontSize=7.5, leading=9.5, textColor=colors.HexColor(_GREY))
         s["label"] = ParagraphStyle("label", base, fontSize=8, textColor=colors.HexColor(_GREY))
+        s["missing"] = ParagraphStyle("missing", base, fontSize=8.5, textColor=colors.HexColor(_GREY))
         s["value"] = ParagraphStyle("value", base, fontName=self.bold, fontSize=9.5)
         s["title"] = ParagraphStyle("title", base, fontName=self.bold, fontSize=17, leading=21, alignment=TA_RIGHT)
         s["subtitle"] = ParagraphStyle("subtitle", s["small"], alignment=TA_RIGHT)
@@ -170,13 +171,14 @@ class _ReportBuilder(_HeaderSections, _DecisionSections, _EvidenceSections, _Clo
     def _story(self) -> list:
         from reportlab.platypus import KeepTogether, Spacer
 
-        story: list = [self._header(), Spacer(1, 4)]
+        story: list = [self._header(), Spacer(1, 2), self._people(), Spacer(1, 4)]
         if self.notice:
             story += [self._demo_banner(), Spacer(1, 6)]
         story += [self._patient_block(), Spacer(1, 8), self._summary(), Spacer(1, 6)]
         for eye in self.exam.eyes:
             story += self._eye_section(eye)
-        story += [KeepTogether(self._model_section()), Spacer(1, 6), KeepTogether(self._sign_off())]
+        story += [KeepTogether(self._model_section()), Spacer(1, 4), KeepTogether(self._performance())]
+        story += [Spacer(1, 6), KeepTogether(self._sign_off())]
         return story
 
     # -- per eye ------------------------------------------------------------------------------
@@ -202,11 +204,11 @@ class _ReportBuilder(_HeaderSections, _DecisionSections, _EvidenceSections, _Clo
                 ]
             )
         )
-        top = [head, Spacer(1, 4), self._scores_and_reasons(eye)]
-        parts: list = top + [Spacer(1, 6)]
-        if vr is not None:
-            parts += [self._strip_chart(eye, vr), Spacer(1, 2)] + self._evidence(eye, vr)
-        else:
+        parts: list = [head, Spacer(1, 4), self._scores_and_reasons(eye), Spacer(1, 4), self._scan(eye), Spacer(1, 6)]
+        if vr is None:
             parts.append(Paragraph("Per-B-scan results are not available for this eye.", s["small"]))
-        # one eye on one page where it fits (KeepTogether must not be nested: reportlab then always breaks)
-        return [KeepTogether(parts), Spacer(1, 10)]
+            return [KeepTogether(parts), Spacer(1, 10)]
+        parts.append(self._strip_chart(eye, vr))
+        # the decision with its chart, then its evidence images, each kept on one page (KeepTogether must
+        # not be nested: reportlab then always breaks); the evidence heading names the eye
+        return [KeepTogether(parts), Spacer(1, 2), KeepTogether(self._evidence(eye, vr)), Spacer(1, 10)]

@@ -3,7 +3,7 @@ notice banner, the patient block, the running head and footer ("page X of Y", re
 
 from __future__ import annotations
 
-from core.report.layout import _DARK, _GREY, _RED, _fit, _Section, _x, log
+from core.report.layout import _DARK, _GREY, _RED, _fit, _Section, _trained_on, _x, log
 from core.volume import age_years, display_name, format_date
 
 _SEX = {"M": "Male", "F": "Female", "O": "Other"}
@@ -55,21 +55,15 @@ class _HeaderSections(_Section):
 
         s = self.styles
         logo = self._logo(16 * mm)
-        inst_lines = (
-            [f'<font name="{self.bold}" size="12">{_x(self.opts.institution)}</font>'] if self.opts.institution else []
-        )
-        inst_lines += [_x(line) for line in self.opts.institution_address.splitlines() if line.strip()]
-        inst = Paragraph("<br/>".join(inst_lines), s["base"]) if inst_lines else Paragraph("", s["base"])
         title = [
             Paragraph("OCT screening report", s["title"]),
-            Paragraph(
-                _x(f"Retinal OCT: {' / '.join(self.card.classes)} \u00b7 generated {self.generated}"), s["subtitle"]
-            ),
+            Paragraph(_x(f"Retinal OCT: {' / '.join(self.card.classes)}"), s["subtitle"]),
+            Paragraph(_x(f"generated {self.generated}"), s["subtitle"]),
         ]
         logo_w = 30 * mm if logo is not None else 0.1
         t = Table(
-            [[logo if isinstance(logo, Image) else "", inst, title]],
-            colWidths=[logo_w, self.width * 0.45 - logo_w, self.width * 0.55],
+            [[logo if isinstance(logo, Image) else "", self._institution(), title]],
+            colWidths=[logo_w, self.width * 0.5 - logo_w, self.width * 0.5],
         )
         t.setStyle(
             TableStyle(
@@ -79,6 +73,60 @@ class _HeaderSections(_Section):
                     ("RIGHTPADDING", (0, 0), (-1, -1), 0),
                     ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
                     ("LINEBELOW", (0, 0), (-1, 0), 1.2, colors.HexColor(_DARK)),
+                ]
+            )
+        )
+        return t
+
+    def _institution(self):
+        """The institution's name and address; a visible warning (and a logged one) when it is not set."""
+        from reportlab.lib import colors
+        from reportlab.lib.styles import ParagraphStyle
+        from reportlab.platypus import Paragraph
+
+        s = self.styles
+        if not self.opts.institution.strip():
+            log.warning("report %s: no institution set; the report header says so", self.report_id)
+            warn = ParagraphStyle("noinst", s["inst"], textColor=colors.HexColor(_RED))
+            return [
+                Paragraph("\u26a0 Institution not set" if self.font != "Helvetica" else "Institution not set", warn),
+                Paragraph(
+                    "Who issued this report is not recorded: set the institution in the settings "
+                    "or with --institution.",
+                    s["small"],
+                ),
+            ]
+        lines = [f'<font name="{self.bold}" size="12">{_x(self.opts.institution)}</font>']
+        lines += [_x(line) for line in self.opts.institution_address.splitlines() if line.strip()]
+        return Paragraph("<br/>".join(lines), s["base"])
+
+    def _people(self):
+        """Who referred the patient, who took the scan (both removed when de-identified) and who reviews the report."""
+        from reportlab.lib import colors
+        from reportlab.platypus import Paragraph, Table, TableStyle
+
+        s, o = self.styles, self.opts
+        people = (
+            ("Referring clinician", o.referring_clinician, True),
+            ("Operator", o.operator, True),
+            ("Reviewing clinician", o.clinician, False),
+        )
+        cells = [
+            [
+                Paragraph(_x(label), s["label"]),
+                Paragraph(_x(self._person(name, care_path=path), 80), s["value"] if name.strip() else s["missing"]),
+            ]
+            for label, name, path in people
+        ]
+        t = Table([cells], colWidths=[self.width / 3] * 3)
+        t.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("TOPPADDING", (0, 0), (-1, -1), 0),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+                    ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.HexColor("#C8CDD2")),
                 ]
             )
         )
@@ -111,7 +159,7 @@ class _HeaderSections(_Section):
             )
             if self.demo
             else (
-                f"Trained on {self.card.trained_on}. A research model, not a medical device: its results "
+                f"Trained on {_trained_on(self.card)}. A research model, not a medical device: its results "
                 "must not be used for any clinical decision without a clinician's own assessment."
             )
         )
@@ -148,8 +196,10 @@ class _HeaderSections(_Section):
             if age is not None:
                 birth += f" (age {age})"
         exam_date = format_date(st.study_date) or "unknown"
-        if st.study_time and len(st.study_time) >= 4:
+        clock = ""
+        if st.study_time and len(st.study_time) >= 4:  # DICOM StudyTime carries no zone: the scanner's clock
             exam_date += f" {st.study_time[:2]}:{st.study_time[2:4]}"
+            clock = ' <font size="7.5">(scanner clock)</font>'
         rows = [
             ("Patient name", name, "Exam date", exam_date),
             (
@@ -171,7 +221,7 @@ class _HeaderSections(_Section):
                 Paragraph(_x(a), s["label"]),
                 Paragraph(_x(b, 96), s["value"]),
                 Paragraph(_x(c), s["label"]),
-                Paragraph(_x(d, 96), s["value"]),
+                Paragraph(_x(d, 96) + (clock if c == "Exam date" else ""), s["value"]),
             ]
             for a, b, c, d in rows
         ]

@@ -4,9 +4,11 @@ state each section mixin of the builder reads."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
@@ -18,6 +20,7 @@ from core.results import EyeResult, Urgency
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS, class_colour
 
 if TYPE_CHECKING:
+    from core.audit import SignOff
     from core.modelcard import ModelCard
     from core.report.options import ReportOptions
     from core.results import ExamResult
@@ -49,6 +52,23 @@ class _Section:
     bold: str
     styles: dict
     width: float
+
+    def _signoff_of(self, eye: EyeResult) -> SignOff | None:
+        """The sign-off that counts for ``eye``: the last of ``opts.signoffs`` with its audit key."""
+        from core.audit import eye_record_key
+
+        key = eye_record_key(eye)
+        found = [so for so in self.opts.signoffs if so.key == key]
+        return found[-1] if found else None
+
+    def _person(self, name: str, missing: str = "not recorded", *, care_path: bool = False) -> str:
+        """A staff name as printed, ``missing`` when empty. A de-identified report removes the patient's
+        care-path people (``care_path``: the referring clinician and the operator, removed by PS3.15 too:
+        they point to where the patient was seen) and keeps the reviewing and signing clinicians, who are
+        accountable for the report."""
+        if not name.strip():
+            return missing
+        return "(removed)" if care_path and self.opts.deidentify else name.strip()
 
 
 def _eye_title(eye: EyeResult) -> str:
@@ -122,6 +142,43 @@ def _clip(text: str, limit: int) -> str:
 def _x(text: object, limit: int = 600) -> str:
     """Plain text -> escaped paragraph markup the font can show, clipped to ``limit`` characters."""
     return escape(_fit(_clip(str(text), limit)))
+
+
+#: a local file path inside free text: '/data/x', './x', '../x', '~/x', 'C:\\x', '\\\\server\\x'. Not
+#: 'CNV/DME' or 'doi:10.1/abc' (a slash after a letter, digit or colon is not the start of a path).
+_PATH = re.compile(
+    r"(?<![\w:/.~\\])(?:[A-Za-z]:[\\/]|\\\\|~[\\/]|\.{1,2}[\\/]|/(?=[^\s/]))[^\s,;()\[\]]*?(?=[:.]?(?:[\s,;()\[\]]|$))"
+)
+
+
+def _no_paths(text: str) -> str:
+    """``text`` with every local file path replaced by '(path removed)': the report names no files."""
+    return _PATH.sub("(path removed)", text)
+
+
+def _trained_on(card: ModelCard) -> str:
+    """What the model was trained on, from the card's ``training_data``: its ``short`` line, else its
+    name, citation, licence and counts; never its ``description`` (that names the local data folder)."""
+    td = card.training_data
+    short = str(td.get("short") or "").strip()
+    if short:
+        return _no_paths(short)
+    name = str(td.get("name") or "").strip()
+    if not name:
+        return "data not stated in the model card"
+    credits = "; ".join(str(td[k]) for k in ("citation", "licence") if td.get(k))
+    text = name + (f" ({credits})" if credits else "")
+    if isinstance(td.get("n_train"), int):
+        patients = td.get("n_train_patients")
+        text += f": {td['n_train']} B-scans" + (f" of {patients} patients" if isinstance(patients, int) else "")
+    return _no_paths(text)
+
+
+def _local_time(when: _dt.datetime) -> str:
+    """'2026-12-02 16:40 CET': ``when`` in the local time zone, with the zone (a naive time is local)."""
+    local = when.astimezone()
+    zone = local.strftime("%Z") or local.strftime("UTC%z")
+    return f"{local:%Y-%m-%d %H:%M} {zone}"
 
 
 def _rgb_image(rgb: np.ndarray, max_width: float, max_height: float):

@@ -7,11 +7,15 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import core
+
+if TYPE_CHECKING:
+    from core.audit import SignOff
 
 #: followed by ``pseudonym=<id>`` so the DICOM export can reuse the report's pseudonym.
 DEIDENTIFIED_MARKER = "de-identified"
@@ -29,9 +33,14 @@ class ReportOptions:
     deidentify: bool = False
     software_version: str = core.__version__
     report_id: str | None = None  # default: a short id derived from a random UUID
-    clinician: str = ""  # pre-filled name on the signature line
+    clinician: str = ""  # the reviewing clinician: in the header and pre-filled on the signature lines
+    referring_clinician: str = ""  # who referred the patient for the scan (header)
+    operator: str = ""  # who took the scan (header)
     pseudo_id: str | None = None  # patient pseudonym when de-identifying (default 'ANON-<report id>')
-    generated: _dt.datetime | None = None  # generation time (default: now, local time zone)
+    generated: _dt.datetime | None = None  # generation time (default: now; printed in the local time zone)
+    #: the clinicians' sign-offs (``core.audit.SignOff``), matched to the eyes by ``core.audit.eye_record_key``;
+    #: the last one of an eye counts (``AuditTrail.records`` order, oldest first). Eyes without one: "not signed".
+    signoffs: Sequence[SignOff] = ()
 
 
 def pseudonym_for(report_id: str) -> str:
