@@ -97,6 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
     p.add_argument("--institution", default="", metavar="NAME", help="institution name in the report header")
+    p.add_argument("--referring", default="", metavar="NAME", help="referring clinician named in the report header")
+    p.add_argument("--operator", default="", metavar="NAME", help="who took the scans, named in the report header")
     p.set_defaults(func=run)
 
 
@@ -279,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 opts = ReportOptions(
                     institution=args.institution,
+                    referring_clinician=args.referring,
+                    operator=args.operator,
                     deidentify=args.deidentify,
                     report_id=job.report_id,
                     pseudo_id=job.pseudo_id or None,

@@ -412,6 +412,22 @@ def test_a_report_without_institution_says_so_in_its_header_and_the_log(tmp_path
     assert "no institution" not in caplog.text
 
 
+def test_octscreen_screen_puts_referring_and_operator_into_the_report(tmp_path: Path) -> None:
+    from app.cli import build_parser, main
+
+    demo = Path(__file__).resolve().parents[1] / "resources" / "samples" / "demo-exam"
+    argv = ["screen", str(demo), "--out", str(tmp_path), "--referring", "Dr. Ravi Ferrer", "--operator", "Opal Rator"]
+    args = build_parser().parse_args(argv)
+    assert (args.referring, args.operator) == ("Dr. Ravi Ferrer", "Opal Rator")
+    assert main(argv + ["--institution", "Lakeside Eye Unit"]) == 0
+    (pdf,) = tmp_path.glob("*.pdf")
+    lines = layout_lines(pdf, 1)
+    assert lines[lines.index("Referring clinician Operator Reviewing clinician") + 1] == (
+        "Dr. Ravi Ferrer Opal Rator not recorded"
+    )
+    assert "Lakeside Eye Unit" in flat(pdf, 1) and "Institution not set" not in flat(pdf, 1)
+
+
 # -- the scan -----------------------------------------------------------------------------------
 SPECTRALIS = PixelSpacing(slice=0.24, row=1.9 / 124, column=6.0 / 128)  # 6 x 1.9 mm B-scans, 25 over 5.8 mm
 
