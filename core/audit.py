@@ -111,8 +111,9 @@ class SignOff:
         return (self.patient_id, self.study_uid, self.series_uid, self.laterality)
 
     def signed_text(self) -> str:
-        """'2026-12-02 16:40 CET' style: local time with its zone, as the report prints it."""
-        return self.signed_at.strftime("%Y-%m-%d %H:%M %Z").strip()
+        """'2026-12-02 16:40 CET' style: the time in this computer's time zone, with the zone (a record
+        read back keeps only its UTC offset; shown here as local time again)."""
+        return self.signed_at.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
 
     def _payload(self) -> dict:
         d = asdict(self)

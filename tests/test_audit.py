@@ -92,8 +92,10 @@ def test_verify_finds_a_record_changed_or_removed_behind_the_apps_back(tmp_path,
     with AuditTrail(path) as t, pytest.raises(AuditError) as err:
         t.verify()
     assert str(path) in str(err.value)
-    assert ("record 2" in str(err.value) and "changed" in str(err.value)) if attack == "change" else "removed" in str(
-        err.value
+    assert (
+        ("record 2" in str(err.value) and "changed" in str(err.value))
+        if attack == "change"
+        else "removed" in str(err.value)
     )
 
 
@@ -128,7 +130,24 @@ def test_changed_and_final_tier():
     assert soon.changed and soon.final_tier == "soon"
     same = make_signoff(decision="urgent")  # choosing the model's own tier is no change
     assert not same.changed and same.final_tier == "urgent"
-    assert make_signoff().signed_text() == "2026-12-02 17:05 CET"
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"), [("Europe/Berlin", "2026-12-02 17:05 CET"), ("UTC", "2026-12-02 16:05 UTC")]
+)
+def test_signed_text_is_local_time_with_its_zone(monkeypatch, tmp_path, zone, shown):
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        so = make_signoff()  # signed at 17:05 CET
+        assert so.signed_text() == shown
+        with AuditTrail(tmp_path / "a.sqlite") as t:  # read back: only the offset is stored
+            assert t.append(so) and t.records()[0].signed_text() == shown
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_signoff_for_an_eye_records_the_model_and_the_exam_uids(tiny_card, make_volume):
