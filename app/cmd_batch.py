@@ -30,7 +30,7 @@ from core.choices import BACKENDS, DATE_POLICIES
 
 __all__ = ["register", "run", "split_units", "screen_unit"]
 
-_PASS_THROUGH = ("model", "backend", "threads", "institution", "deid_dates")
+_PASS_THROUGH = ("model", "backend", "threads", "institution", "referring", "operator", "deid_dates")
 _FLAGS = ("dicom", "deidentify", "overwrite")
 
 
@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=None, help="inference backend (as screen --backend)")
     p.add_argument("--threads", type=int, default=1, help="threads per task (default 1: one task per core)")
     p.add_argument("--institution", default=None, help="institution named in the reports")
+    p.add_argument("--referring", default=None, metavar="NAME", help="referring clinician (as screen --referring)")
+    p.add_argument("--operator", default=None, metavar="NAME", help="who took the scans (as screen --operator)")
     p.set_defaults(func=run)
 
 

@@ -86,3 +86,31 @@ def test_batch_refuses_to_replace_merged_results(tmp_path, make_volume, tiny_car
     assert main(["batch", str(root), "--out", str(out), "--model", str(tiny_card_path)]) == 2
     assert (out / "results.csv").read_text() == "keep me"
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_every_report_option_reaches_each_units_screen_run():
+    """What `octscreen batch` is given for the reports is what each unit's `octscreen screen` gets."""
+    from app.cli import build_parser
+    from app.cmd_batch import _options
+
+    args = build_parser().parse_args(
+        [
+            "batch",
+            "x",
+            "--out",
+            "o",
+            "--institution",
+            "Eye Unit",
+            "--referring",
+            "Dr R",
+            "--operator",
+            "J. Op",
+            "--dicom",
+        ]
+    )
+    opts = _options(args)
+    for flag, value in (("--institution", "Eye Unit"), ("--referring", "Dr R"), ("--operator", "J. Op")):
+        assert opts[opts.index(flag) + 1] == value
+    assert "--dicom" in opts
+    screen = build_parser().parse_args(["screen", "x", "--out", "o", *opts])  # the screen command accepts them all
+    assert (screen.referring, screen.operator, screen.institution) == ("Dr R", "J. Op", "Eye Unit")
