@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.dialogs import Dialogs, SettingsValues
+from app.pacs_dialog import PacsController
 from app.settings import AppSettings
 from app.widgets.bscan_viewer import ViewerPanel
 from app.widgets.enface import EnFacePanel
@@ -263,6 +264,7 @@ class MainWindow(QMainWindow):
             "Model, report institution and logo, export folder, threads",
         )
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.pacs = PacsController(self)  # File > Query PACS / Send to PACS (app/pacs_dialog.py)
         self.act_cancel = self._action(
             "Cancel job", self.cancel_job, "Esc", "Cancel the running job", sp.SP_BrowserStop
         )
@@ -315,8 +317,9 @@ class MainWindow(QMainWindow):
         m.addActions([self.act_open_file, self.act_open_folder, self.act_demo, self.act_demo_synthetic])
         self.recent_menu = m.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        m.addAction(self.pacs.act_query)
         m.addSeparator()
-        m.addAction(self.act_export)
+        m.addActions([self.act_export, self.pacs.act_send])
         m.addSeparator()
         m.addActions([self.act_close, self.act_close_all])
         m.addSeparator()
@@ -387,6 +390,7 @@ class MainWindow(QMainWindow):
         has_exam = self.state.current_exam is not None
         busy = self.job is not None
         self.act_export.setEnabled(has_exam and not busy)
+        self.pacs.update_actions(has_exam, busy)
         self.act_close.setEnabled(has_exam)
         self.act_close_all.setEnabled(bool(self.state.exams))
         self.act_overlay.setEnabled(self.state.volume_result is not None)
@@ -628,6 +632,7 @@ class MainWindow(QMainWindow):
         return True
 
     def _export_finished(self, written: list[Path]) -> None:
+        self.pacs.note_export(written)  # Send to PACS sends these
         self.status_text.setText("Report written: " + ", ".join(str(p) for p in written))
         if written and self.dialogs.confirm(
             self, "Report written", "Written:\n\n" + "\n".join(str(p) for p in written) + "\n\nOpen the PDF now?"
@@ -941,6 +946,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
         self._save_layout()
+        self.pacs.shutdown()
         if self.job is not None:
             self.job.cancel()
             self.job.done.wait(5.0)
