@@ -71,6 +71,36 @@ def test_worklist_badges_have_text_and_colour(qtbot, state):
     assert wl.counts.text() == "2 patients \u00b7 2 exams \u00b7 3 eyes"
 
 
+def test_a_narrow_worklist_hides_id_then_date_and_keeps_the_decision_in_view(qtbot, state):
+    """At 200 % on 1920 x 1080 the worklist dock is ~250 px wide: the ID and date columns give way
+    (their text stays in the tooltips), never the eye, decision, review flag or sign-off columns."""
+    from app.widgets.worklist import COL_ID, COL_SIGNED
+
+    wl = Worklist(state)
+    qtbot.addWidget(wl)
+    wl.show()
+    header, tree = wl.tree.header(), wl.tree
+
+    def fit(width: int) -> list[int]:
+        wl.resize(width, 300)
+        qtbot.wait(10)
+        shown = [c for c in range(tree.columnCount()) if not tree.isColumnHidden(c)]
+        used = sum(header.sectionSize(c) for c in shown)
+        return shown, used, tree.viewport().width()
+
+    shown, used, room = fit(700)
+    assert shown == list(range(tree.columnCount()))  # wide: every column
+    shown, used, room = fit(360)
+    assert COL_ID not in shown and COL_DATE in shown and used <= room
+    shown, used, room = fit(252)
+    assert shown == [COL_PATIENT, COL_EYE, COL_DECISION, COL_REVIEW, COL_SIGNED] and used <= room
+    shown, used, room = fit(200)  # narrower still: the badge is elided rather than the sign-off cut off
+    assert COL_SIGNED in shown and used <= room and header.sectionSize(COL_DECISION) >= 48
+    assert "P001" in wl.eye_items()[0].toolTip(COL_DECISION) or "P001" in wl.patient_items()[0].toolTip(COL_PATIENT)
+    shown, used, room = fit(700)
+    assert shown == list(range(tree.columnCount()))  # and back when there is room
+
+
 def test_worklist_sorts_by_urgency_and_date_and_filters(qtbot, make_volume):
     def eye(pid, lat, date, **kw):
         vol = make_volume(n=12, laterality=lat, patient_id=pid, study_uid=f"{pid}-{date}")

@@ -48,6 +48,7 @@ FLAG = "\u2691"  # a flag: review advised
 TICK = "\u2714"  # signed by a clinician
 HEADERS = ["Patient", "ID", "Date", "Eye", "Decision", FLAG, TICK]  # short: the dock is narrow (tooltips say more)
 PATIENT_MIN_WIDTH = 80
+COMPACT_PATIENT_WIDTH = 56  # with the ID and date columns hidden (a narrow dock): the name elided sooner
 
 #: The decision groups of the filter box: label -> which eyes it keeps.
 FILTERS: dict[str, object] = {
@@ -166,6 +167,7 @@ class Worklist(QWidget):
         self.decision_filter.setToolTip("Show only the eyes with these decisions")
         self.decision_filter.currentIndexChanged.connect(lambda _i: self.apply_filter())
 
+        self._fitting = False
         self.tree = _Tree()
         self.tree.resized = self._fit_columns
         self.tree.setColumnCount(len(COLUMNS))
@@ -247,10 +249,40 @@ class Worklist(QWidget):
         self._sync_selection()
 
     def _fit_columns(self) -> None:
-        """The patient column takes the width the others leave (at least PATIENT_MIN_WIDTH)."""
-        h = self.tree.header()
-        others = sum(h.sectionSize(c) for c in range(1, len(COLUMNS)))
-        h.resizeSection(COL_PATIENT, max(PATIENT_MIN_WIDTH, self.tree.viewport().width() - others))
+        """The patient column takes the width the others leave (at least PATIENT_MIN_WIDTH). When the
+        dock is too narrow for every column (a small screen, 200 % scaling), the ID and then the date
+        column are hidden (both stay in each row's tooltip and in the filter), so that the eye, the
+        decision, the review flag and the sign-off stay visible without scrolling sideways."""
+        if self._fitting:
+            return
+        self._fitting = True
+        try:
+            h = self.tree.header()
+            width = self.tree.viewport().width()
+
+            def need(col: int) -> int:
+                if col in (COL_ID, COL_DATE, COL_DECISION):  # sized to their contents
+                    return max(self.tree.sizeHintForColumn(col), h.sectionSizeHint(col))
+                return h.sectionSize(col) if not h.isSectionHidden(col) else h.defaultSectionSize()
+
+            kept = [COL_EYE, COL_DECISION, COL_REVIEW, COL_SIGNED]
+            room = width - PATIENT_MIN_WIDTH - sum(need(c) for c in kept)
+            date_fits = room >= need(COL_DATE)
+            self.tree.setColumnHidden(COL_DATE, not date_fits)
+            self.tree.setColumnHidden(COL_ID, not (date_fits and room >= need(COL_DATE) + need(COL_ID)))
+            # still too narrow: the decision badge gives way too (elided, its tooltip has it whole)
+            fixed = COMPACT_PATIENT_WIDTH + sum(need(c) for c in (COL_EYE, COL_REVIEW, COL_SIGNED))
+            squeeze = not date_fits and width - fixed < need(COL_DECISION)
+            mode = QHeaderView.ResizeMode.Interactive if squeeze else QHeaderView.ResizeMode.ResizeToContents
+            if h.sectionResizeMode(COL_DECISION) != mode:
+                h.setSectionResizeMode(COL_DECISION, mode)
+            if squeeze:
+                h.resizeSection(COL_DECISION, max(48, width - fixed))
+            others = sum(h.sectionSize(c) for c in range(1, len(COLUMNS)) if not h.isSectionHidden(c))
+            least = PATIENT_MIN_WIDTH if date_fits else COMPACT_PATIENT_WIDTH
+            h.resizeSection(COL_PATIENT, max(least, width - others))
+        finally:
+            self._fitting = False
 
     def _patient_row(self, order: int, members: list, bold: QFont) -> _Row:
         patient = members[0][1].patient
