@@ -905,6 +905,7 @@ class PacsDialog(QDialog):
         grid.addWidget(self.accession, 1, 5)
         grid.addWidget(QLabel("Date from:"), 2, 0)
         dates = QHBoxLayout()
+        dates.setSpacing(8)
         dates.addWidget(self.date_from)
         dates.addWidget(QLabel("to"))
         dates.addWidget(self.date_to)
@@ -965,6 +966,7 @@ class PacsDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setFixedWidth(260)
         self.progress.setAccessibleName("PACS progress")
+        self.progress.setFormat("%v of %m")  # instances
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the search or the retrieve (a cancelled retrieve keeps nothing)")
         self.cancel_button.clicked.connect(self.cancel)
