@@ -41,6 +41,7 @@ from app.pacs_dialog import PacsController
 from app.settings import AppSettings
 from app.widgets.bscan_viewer import ViewerPanel
 from app.widgets.enface import EnFacePanel
+from app.widgets.followup import FollowUpWindow, main_window_visits
 from app.widgets.state import ViewerState
 from app.widgets.strip_chart import StripChart
 from app.widgets.style import ElidedLabel
@@ -299,6 +300,13 @@ class MainWindow(QMainWindow):
         self.act_reset = self._action("&Reset contrast and brightness", self.state.reset_display, "R")
         self.act_next_eye = self._action("Next eye", lambda: self.step_eye(1), "Ctrl+Down")
         self.act_prev_eye = self._action("Previous eye", lambda: self.step_eye(-1), "Ctrl+Up")
+        self.act_compare = self._action(
+            "&Compare visits\u2026",
+            self.compare_visits,
+            "Ctrl+Shift+V",
+            "Two visits of this patient's eye side by side, synchronised, with the eye scores per visit",
+        )
+        self.followup: FollowUpWindow | None = None
         self.act_reset_layout = self._action(
             "Reset &layout",
             self.reset_layout,
@@ -333,7 +341,7 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         v.addActions([self.act_zoom_in, self.act_zoom_out, self.act_fit, self.act_reset])
         v.addSeparator()
-        v.addActions([self.act_next_eye, self.act_prev_eye])
+        v.addActions([self.act_next_eye, self.act_prev_eye, self.act_compare])
         v.addSeparator()
         v.addActions(
             [
@@ -395,6 +403,7 @@ class MainWindow(QMainWindow):
         self.act_close_all.setEnabled(bool(self.state.exams))
         self.act_overlay.setEnabled(self.state.volume_result is not None)
         self.act_side_by_side.setEnabled(self.state.volume_result is not None)
+        self.act_compare.setEnabled(len(main_window_visits(self.state, self.state.current_eye)) > 1)
         for act in (
             self.act_open_file,
             self.act_open_folder,
@@ -591,6 +600,23 @@ class MainWindow(QMainWindow):
                 self.status_text.setText("Export cancelled: nothing was written")
                 return
         self.export(request, overwrite=bool(existing))
+
+    def compare_visits(self) -> FollowUpWindow | None:
+        """View > Compare visits: the current eye beside an earlier visit of the same patient's eye."""
+        visits = main_window_visits(self.state, self.state.current_eye)
+        if len(visits) < 2:
+            self.dialogs.info(
+                self,
+                "Compare visits",
+                "Open another exam of this patient's eye first: a follow-up needs two visits of the same "
+                "patient ID and eye (an eye that is not named cannot be matched).",
+            )
+            return None
+        if self.followup is not None:
+            self.followup.close()
+        self.followup = FollowUpWindow(visits, self.state.current_eye, self)
+        self.followup.show()
+        return self.followup
 
     def _confirm_unsigned(self, exam) -> bool:
         """Warn before exporting an exam with eyes no clinician signed; True to go on."""
