@@ -139,8 +139,10 @@ def test_find_at_patient_study_and_series_level(orthanc, exam, capsys):
 # -------------------------------------------------------------------------------------- retrieve
 def test_cget_retrieves_the_exam_into_the_study_series_layout(orthanc, exam, tmp_path):
     out = tmp_path / "get"
-    result = retrieve(orthanc.node(), exam.study_uid, out)
+    seen: list[int] = []
+    result = retrieve(orthanc.node(), exam.study_uid, out, progress=lambda done, total, msg: seen.append(done))
     assert result.problems == [] and result.method == "C-GET"
+    assert seen[-1] == len(exam.volumes) and seen == sorted(seen)  # one count per instance kept, not one more
     expected = sorted(
         out / exam.study_uid / v.study.series_uid / f"{uid}.dcm" for v, uid in zip(exam.volumes, exam.sop_uids)
     )

@@ -131,7 +131,7 @@ class _Run:
     def stored(self, _instance: StoredInstance) -> None:
         """``InstanceStore.on_stored``: progress after each instance kept (in a network thread)."""
         if self.progress is not None and self.store is not None:
-            done = len(self.store.stored) + 1  # (appended after this callback returns)
+            done = len(self.store.stored)  # InstanceStore appends the instance before calling back
             total = max(self.total, done) if self.total else 0
             of = f" of {total}" if total else ""
             self.progress(done, total, f"Retrieving: {done}{of} instance(s)")
