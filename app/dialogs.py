@@ -246,8 +246,11 @@ class ExportDialog(QDialog):
         self.deid = QCheckBox("De-identify (no name, birth date or patient ID in the report)")
         self.deid.setChecked(deidentify)
         self.deid.toggled.connect(self._deid_toggled)
-        self.dicom = QCheckBox("Also write a DICOM Encapsulated PDF (.dcm) for the PACS")
-        self.dicom.setToolTip("Same file name with .dcm; filed with the exam's patient and study")
+        self.dicom = QCheckBox("Also write DICOM for the PACS (the report as .dcm and the result as an SR)")
+        self.dicom.setToolTip(
+            "The report as a DICOM Encapsulated PDF (same name, .dcm) and the result as a DICOM Structured "
+            "Report (<name>_sr.dcm), filed with the exam's patient and study"
+        )
         self.dicom.setChecked(dicom)
         form = QFormLayout()
         form.addRow("Report file:", _path_row(self.path, self._browse))

@@ -188,9 +188,17 @@ class ExportRequest:
         return self.pdf_path.with_suffix(".dcm")
 
     @property
+    def sr_path(self) -> Path:
+        """Where the DICOM Structured Report of the result goes: ``<stem>_sr.dcm`` beside the PDF."""
+        from core.outputs import sr_path
+
+        return sr_path(self.dicom_path)
+
+    @property
     def targets(self) -> list[Path]:
-        """Every file the export will write."""
-        return [self.pdf_path] + ([self.dicom_path] if self.dicom else [])
+        """Every file the export will write: the PDF and, with ``dicom``, the Encapsulated PDF and the SR
+        (as ``octscreen screen --dicom``)."""
+        return [self.pdf_path] + ([self.dicom_path, self.sr_path] if self.dicom else [])
 
 
 def deidentified_signoffs(signoffs: Sequence[SignOff], original: ExamResult, deidentified: ExamResult) -> list[SignOff]:
@@ -218,7 +226,7 @@ def export_report(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> list[Path]:
-    """Write the PDF report (and optionally its DICOM Encapsulated PDF) with the eyes' sign-offs;
+    """Write the PDF report (and optionally its DICOM Encapsulated PDF and SR) with the eyes' sign-offs;
     returns the files written. A de-identified report keeps who signed what and when, but not the
     free-text findings (free text can name the patient, as PS3.15 assumes).
 
@@ -247,6 +255,7 @@ def export_report(
         request.pdf_path,
         options,
         dicom=request.dicom,
+        sr=request.dicom,
         overwrite=overwrite,
         progress=progress,
         cancel=cancel,

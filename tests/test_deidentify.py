@@ -178,6 +178,6 @@ def test_gui_export_deidentifies_the_same_way(tiny_card_path, planted, tmp_path)
     out.mkdir()
     req = ExportRequest(out / "report.pdf", deidentify=True, dicom=True)
     written = export_report(req, exam, screener.card)
-    assert [p.name for p in written] == ["report.pdf", "report.dcm"]
+    assert [p.name for p in written] == ["report.pdf", "report.dcm", "report_sr.dcm"]
     assert _leaks(_texts(out), PLANTED + EXAM_FORMS + ["1.2.3.4.5", str(planted)]) == []
     assert exam.patient.name.startswith(NAME)  # the exam on screen keeps its identity

@@ -662,8 +662,11 @@ def test_send_after_export_sends_the_exported_report(qtbot, window, pacs, plante
     window.pacs.dialogs.send_to = node
     assert window.pacs.send_dialog()
     qtbot.waitUntil(lambda: not window.pacs.sender.busy, timeout=JOB_TIMEOUT_MS)
-    assert [r.path for r in window.pacs.last_send.results] == [elsewhere / "report.dcm"]
-    assert "1 of 1 instance stored" in window.dialogs.infos[-1][1]
+    assert sorted(r.path for r in window.pacs.last_send.results) == [
+        elsewhere / "report.dcm",
+        elsewhere / "report_sr.dcm",
+    ]
+    assert "2 of 2 instances stored" in window.dialogs.infos[-1][1]
 
 
 def test_send_to_an_unreachable_node_names_it(qtbot, window, pacs, planted):

@@ -293,7 +293,7 @@ def test_export_dialog_swaps_to_anonymous_name_and_appends_pdf(qtbot, tmp_path):
     assert dlg.path.text() == str(anonymous)
     req = dlg.request()
     assert req.pdf_path == anonymous and req.deidentify and req.dicom
-    assert req.targets == [anonymous, anonymous.with_suffix(".dcm")]
+    assert req.targets == [anonymous, anonymous.with_suffix(".dcm"), anonymous.with_name(f"{anonymous.stem}_sr.dcm")]
     dlg.path.setText(str(tmp_path / "custom"))
     dlg.deid.setChecked(False)  # a typed name is kept
     assert dlg.request().pdf_path == tmp_path / "custom.pdf"

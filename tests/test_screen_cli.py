@@ -429,8 +429,12 @@ def test_cli_and_gui_export_write_an_exam_alike(tiny_card_path, screener, exam_f
     stem = report_stem(exam.patient.patient_id, exam.study.study_date, deidentify=False)
     written = export_report(ExportRequest(gui / f"{stem}.pdf", dicom=True), exam, screener.card)
     assert calls == ["cli", "gui"]
-    assert [p.name for p in written] == ["P002_20260131_oct-report.pdf", "P002_20260131_oct-report.dcm"]
-    assert {p.name for p in written} <= {p.name for p in cli.iterdir()}  # the CLI adds its SR and results
+    assert [p.name for p in written] == [
+        "P002_20260131_oct-report.pdf",
+        "P002_20260131_oct-report.dcm",
+        "P002_20260131_oct-report_sr.dcm",
+    ]
+    assert {p.name for p in written} <= {p.name for p in cli.iterdir()}  # the CLI adds its results
 
     def text(pdf: Path) -> str:  # the report as read, less what differs by design: report id, time
         out = run_tool(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
