@@ -47,8 +47,11 @@ OCT_FILTER = (
 SHORTCUTS: list[tuple[str, str]] = [
     ("Ctrl+O", "Open an OCT file"),
     ("Ctrl+Shift+O", "Open a folder of OCT files"),
-    ("Ctrl+D", "Open the bundled demo exam"),
+    ("Ctrl+D", "Open the bundled demo exam (real B-scans)"),
+    ("Ctrl+Shift+D", "Open the synthetic demo exam (simulated volumes of both eyes)"),
     ("Ctrl+E", "Export the report of the selected exam (PDF, optionally DICOM)"),
+    ("Ctrl+Shift+P", "Query a PACS and retrieve an exam"),
+    ("Ctrl+Shift+E", "Send the selected exam's DICOM report and SR to a PACS"),
     ("Ctrl+W", "Close the selected exam"),
     ("Ctrl+,", "Settings"),
     ("Esc", "Cancel the running job"),
@@ -59,12 +62,14 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("S", "Side by side: the B-scan without and with the heatmap"),
     ("[ / ]", "Heatmap less / more opaque"),
     ("C", "Next heatmap class (auto follows each B-scan's prediction)"),
-    ("Ctrl+wheel, + / -", "Zoom in / out; drag to pan"),
+    ("Ctrl+wheel, + / -, Ctrl++ / Ctrl+-", "Zoom in / out; drag to pan"),
     ("F", "Fit the B-scan to the window"),
     ("Right-drag", "Contrast (left / right) and brightness (up / down)"),
     ("R", "Reset contrast and brightness"),
     ("Ctrl+Down / Ctrl+Up", "Next / previous eye"),
+    ("Ctrl+Shift+V", "Compare visits: two visits of this eye side by side"),
     ("F1", "Keyboard shortcuts"),
+    ("Ctrl+Q", "Quit"),
 ]
 
 

@@ -255,7 +255,10 @@ class MainWindow(QMainWindow):
             sp.SP_DialogSaveButton,
         )
         self.act_close = self._action(
-            "&Close exam", self.close_exam, QKeySequence.StandardKey.Close, "Close the selected exam"
+            "&Close exam",
+            self.close_exam,
+            "Ctrl+W",
+            "Close the selected exam",  # as Help > Keyboard shortcuts says
         )
         self.act_close_all = self._action("Close &all exams", self.state.clear, None, "Close every exam")
         self.act_settings = self._action(

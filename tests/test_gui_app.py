@@ -13,7 +13,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent, QMouseEvent, QWheelEvent  # noqa: E402
+from PySide6.QtGui import QAction, QDropEvent, QMouseEvent, QWheelEvent  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -472,3 +472,21 @@ def test_gui_subcommand_is_registered():
     from app.cmd_gui import run
 
     assert args.func is run
+
+
+def test_every_menu_shortcut_is_in_the_shortcuts_list(window):
+    """Help > Keyboard shortcuts lists every key a window action has (a new action must add its line)."""
+    from PySide6.QtGui import QKeySequence
+
+    from app.dialogs import SHORTCUTS
+
+    listed = {k.strip() for keys, _ in SHORTCUTS for part in keys.split(", ") for k in part.split(" / ")}
+    actions = {
+        a.text(): {k.toString(QKeySequence.SequenceFormat.PortableText) for k in a.shortcuts()}
+        for a in window.findChildren(QAction)
+        if a.shortcuts()
+    }
+    keys = set().union(*actions.values())
+    assert "Ctrl+Shift+V" in keys and len(actions) > 10
+    missing = sorted(name for name, ks in actions.items() if not ks & listed)  # one of its keys (platform)
+    assert missing == []
