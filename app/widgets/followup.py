@@ -70,9 +70,11 @@ class TrendChart(QWidget):
             self.LEFT, self.TOP, self.width() - self.LEFT - self.RIGHT, self.height() - self.TOP - self.BOTTOM
         )
 
+    INSET = 48  # the first and last visit this far inside the plot: their date labels fit
+
     def x_of(self, i: int) -> float:
         """The x of visit ``i`` (the visits spread evenly; one visit sits in the middle)."""
-        r, n = self.plot_rect(), len(self.points)
+        r, n = self.plot_rect().adjusted(self.INSET, 0, -self.INSET, 0), len(self.points)
         return r.center().x() if n <= 1 else r.left() + r.width() * i / (n - 1)
 
     def y_of(self, score: float) -> float:
@@ -91,7 +93,7 @@ class TrendChart(QWidget):
             p.setPen(QColor("#8a94a0"))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Eye scores per visit appear here")
             return
-        band = r.width() / max(len(self.points) - 1, 1) * 0.5 if len(self.points) > 1 else 40.0
+        band = 2.0 * self.INSET - 16
         for i in self.highlight:  # the two visits shown above
             p.fillRect(QRectF(self.x_of(i) - band / 2, r.top(), band, r.height()), QColor(47, 109, 181, 28))
         p.setPen(QPen(QColor("#e3e7ec"), 1))
@@ -180,8 +182,8 @@ class FollowUpWindow(QWidget):
         self.visits = visits
         later = next((i for i, v in enumerate(visits) if v.eye is current), len(visits) - 1)
         earlier = later - 1 if later > 0 else 1
-        first = visits[0]
-        who, ident, _when, eye_words = banner_lines(first.exam, first.eye)
+        last = visits[-1]  # the age on the latest visit
+        who, ident, _when, eye_words = banner_lines(last.exam, last.eye)
         self.setWindowTitle(f"Follow-up: {who}, {eye_words}")
         self.setObjectName("followUpWindow")
 
