@@ -133,10 +133,12 @@ class Dialogs:
         deidentify: bool,
         dicom: bool,
         anonymous_path: Path | None = None,
+        operator: str = "",
     ) -> ExportRequest | None:
         """Ask where and how to export the report; None when cancelled. ``anonymous_path``: the
-        default file name to use instead when the user ticks de-identify (no patient ID in it)."""
-        dlg = ExportDialog(default_path, deidentify, dicom, parent, anonymous_path)
+        default file name to use instead when the user ticks de-identify (no patient ID in it);
+        ``operator``: the name the operator box starts with (the last one given)."""
+        dlg = ExportDialog(default_path, deidentify, dicom, parent, anonymous_path, operator)
         return dlg.request() if dlg.exec() == QDialog.DialogCode.Accepted else None
 
     def settings(self, parent: QWidget | None, current: SettingsValues) -> SettingsValues | None:
@@ -232,7 +234,7 @@ class SettingsDialog(QDialog):
 
 
 class ExportDialog(QDialog):
-    """Where to write the report, de-identification, DICOM Encapsulated PDF."""
+    """Where to write the report, who referred and who scanned, de-identification, DICOM."""
 
     def __init__(
         self,
@@ -241,6 +243,7 @@ class ExportDialog(QDialog):
         dicom: bool,
         parent: QWidget | None = None,
         anonymous_path: Path | None = None,
+        operator: str = "",
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export screening report")
@@ -257,8 +260,16 @@ class ExportDialog(QDialog):
             "Report (<name>_sr.dcm), filed with the exam's patient and study"
         )
         self.dicom.setChecked(dicom)
+        self.referring = QLineEdit()
+        self.referring.setPlaceholderText("e.g. Dr. T. Reyes (GP)")
+        self.referring.setToolTip("Who referred the patient for this scan: printed in the report's header")
+        self.operator = QLineEdit(operator)
+        self.operator.setPlaceholderText("who took the scan")
+        self.operator.setToolTip("Who took the scan: printed in the report's header (remembered)")
         form = QFormLayout()
         form.addRow("Report file:", _path_row(self.path, self._browse))
+        form.addRow("Referring clinician:", self.referring)
+        form.addRow("Operator:", self.operator)
         form.addRow("", self.deid)
         form.addRow("", self.dicom)
         _finish_form_dialog(self, form, QDialogButtonBox.StandardButton.Save)
@@ -279,7 +290,13 @@ class ExportDialog(QDialog):
         """The export the user asked for."""
         text = self.path.text().strip()
         path = Path(text if text.lower().endswith(".pdf") else text + ".pdf")
-        return ExportRequest(path, self.deid.isChecked(), self.dicom.isChecked())
+        return ExportRequest(
+            path,
+            self.deid.isChecked(),
+            self.dicom.isChecked(),
+            referring=self.referring.text().strip(),
+            operator=self.operator.text().strip(),
+        )
 
 
 class AboutDialog(QDialog):

@@ -590,10 +590,12 @@ class MainWindow(QMainWindow):
             self.settings.deidentify,
             self.settings.dicom,
             self.default_report_path(deidentified=True),
+            self.settings.operator,
         )
         if request is None:
             return
         self.settings.deidentify, self.settings.dicom = request.deidentify, request.dicom
+        self.settings.operator = request.operator
         existing = [p for p in request.targets if p.exists()]
         if existing:
             names = "\n".join(str(p) for p in existing)

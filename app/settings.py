@@ -152,6 +152,15 @@ class AppSettings:
         self.q.setValue("signoff/clinician", value.strip())
 
     @property
+    def operator(self) -> str:
+        """Who takes the scans here: the export dialog's operator, remembered."""
+        return self._str("report/operator")
+
+    @operator.setter
+    def operator(self, value: str) -> None:
+        self.q.setValue("report/operator", value.strip())
+
+    @property
     def audit_path(self) -> Path:
         """Where the sign-off audit trail (``core.audit``) lives: the ``signoff/audit_path`` setting; by
         default the user's data folder, or beside the settings file when settings are an ini file (a

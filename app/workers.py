@@ -181,6 +181,8 @@ class ExportRequest:
     deidentify: bool = False
     dicom: bool = False
     deid_dates: str = "remove"  # with deidentify: remove | shift | retain (core.deid)
+    referring: str = ""  # the referring clinician (report header; left out when de-identified)
+    operator: str = ""  # who took the scan (report header; left out when de-identified)
 
     @property
     def dicom_path(self) -> Path:
@@ -247,6 +249,8 @@ def export_report(
         logo=Path(logo) if logo else None,
         deidentify=request.deidentify,
         pseudo_id=pseudo_id,
+        referring_clinician=request.referring,
+        operator=request.operator,
         signoffs=tuple(signoffs),
     )
     outputs = write_exam_outputs(

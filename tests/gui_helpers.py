@@ -40,8 +40,9 @@ class RecordingDialogs(Dialogs):
         self.confirms.append((title, text))
         return self.confirm_answers.pop(0) if self.confirm_answers else False
 
-    def export_request(self, parent, default_path, deidentify, dicom, anonymous_path=None):
+    def export_request(self, parent, default_path, deidentify, dicom, anonymous_path=None, operator=""):
         self.export_defaults = (default_path, anonymous_path)
+        self.export_operator = operator
         return self.export_answer
 
     def settings(self, parent, current):

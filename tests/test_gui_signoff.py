@@ -108,6 +108,7 @@ def test_export_warns_about_unsigned_eyes_and_prints_the_signoff(qtbot, window, 
     assert not pdf.exists() and "nothing was written" in window.status_text.text()
 
     sign_current(qtbot, window, "Dr Ada Retina", finding="Fluid at the fovea")
+    d.export_answer = ExportRequest(pdf, referring="Dr Tomas Reyes (GP)", operator="J. Okafor")
     d.confirm_answers = [True, False]  # one eye still unsigned: export anyway -> yes; open -> no
     window.act_export.trigger()
     assert "1 eye" in d.confirms[-1][1] and "(OS)" in d.confirms[-1][1]
@@ -115,6 +116,8 @@ def test_export_warns_about_unsigned_eyes_and_prints_the_signoff(qtbot, window, 
     assert not d.errors, d.errors
     text = run_tool(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
     assert "Dr Ada Retina" in text and "Fluid at the fovea" in text
+    assert "Dr Tomas Reyes (GP)" in text and "J. Okafor" in text  # who referred and who scanned
+    assert window.settings.operator == "J. Okafor"  # remembered: the next export's dialog starts with it
     assert "NOT SIGNED" in text.upper()  # the other eye
 
     # sign the second eye: no warning any more
@@ -126,6 +129,7 @@ def test_export_warns_about_unsigned_eyes_and_prints_the_signoff(qtbot, window, 
     window.act_export.trigger()
     wait_idle(qtbot, window)
     assert [c[0] for c in d.confirms[asked:]] == ["Report written"]
+    assert d.export_operator == "J. Okafor"
 
 
 def test_a_deidentified_report_keeps_who_signed_but_not_the_finding(qtbot, window, exam_dir):

@@ -484,3 +484,12 @@ def test_an_unknown_eye_can_be_set_and_the_exports_say_so(qtbot, make_volume, tm
     pdf = write_report(tmp_path / "r.pdf", exam, card, ReportOptions())
     text = " ".join(pdftext(pdf).split())
     assert "Left eye (OS, set by user)" in text and "Right eye (OD) " in text
+
+
+def test_export_dialog_asks_who_referred_and_who_scanned(qtbot, tmp_path):
+    dlg = ExportDialog(tmp_path / "r.pdf", False, False, None, None, operator="J. Okafor")
+    qtbot.addWidget(dlg)
+    assert dlg.operator.text() == "J. Okafor" and dlg.referring.text() == ""  # the operator is remembered
+    dlg.referring.setText("  Dr T. Reyes (GP) ")
+    req = dlg.request()
+    assert (req.referring, req.operator) == ("Dr T. Reyes (GP)", "J. Okafor")
