@@ -9,17 +9,22 @@ one volume and returns a ``VolumeResult``; the per-eye decision is ``core.aggreg
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from core.cam import CamHeadError
 from core.choices import BACKENDS
 from core.errors import Cancelled, ModelCardError
-from core.modelcard import ModelCard, load_card
+from core.modelcard import ModelCard, load_card, load_weights
+from core.models import build
 from core.preprocess import preprocess_bscans
+from core.quality import assess
 from core.results import VolumeResult
 from core.volume import OctVolume
 
@@ -100,8 +105,6 @@ def _openvino():
     """openvino, imported with its telemetry off: OpenVINO imports the optional ``openvino_telemetry``
     package (which writes a client id and usage statistics under ~/intel) and falls back to its own
     no-op stub when that import fails; hiding the package selects the stub. Nothing else changes."""
-    import sys
-
     if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
         sys.modules["openvino_telemetry"] = None  # import fails -> OpenVINO's stub
         sys.modules["openvino_telemetry.backend"] = None
@@ -119,8 +122,6 @@ class _OpenVinoBackend:
     benchmarks/bench_backends.py) or 'auto' (bf16 where the CPU has it, else f32)."""
 
     def __init__(self, card: ModelCard, threads: int | None, precision: str = "f32"):
-        import io
-
         ov = _openvino()
         if ov is None:
             raise ModelCardError(card.path, "openvino is not installed (pip install openvino); use --backend onnx")
@@ -159,9 +160,7 @@ class _TorchBackend:
     def __init__(self, card: ModelCard, threads: int | None):
         import torch
 
-        from core.cam import CamHeadError, CamNet
-        from core.modelcard import load_weights
-        from core.models import build
+        from core.cam import CamNet  # noqa: PLC0415 (heavy: core.cam defines CamNet on first use, importing torch)
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -291,8 +290,6 @@ class Screener:
         batches and raises ``core.errors.Cancelled`` when it returns True. Ungradable B-scans are
         run too (their probabilities and CAMs are shown, but ``core.aggregate`` ignores them).
         """
-        from core.quality import assess
-
         timings = {"quality": 0.0, "preprocess": 0.0, "model": 0.0}
         n = volume.n_bscans
         if cancel is not None and cancel():

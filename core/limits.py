@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import ImageTooLargeError
+
 __all__ = [
     "Limits",
     "DEFAULT_LIMITS",
@@ -135,8 +137,6 @@ class PixelBudget:
         self.used = 0
 
     def charge(self, path: Path, pixels: int) -> None:
-        from core.errors import ImageTooLargeError
-
         if self.used + pixels > self.total:
             raise ImageTooLargeError(
                 path,

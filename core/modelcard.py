@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from core import limits
 from core.errors import ModelCardError
 from core.fileio import atomic_output, write_text_atomic
+from core.tiers import resolve_tiers
 
 __all__ = [
     "ModelCard",
@@ -218,8 +221,7 @@ def _from_json(d: dict[str, Any], path: Path | None) -> ModelCard:
         )
     if len(card.classes) < 2 or len(set(card.classes)) != len(card.classes):
         raise ModelCardError(path, "classes must list at least two distinct names")
-    from core.preprocess import ASPECT_POLICIES
-    from core.tiers import resolve_tiers
+    from core.preprocess import ASPECT_POLICIES  # noqa: PLC0415 (heavy: numpy + OpenCV; the card reader stays light)
 
     try:
         resolve_tiers(card.thresholds.tiers)
@@ -318,7 +320,6 @@ def save_weights(card: ModelCard, state_dict: dict, folder: str | Path) -> Path:
 
 def load_weights(card: ModelCard) -> dict:
     """The card's state dict, after the sha256 check (safetensors only; never a pickle)."""
-    from safetensors import SafetensorError
     from safetensors.torch import load
 
     data = card.verified_bytes("weights")

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.pretrained import SOURCES, find_weights
+
 __all__ = ["ArchSpec", "ARCHS", "build", "spec", "PretrainedStatus"]
 
 log = logging.getLogger(__name__)
@@ -188,8 +190,6 @@ def build(
         if weights.suffix != ".safetensors":
             raise ValueError(f"{weights}: pretrained weights must be a .safetensors file (pickles are refused)")
     elif pretrained:
-        from core.pretrained import find_weights
-
         weights = find_weights(s.timm_name) or _cached_timm_weights(s)
         if weights is None:
             hint = " (run: octscreen train pretrained)" if s.timm_name in _pretrained_sources() else ""
@@ -213,6 +213,4 @@ def build(
 
 
 def _pretrained_sources() -> set[str]:
-    from core.pretrained import SOURCES
-
     return set(SOURCES)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from core.cam import CamHeadError, gap_linear_head
 from core.fileio import atomic_output
 from core.modelcard import ModelCard, save_card, save_weights, sha256_file
 from core.preprocess import normalise
@@ -114,7 +115,7 @@ def export_onnx(model, card: ModelCard, path: str | Path, *, opset: int = 18) ->
     import onnx
     import torch
 
-    from core.cam import CamNet
+    from core.cam import CamNet  # noqa: PLC0415 (heavy: core.cam defines CamNet on first use, importing torch)
 
     path = Path(path)
     was_training = model.training
@@ -254,8 +255,6 @@ def export_model_files(
     linear (e.g. a ConvNeXt teacher) no ONNX is written (the card's onnx fields stay empty) and a
     warning is logged: such models run with the PyTorch backend, without CAMs.
     """
-    from core.cam import CamHeadError, gap_linear_head
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     card.weights_file, card.weights_sha256 = "", ""

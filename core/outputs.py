@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import Cancelled
+from core.fileio import next_free
 
 if TYPE_CHECKING:
     from core.modelcard import ModelCard
@@ -39,7 +40,7 @@ def sr_path(dcm: Path) -> Path:
 
 def _new_report_id() -> str:
     """A report id from ``core.report.new_report_id`` (looked up when called), the GUI's too."""
-    from core.report import new_report_id
+    from core.report import new_report_id  # noqa: PLC0415 (heavy: numpy, OpenCV; octscreen --help imports this)
 
     return new_report_id()
 
@@ -68,8 +69,8 @@ def plan_jobs(volumes: list[OctVolume], out: Path, *, deidentify: bool, dicom: b
     (``_2``, ... for a second exam of that patient and date), de-identified ``exam-<n>_oct-report`` (no
     identity or date in file names). One pseudonym per patient id in a run, random (never derived from the id).
     """
-    from core.report import pseudonym_for
-    from core.screening import exam_key, report_stem
+    from core.report import pseudonym_for  # noqa: PLC0415 (heavy: numpy, OpenCV; octscreen --help imports this)
+    from core.screening import exam_key, report_stem  # noqa: PLC0415 (heavy: numpy; octscreen --help imports this)
 
     groups: dict[tuple[str, str], list[OctVolume]] = {}
     for v in volumes:
@@ -114,8 +115,6 @@ def write_unique(path: Path, overwrite: bool, write: Callable[..., object], /, *
     """``write(path, **kwargs)``; when ``path`` was taken meanwhile (another run writing into the same
     folder: ``FileExistsError`` without overwrite) the next free name ``<stem>_2`` ..., so no result is
     lost. Returns the path written."""
-    from core.fileio import next_free
-
     for _ in range(100):
         try:
             write(path, **kwargs)
@@ -148,7 +147,8 @@ def write_exam_outputs(
     one) is filled in as each file is written and returned. ``progress(done, total, message)`` before
     each file; ``cancel()`` true before a DICOM file raises ``Cancelled`` (the files written stay).
     """
-    import core.report  # looked up when called: the one report writer (and the one tests replace)
+    # looked up when called: the one report writer (and the one tests replace)
+    import core.report  # noqa: PLC0415 (heavy: numpy, OpenCV; octscreen --help imports this)
 
     out = outputs if outputs is not None else ExamOutputs()
     progress = progress or (lambda *_: None)
@@ -166,7 +166,7 @@ def write_exam_outputs(
     if not dicom:
         progress(steps, steps, "Report written")
         return out
-    from core.dicom_export import pdf_to_dicom, result_to_sr
+    from core.dicom_export import pdf_to_dicom, result_to_sr  # noqa: PLC0415 (heavy: pydicom, numpy)
 
     pseudo_id = options.pseudo_id or None
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.cam import upsample_cam
+from core.tiers import DEFAULT_TIERS, TIER_ORDER
 from core.volume import DeviceInfo, EyeKey, Laterality, OctVolume, PatientInfo, StudyInfo  # noqa: F401
 
 __all__ = ["VolumeResult", "EyeResult", "ExamResult", "Urgency", "ProgressFn", "CancelFn"]
@@ -30,8 +32,6 @@ class Urgency(str, enum.Enum):
 
     @property
     def text(self) -> str:
-        from core.tiers import DEFAULT_TIERS
-
         return DEFAULT_TIERS[self.value].name
 
     @property
@@ -41,8 +41,6 @@ class Urgency(str, enum.Enum):
     @property
     def rank(self) -> int:
         """0 = most urgent (``core.tiers.TIER_ORDER``)."""
-        from core.tiers import TIER_ORDER
-
         return TIER_ORDER.index(self.value)
 
 
@@ -79,8 +77,6 @@ class VolumeResult:
     def cam(self, index: int, cls: int | str, size: tuple[int, int] | None = None) -> np.ndarray:
         """CAM of B-scan ``index`` for class ``cls``, scaled to [0, 1] (ReLU then max), optionally
         upsampled to ``size`` = (h, w) (smoothly: ``core.cam.upsample_cam``). Zeros if no CAMs."""
-        from core.cam import upsample_cam
-
         c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
         if self.cams is None:
             h, w = size or self.volume.bscans.shape[1:]
@@ -150,8 +146,6 @@ class EyeResult:
     @property
     def tier(self):
         """The :class:`core.tiers.Tier` of this decision (name, action, time frame, colours)."""
-        from core.tiers import DEFAULT_TIERS
-
         return (self.tiers or DEFAULT_TIERS)[self.urgency.value]
 
     @property

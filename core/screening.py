@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.aggregate import decide
-from core.errors import InputError
+from core.errors import Cancelled, InputError
 from core.modelcard import Thresholds
 from core.results import ExamResult, EyeResult
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, StudyInfo
@@ -151,8 +151,7 @@ def open_volumes(
     (``InputError``s, each once) and skipped; without ``errors`` the first bad path raises.
     ``progress(i, n, message)`` before each path; ``cancel()`` checked before each path
     (``core.errors.Cancelled``)."""
-    from core.errors import Cancelled
-    from core.io import open_path
+    from core.io import open_path  # noqa: PLC0415 (heavy: pydicom and the readers; not needed to group or name)
 
     items = [Path(p) for p in paths]
     volumes: list[OctVolume] = []

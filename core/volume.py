@@ -8,6 +8,7 @@ last acquired position (for a macular cube: inferior to superior on most devices
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,6 @@ def format_date(value: str) -> str:
 def age_years(birth_date: str, on_date: str) -> int | None:
     """Age in whole years on ``on_date`` (the exam date) of someone born on ``birth_date`` (both DICOM
     'YYYYMMDD'); None when either is missing or not a date, or the exam predates the birth."""
-    import datetime as _dt
-
     try:
         born = _dt.datetime.strptime(birth_date.strip(), "%Y%m%d").date()
         on = _dt.datetime.strptime(on_date.strip(), "%Y%m%d").date()

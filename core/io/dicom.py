@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 import pydicom
 from natsort import natsorted
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
@@ -36,6 +39,11 @@ from core.errors import (
 from core.io.common import check_size, decode_all, guarded, reason, to_grey, to_unsigned
 from core.io.writer import GROUND_TRUTH_MARKER, OPT_SOP_CLASS
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
+
+try:  # JPEG 2000 frames decoded on several threads (tifffile imports it too: no start-up cost)
+    import imagecodecs
+except ImportError:  # pydicom decodes them instead
+    imagecodecs = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +234,6 @@ def _check_compressed_frames(f: DicomFile) -> None:
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     if syntax not in _JPEG_FAMILY:
         return
-    from pydicom.encaps import generate_frames
-
     rows, cols = int(ds.Rows), int(ds.Columns)
     try:
         frames = generate_frames(ds.PixelData, number_of_frames=f.n_frames)
@@ -257,17 +263,13 @@ def _check_compressed_frames(f: DicomFile) -> None:
 
 def _imagecodecs_j2k() -> Any | None:
     """imagecodecs' JPEG 2000 decoder when installed (it releases the GIL: frames decode in parallel)."""
-    try:
-        import imagecodecs
-    except ImportError:
+    if imagecodecs is None:
         return None
     return imagecodecs.jpeg2k_decode if imagecodecs.JPEG2K.available else None
 
 
 def decode_workers() -> int:
     """Threads for decoding compressed frames: the CPUs this process may use, at most 8."""
-    import os
-
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -283,10 +285,6 @@ def _decode_j2k_parallel(f: DicomFile) -> np.ndarray | None:
     decode = _imagecodecs_j2k() if syntax in _J2K_SYNTAXES else None
     if decode is None or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return None
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pydicom.encaps import generate_frames
-
     frames = list(generate_frames(ds.PixelData, number_of_frames=f.n_frames))
     if len(frames) != f.n_frames:
         raise CorruptFileError(f.path, f"holds {len(frames)} compressed frames, its header says {f.n_frames}")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 from pynetdicom.association import Association
+from pynetdicom.status import code_to_category
 
 from core.errors import (
     AssociationAbortedError,
@@ -234,8 +235,6 @@ def status_of(status: Dataset | None) -> int | None:
 
 def failure_text(status: Dataset) -> str:
     """'status 0xA700 (Failure: Out of Resources): <the node's error comment>'."""
-    from pynetdicom.status import code_to_category
-
     code = int(status.Status)
     comment = str(status.get("ErrorComment", "") or "").strip()
     return f"status 0x{code:04X} ({code_to_category(code)})" + (f": {comment}" if comment else "")
@@ -248,8 +247,6 @@ def check(status: Dataset | None, assoc: Association, node: NodeSettings, purpos
     if code is None:
         raise lost(assoc, node, purpose, since)
     assert status is not None
-    from pynetdicom.status import code_to_category
-
     if code_to_category(code) not in ("Success", "Pending", "Warning"):
         raise RemoteFailureError(node, f"{purpose}: the node answered {failure_text(status)}")
     return code

@@ -30,11 +30,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
+from pynetdicom.status import code_to_category
 
 from core.errors import Cancelled, InputError, NetworkError, RemoteFailureError, RetrieveIncompleteError
 from core.fileio import atomic_output
 from core.net.assoc import PENDING, association, failure_text, lost, require_context, status_of
 from core.net.node import NodeSettings
+from core.net.query import find_studies
+from core.net.scp import StorageServer
 from core.net.sop import STORAGE_CLASSES, UNCOMPRESSED, transfer_syntaxes_for
 from core.net.store import InstanceStore, StoredInstance, is_uid
 
@@ -232,8 +235,6 @@ def retrieve(
         else:
             store, final = _get(node, study_uid, series_uid, staging, purpose, progress, cancel)
         code = int(final.Status)
-        from pynetdicom.status import code_to_category
-
         category = code_to_category(code)
         result.rejected = list(store.rejected)
         if category == "Cancel":
@@ -281,8 +282,6 @@ def retrieve(
 def _failure_hint(node: NodeSettings, study_uid: str, n_stored: int) -> str:
     """Why a retrieve may have failed: no such study (a C-FIND says so), or a study holding a SOP class
     we do not accept (nodes such as Orthanc then fail the whole retrieve)."""
-    from core.net.query import find_studies
-
     sent = f" after sending {n_stored} instance(s)" if n_stored else ""
     if not n_stored:
         try:
@@ -313,8 +312,6 @@ def _get(node, study_uid, series_uid, staging, purpose, progress, cancel) -> tup
 def _move(
     node, study_uid, series_uid, staging, port, host, aet, purpose, progress, cancel
 ) -> tuple[InstanceStore, Dataset]:
-    from core.net.scp import StorageServer
-
     model = StudyRootQueryRetrieveInformationModelMove
     destination = aet or node.our_aet
     run = _Run(node, purpose, study_uid, progress, cancel)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 
+from pydicom.pixels import get_decoder
 from pydicom.uid import (
     UID,
     ComprehensiveSRStorage,
@@ -72,8 +73,6 @@ UNCOMPRESSED: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian,
 @functools.cache
 def image_transfer_syntaxes() -> tuple[UID, ...]:
     """Uncompressed syntaxes, then every JPEG, JPEG-LS, JPEG 2000 and RLE syntax whose decoder is installed."""
-    from pydicom.pixels import get_decoder
-
     found = list(UNCOMPRESSED)
     for ts in [*JPEG2000TransferSyntaxes, *JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes, RLELossless]:
         try:

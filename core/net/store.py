@@ -29,7 +29,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom
+
 from core.errors import (
+    Cancelled,
     CorruptFileError,
     FileMissingError,
     InputError,
@@ -38,6 +41,7 @@ from core.errors import (
     UnsupportedFormatError,
 )
 from core.fileio import atomic_output
+from core.io.dicom import read_header
 from core.net.assoc import association, check, lost, status_of
 from core.net.node import NodeSettings
 from core.net.sop import IMAGE_CLASSES, OPT_SOP_CLASS, STORAGE_CLASSES, UNCOMPRESSED, sop_name
@@ -284,8 +288,6 @@ class InstanceStore:
 
     def _check_oct(self, tmp: Path, sender: str, sop_uid: str) -> None:
         """The reader's own header check on the written file (the same rules as ``open_path``)."""
-        from core.io.dicom import read_header
-
         try:
             read_header(tmp)
         except InputError as e:
@@ -325,8 +327,6 @@ def _dicom_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def _header(path: Path) -> tuple[str, str, str]:
     """(SOP class, SOP instance UID, transfer syntax) of a DICOM file; InputError otherwise."""
-    import pydicom
-
     if not path.is_file():
         raise FileMissingError(path, "file not found")
     try:
@@ -373,8 +373,6 @@ def send_files(
     """C-STORE every DICOM file in ``paths`` (folders: their files, recursively) to ``node``; one
     ``SentFile`` per file, in order. Files that are not DICOM, or that the node refuses, get their
     ``error``; a lost association raises a ``NetworkError`` saying how many files were sent."""
-    from core.errors import Cancelled
-
     files, results, plan = _plan(paths)
     contexts: dict[tuple[str, tuple[str, ...]], None] = {}
     for _, sop, _, syntax in plan:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pydicom
+import requests
 from pydicom.dataset import Dataset
 
 from core.errors import (
@@ -119,8 +121,6 @@ def parse_web_node(text: str, **settings: Any) -> WebNode:
 # ---------------------------------------------------------------------------------------- transport
 def _session(node: WebNode):
     """A requests session for ``node`` (authentication, TLS) and the base URL without credentials."""
-    import requests
-
     parts = urllib.parse.urlsplit(node.url)
     session = requests.Session()
     if parts.username:
@@ -139,7 +139,7 @@ def _timeouts(node: WebNode) -> tuple[float, float]:
 
 def _client(node: WebNode):
     """dicomweb-client for WADO-RS (multipart parts as data sets) and STOW-RS (a multipart request)."""
-    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.api import DICOMwebClient  # noqa: PLC0415 (heavy: ~500 ms, only a DICOMweb node needs it)
 
     session, base = _session(node)
     return DICOMwebClient(base, session=session, timeout=_timeouts(node))
@@ -147,8 +147,6 @@ def _client(node: WebNode):
 
 def _failure(node: WebNode, purpose: str, e: Exception, *, what: str = "") -> NetworkError:
     """The ``NetworkError`` for an exception of requests / dicomweb-client."""
-    import requests
-
     if isinstance(e, requests.exceptions.SSLError):
         return NodeUnreachableError(node, f"{purpose}: TLS failed ({_reason(e)}); check --tls-ca / --tls-cert")
     if isinstance(e, requests.exceptions.Timeout):
@@ -185,8 +183,6 @@ def _reason(e: Exception) -> str:
 
 def _call(node: WebNode, purpose: str, fn: Callable[[], Any], *, what: str = "") -> Any:
     """``fn()`` with connection failures retried ``node.retries`` times; any failure a ``NetworkError``."""
-    import requests
-
     attempts = node.retries + 1
     for attempt in range(1, attempts + 1):
         try:
@@ -434,8 +430,6 @@ def send_files(
     request; one ``SentFile`` per file, in order. Files that are not DICOM, and instances the service
     refuses (Failed SOP Sequence), get their ``error``; a lost connection raises a ``NetworkError``
     saying how many files had been stored."""
-    import pydicom
-
     files, results, headers = _plan(paths)
     plan = [(f, sop, uid) for f, sop, uid, _syntax in headers]
     client = _client(node) if plan else None

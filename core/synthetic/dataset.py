@@ -4,10 +4,12 @@ and writes their B-scans as PNG files or DICOM OPT volumes with one ``manifest.c
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import functools
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,7 +136,8 @@ def write_dataset(
         raise FileExistsError(f"{out}: folder is not empty (use overwrite to replace an earlier dataset)")
     write_opt: Callable[[OctVolume, Path], Path] | None = None
     if fmt == "dicom":
-        from core.io import write_opt  # the DICOM OPT writer of the io layer
+        # the DICOM OPT writer of the io layer
+        from core.io import write_opt  # noqa: PLC0415 (heavy: pydicom and the codecs; PNG datasets need neither)
 
     with atomic_folder(out, merge=True) as tmp:  # a non-empty out: the user's own files stay
         rows: list[dict[str, object]] = []
@@ -145,9 +148,6 @@ def write_dataset(
         n_proc = min(patients, workers if workers > 0 else (os.cpu_count() or 1))
         with contextlib.ExitStack() as stack:
             if n_proc > 1:
-                import concurrent.futures
-                import multiprocessing
-
                 pool = concurrent.futures.ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn"))
                 stack.callback(pool.shutdown, wait=True, cancel_futures=True)  # a cancel drops the queue
                 results = pool.map(job, range(patients), chunksize=max(1, patients // (8 * n_proc)))

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.optim.swa_utils import SWALR, AveragedModel
 
 from core.fileio import atomic_output
@@ -87,15 +89,11 @@ def save_tensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dic
 
 
 def _write_tensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> None:
-    from safetensors.torch import save_file
-
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path), metadata=metadata)
 
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors of a safetensors file (on the CPU) and its metadata (``{}`` when it has none)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 

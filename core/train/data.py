@@ -33,9 +33,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from core import synthetic
 from core.errors import CorruptFileError, EmptyInputError, FileMissingError, InputError
 from core.fileio import atomic_output
 from core.io.images import parse_oct2017_name
+from core.preprocess import to_uint8
 
 __all__ = [
     "Sample",
@@ -363,8 +365,6 @@ def synthetic_dataset(
     call with the same arguments reuses it, so runs are repeatable. ``workers`` processes simulate
     the patients (0: every CPU); the data do not depend on it.
     """
-    from core import synthetic  # written by the synthetic helper
-
     out = Path(cache_dir) / f"synthetic-s{seed}-p{patients}-b{n_bscans}-{height}x{width}"
     manifest = out / "manifest.csv"
     if not manifest.is_file():  # write_dataset writes to a temp folder and renames: no half dataset
@@ -436,8 +436,6 @@ def class_counts(samples: Sequence[Sample], classes: Sequence[str]) -> np.ndarra
 
 def read_grey(path: Path) -> np.ndarray:
     """An image file as a 2-D uint8 grey array (8-bit conversion of 16-bit images)."""
-    from core.preprocess import to_uint8
-
     try:
         with Image.open(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import SWALR, AveragedModel
+from tqdm.auto import tqdm
 
 from core.fileio import clean_stale_temps, write_text_atomic
-from core.modelcard import DEMO_WARNING, INTENDED_USE, ModelCard, save_weights
+from core.modelcard import DEMO_WARNING, INTENDED_USE, ModelCard, load_weights, save_weights
 from core.models import build, spec
 from core.train import ddp
 from core.train.checkpoint import Checkpoint, TrainState, load_tensors, save_tensors
@@ -206,8 +207,6 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
 
 def load_model_from_card(card: ModelCard) -> torch.nn.Module:
     """A model built from a card's arch and loaded with its verified safetensors weights (eval mode)."""
-    from core.modelcard import load_weights
-
     model, _ = build(card.arch, len(card.classes))
     model.load_state_dict(load_weights(card))
     return model.eval()
@@ -403,8 +402,6 @@ def train_one_epoch(
     Returns ``train_loss`` and ``train_acc`` (averaged over the ranks), ``samples_this_rank`` and
     ``train_seconds``.
     """
-    from tqdm.auto import tqdm
-
     scaler = scaler if scaler is not None else torch.amp.GradScaler("cuda", enabled=False)
     model.train()
     bar = tqdm(total=max_batches, desc=desc, leave=False, disable=not (cfg.progress and ddp.is_main()))

@@ -13,7 +13,7 @@ __all__ = ["balanced_class_weights", "FocalLoss", "DistillationLoss"]
 
 def balanced_class_weights(targets: Sequence[int] | np.ndarray, num_classes: int) -> torch.Tensor:
     """sklearn's 'balanced' weights ``n / (k * count_c)`` for the classes present; absent classes get 0."""
-    from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.class_weight import compute_class_weight  # noqa: PLC0415 (heavy: scikit-learn ~1.2 s)
 
     y = np.asarray(targets, dtype=np.int64)
     present = np.unique(y)

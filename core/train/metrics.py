@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from core.aggregate import decide
 from core.fileio import atomic_output, write_text_atomic
+from core.modelcard import Thresholds
+from core.results import VolumeResult
+from core.volume import OctVolume
 
 __all__ = [
     "classification_metrics",
@@ -47,7 +51,11 @@ def classification_metrics(
     """Accuracy, per-class sensitivity / specificity / precision / F1 / one-vs-rest AUC, their macro
     averages, the confusion matrix (rows = truth) and the ECE. ``pred`` overrides the argmax
     prediction (e.g. a thresholded decision)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (  # noqa: PLC0415 (heavy: scikit-learn ~1.2 s; the per-eye metrics do without)
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
@@ -104,16 +112,10 @@ def eye_decisions(
     ``thresholds``; all B-scans counted gradable). The true label is ``eye_truth[key]`` when given,
     else the eye's most severe B-scan label (severity = the thresholds' tier order: urgent, soon,
     routine, then the other classes in class order)."""
-    from core.aggregate import decide
-    from core.results import VolumeResult
-    from core.volume import OctVolume
-
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=np.float64)
     keys = np.asarray(eye_keys)
     names = list(classes)
-    from core.modelcard import Thresholds
-
     th = thresholds if thresholds is not None else Thresholds()
     severity = [c for tier in (th.urgent, th.soon, th.routine) for c in tier if c in names]
     severity += [c for c in reversed(names) if c not in severity]

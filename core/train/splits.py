@@ -81,7 +81,7 @@ def _group_labels(samples: Sequence) -> tuple[np.ndarray, np.ndarray]:
 
 def _grouped_holdout(groups: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[set, set]:
     """Split groups into (keep, holdout) with about ``fraction`` of groups held out, stratified."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import StratifiedGroupKFold  # noqa: PLC0415 (heavy: scikit-learn ~1.2 s)
 
     n_groups = len(set(groups))
     n_splits = int(min(max(2, round(1.0 / fraction)), n_groups))
@@ -96,7 +96,7 @@ def make_splits(samples: Sequence, folds: int = 5, *, seed: int = 0, val_fractio
     """Patient-level plan. ``folds >= 2``: stratified group k-fold test folds, each with a grouped
     validation split of its training part. ``folds == 1``: one train / validation split (the test
     set is given separately, e.g. the OCT2017 official test)."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import StratifiedGroupKFold  # noqa: PLC0415 (heavy: scikit-learn ~1.2 s)
 
     groups, labels = _group_labels(samples)
     if len(samples) == 0:
