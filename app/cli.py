@@ -18,6 +18,8 @@ import importlib
 import logging
 import sys
 
+from core import __version__
+
 # (module, human name) in the order shown by --help. A module that fails to import (e.g. the GUI
 # without a Qt platform) only disables its own subcommand.
 SUBCOMMANDS = [
@@ -33,8 +35,6 @@ SUBCOMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core import __version__
-
     p = argparse.ArgumentParser(
         prog="octscreen",
         description="OCT Screen: retinal OCT screening (the bundled model: normal / drusen / CNV / DME; "

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import logging
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,13 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def create_app(argv: list[str] | None = None):
     """The QApplication (created once), themed, with high-DPI rounding passed through."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtGui import QGuiApplication, QIcon
-    from PySide6.QtWidgets import QApplication
+    # Qt loads when the GUI starts, not for `octscreen --help`, which imports this module
+    from PySide6.QtCore import Qt  # noqa: PLC0415 (heavy: Qt)
+    from PySide6.QtGui import QGuiApplication, QIcon  # noqa: PLC0415 (heavy: Qt)
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415 (heavy: Qt)
 
-    import app.qtguard  # noqa: F401  (PySide6 6.12 on Python 3.11 drops references to None; see there)
-    from app.settings import APPLICATION, ORGANISATION
-    from app.widgets.style import apply_theme
+    # PySide6 6.12 on Python 3.11 drops references to None; see there. Its import guards None: here,
+    # before the first widget, and only when the GUI starts
+    import app.qtguard  # noqa: F401, PLC0415 (an import side effect the GUI alone needs)
+    from app.settings import APPLICATION, ORGANISATION  # noqa: PLC0415 (heavy: Qt)
+    from app.widgets.style import apply_theme  # noqa: PLC0415 (heavy: Qt)
 
     app = QApplication.instance()
     if app is None:
@@ -58,9 +65,6 @@ def _debian_package(soname: str) -> str:
 
 def _unresolved_libraries(files: list[str]) -> list[str]:
     """Shared libraries that ``ldd`` cannot find for ``files`` (empty where ldd is missing)."""
-    import shutil
-    import subprocess
-
     if not shutil.which("ldd"):
         return []
     missing: list[str] = []
@@ -79,7 +83,7 @@ def _unresolved_libraries(files: list[str]) -> list[str]:
 def _xcb_plugin_files() -> list[str]:
     """Qt's X11 platform plugin and its xcb integration library, as shipped inside PySide6."""
     try:
-        import PySide6
+        import PySide6  # noqa: PLC0415 (heavy: Qt)
     except ImportError:
         return []
     qt = Path(PySide6.__file__).parent / "Qt"
@@ -93,10 +97,6 @@ def missing_system_library(platform: str | None = None, system: str | None = Non
     process with a cryptic message; we name every missing library and the package to install instead:
     the ones ``ldd`` cannot resolve for the xcb plugin (libxcb-icccm4, libxcb-keysyms1, ... on a bare
     Debian 12), and libxcb-cursor0, which Qt >= 6.5 needs for X11."""
-    import ctypes.util
-    import os
-    import sys
-
     system = system or sys.platform
     platform = platform if platform is not None else os.environ.get("QT_QPA_PLATFORM", "")
     if not system.startswith("linux") or (platform and not platform.startswith("xcb")):
@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"octscreen gui: {problem}", file=sys.stderr)
         return 2
     app = create_app()
-    from app.main_window import MainWindow, install_excepthook
-    from app.settings import AppSettings
+    from app.main_window import MainWindow, install_excepthook  # noqa: PLC0415 (heavy: Qt)
+    from app.settings import AppSettings  # noqa: PLC0415 (heavy: Qt)
 
     settings = AppSettings()
     window = MainWindow(settings)

@@ -18,6 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
+# light imports only: pydicom and core.net (pynetdicom) load when the server starts, so that
+# `octscreen --help` stays fast
+from app import cmd_screen
 from app.cmd_pacs import quiet_pynetdicom
 
 __all__ = ["register", "run", "Screening"]
@@ -52,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _oct_series_folders(study_folder: Path) -> list[Path]:
     """The series folders of a received study that hold OCT (OPT) instances (first file's header)."""
-    import pydicom
+    import pydicom  # noqa: PLC0415 (heavy: pydicom)
 
-    from core.net.sop import OPT_SOP_CLASS
+    from core.net.sop import OPT_SOP_CLASS  # noqa: PLC0415 (heavy: pynetdicom, pydicom)
 
     found = []
     for series in sorted(p for p in study_folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -88,8 +91,6 @@ class Screening:
         return argv
 
     def __call__(self, series) -> None:
-        from app import cmd_screen
-
         if not series.is_oct:
             return
         if not series.complete:
@@ -106,7 +107,7 @@ class Screening:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; 0 on a clean stop, 2 when the server cannot start."""
-    from core.net import StorageServer, check_ae_title, tls_context
+    from core.net import StorageServer, check_ae_title, tls_context  # noqa: PLC0415 (heavy: pynetdicom, pydicom)
 
     quiet_pynetdicom(getattr(args, "verbose", 0))
     try:

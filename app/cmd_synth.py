@@ -55,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset; exit code 0 on success, 2 on bad arguments or a refused folder."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # noqa: PLC0415 (start-up: tqdm, +40 ms on octscreen --help)
 
-    from core.synthetic import CLASSES, write_dataset
+    from core.synthetic import CLASSES, write_dataset  # noqa: PLC0415 (heavy: numpy, OpenCV)
 
     classes = list(args.classes or CLASSES)
     unknown = [c for c in classes if c not in CLASSES]

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.workers import ExportRequest
+from core import __version__
 from core.modelcard import ModelCard
 
 __all__ = ["SHORTCUTS", "AboutDialog", "Dialogs", "ExportDialog", "SettingsDialog", "SettingsValues"]
@@ -304,8 +305,6 @@ class AboutDialog(QDialog):
 
     def __init__(self, card: ModelCard | None, card_problem: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from core import __version__
-
         self.setWindowTitle("About OCT Screen")
         self.setMinimumWidth(520)
         lay = QVBoxLayout(self)

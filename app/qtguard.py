@@ -12,6 +12,7 @@ version). On Python 3.12 and later ``None`` is immortal and nothing is done.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 
 __all__ = ["RESERVE", "guard"]
@@ -23,8 +24,6 @@ def guard() -> None:
     """Make ``None`` effectively immortal on Python < 3.12 (idempotent; called on import of the GUI)."""
     if sys.version_info >= (3, 12):
         return
-    import ctypes
-
     refcount = ctypes.c_ssize_t.from_address(id(None))  # PyObject.ob_refcnt is the first field
     if refcount.value < RESERVE:
         refcount.value += RESERVE

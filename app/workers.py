@@ -20,10 +20,15 @@ from typing import Any
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 import app.qtguard  # noqa: F401  (PySide6 6.12 on Python 3.11 drops references to None; see there)
+import core.outputs
 from core.audit import SignOff, eye_record_key
+from core.deid import Deidentifier
 from core.errors import Cancelled, InputError
 from core.modelcard import ModelCard
+from core.outputs import sr_path
+from core.report import ReportOptions
 from core.results import ExamResult, EyeResult
+from core.screening import group_exams, open_volumes, screen_volumes, volume_identity
 
 __all__ = [
     "CancelFn",
@@ -140,8 +145,6 @@ def load_and_screen(
     to ``duplicates``. ``on_eye`` gets each volume's result as soon as it is decided, so a later
     ``Cancelled`` (raised when ``cancel()`` turns True) loses only the volume being screened.
     """
-    from core.screening import group_exams, open_volumes, screen_volumes, volume_identity
-
     errors: list[InputError] = []
     volumes = open_volumes(paths, errors, progress=progress, cancel=cancel)
     seen, fresh, identities, duplicates = set(known), [], [], []
@@ -192,8 +195,6 @@ class ExportRequest:
     @property
     def sr_path(self) -> Path:
         """Where the DICOM Structured Report of the result goes: ``<stem>_sr.dcm`` beside the PDF."""
-        from core.outputs import sr_path
-
         return sr_path(self.dicom_path)
 
     @property
@@ -233,13 +234,8 @@ def export_report(
     free-text findings (free text can name the patient, as PS3.15 assumes).
 
     The writing is ``core.outputs.write_exam_outputs``, the one ``octscreen screen`` uses."""
-    from core.outputs import write_exam_outputs
-    from core.report import ReportOptions
-
     pseudo_id = None
     if request.deidentify:  # the same PS3.15 de-identification as `octscreen screen --deidentify`
-        from core.deid import Deidentifier
-
         original = exam
         exam = Deidentifier(dates=request.deid_dates).exam(exam)
         pseudo_id = exam.patient.patient_id
@@ -253,7 +249,8 @@ def export_report(
         operator=request.operator,
         signoffs=tuple(signoffs),
     )
-    outputs = write_exam_outputs(
+    # looked up when called: the one writer of `octscreen screen` too (and the one tests replace)
+    outputs = core.outputs.write_exam_outputs(
         exam,
         card,
         request.pdf_path,

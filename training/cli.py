@@ -15,6 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+from core.errors import InputError, ModelCardError
+
 __all__ = ["register", "run"]
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,8 @@ def register(subparsers) -> None:
 
 
 def _convert_pretrained(args: argparse.Namespace) -> int:
-    from core.pretrained import SOURCES, weights_dir
-    from training.pretrained import convert, source_file
+    from core.pretrained import SOURCES, weights_dir  # noqa: PLC0415 (start-up: octscreen --help imports this module)
+    from training.pretrained import convert, source_file  # noqa: PLC0415 (heavy: torch)
 
     names = args.arch or list(SOURCES)
     status = 0
@@ -126,7 +128,7 @@ def _int8_line(m: dict) -> str:
 
 
 def _print_int8_summary(card_path) -> None:
-    from core.modelcard import load_card
+    from core.modelcard import load_card  # noqa: PLC0415 (start-up: octscreen --help imports this module)
 
     m = load_card(card_path).metrics.get("int8_vs_fp32")
     if m:
@@ -135,13 +137,13 @@ def _print_int8_summary(card_path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``train`` action; returns the exit code."""
-    import torch
+    # heavy: torch and numpy load when a train action runs, not for `octscreen --help`
+    import torch  # noqa: PLC0415 (heavy: torch)
 
-    from core.errors import InputError, ModelCardError
-    from core.train import ddp
-    from core.train.splits import SplitMismatchError
-    from training import recipes
-    from training.config import load_config
+    from core.train import ddp  # noqa: PLC0415 (heavy: torch)
+    from core.train.splits import SplitMismatchError  # noqa: PLC0415 (heavy: numpy)
+    from training import recipes  # noqa: PLC0415 (heavy: torch, torchvision)
+    from training.config import load_config  # noqa: PLC0415 (heavy: torch, torchvision)
 
     if args.action == "pretrained":
         return _convert_pretrained(args)

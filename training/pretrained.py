@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from core.fileio import atomic_output, write_text_atomic
 from core.modelcard import sha256_file
@@ -68,8 +69,7 @@ def convert(
     timm_name: str, folder: str | Path | None = None, *, overwrite: bool = False, pth: str | Path | None = None
 ) -> Path:
     """Convert the package's weights of ``timm_name`` into ``folder/<timm_name>.safetensors`` + sidecar."""
-    import timm
-    from safetensors.torch import save_file
+    import timm  # noqa: PLC0415 (heavy: timm and torchvision, ~1.7 s over torch; only converting needs it)
 
     if timm_name not in SOURCES:
         raise ValueError(f"no pretrained source for {timm_name!r} (known: {', '.join(SOURCES)})")

