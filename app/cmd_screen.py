@@ -23,10 +23,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import core.outputs
+
 # light imports only (numpy and the readers load when the command runs: `octscreen --help` stays fast)
 from core.choices import BACKENDS, DATE_POLICIES
-from core.errors import InputError
-from core.outputs import ExamJob, plan_jobs, sr_path
+from core.errors import InputError, ModelCardError
+from core.fileio import clean_stale_temps, write_text_atomic
+from core.outputs import ExamJob, ExamOutputs, plan_jobs, sr_path, write_unique
 
 __all__ = ["register", "run", "ExamJob", "plan_jobs", "eye_rows", "sr_path", "CSV_COLUMNS"]
 
@@ -155,8 +158,6 @@ def _csv_text(rows: list[dict], classes: list[str]) -> str:
 
 
 def _write_text(path: Path, text: str, overwrite: bool) -> None:
-    from core.fileio import write_text_atomic
-
     write_text_atomic(path, text, overwrite)
 
 
@@ -173,8 +174,6 @@ def _inside(path: Path | None, folder: Path) -> bool:
 def _prepare_out(out: Path) -> str:
     """Create ``out`` and check that it can be written, before any work; '' or why not. Also removes
     the temp files a killed earlier run left there (they may hold patient data)."""
-    from core.fileio import clean_stale_temps
-
     try:
         if out.exists() and not out.is_dir():
             return f"{out}: --out must be a folder, and this is a file"
@@ -195,14 +194,14 @@ def _err(msg: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Screen, write reports and results; see the module docstring for exit codes."""
-    from tqdm import tqdm
+    # what `octscreen --help` must not load (tests/test_cli_startup.py): tqdm, numpy/OpenCV (core.inference,
+    # core.modelcard), PIL and reportlab's helpers (core.report), pydicom (core.screening -> core.io)
+    from tqdm import tqdm  # noqa: PLC0415 (CLI start-up: ~40 ms)
 
-    from core.errors import ModelCardError
-    from core.inference import Screener, default_card_path
-    from core.modelcard import load_card
-    from core.outputs import ExamOutputs, write_exam_outputs, write_unique
-    from core.report import ReportOptions
-    from core.screening import open_volumes, screen_volumes
+    from core.inference import Screener, default_card_path  # noqa: PLC0415 (CLI start-up: numpy, OpenCV)
+    from core.modelcard import load_card  # noqa: PLC0415 (CLI start-up)
+    from core.report import ReportOptions  # noqa: PLC0415 (CLI start-up: PIL)
+    from core.screening import open_volumes, screen_volumes  # noqa: PLC0415 (CLI start-up: pydicom)
 
     out: Path = args.out
     problem = _prepare_out(out)
@@ -223,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.dicom:
         try:
-            import core.dicom_export  # noqa: F401 (written by core.outputs; checked here, before any work)
+            from core import dicom_export  # noqa: F401, PLC0415 (checked before any work: pydicom's encoders)
         except ImportError as e:
             _err(f"--dicom is not available ({e})")
             return 2
@@ -234,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     errors = [e for e in errors if not _inside(e.path, out)]  # our own earlier reports, when --out is inside
     deid = None
     if args.deidentify:  # at the entry: everything made from these volumes is de-identified
-        from core.deid import Deidentifier
+        from core.deid import Deidentifier  # noqa: PLC0415 (CLI start-up: pydicom)
 
         deid = Deidentifier(dates=getattr(args, "deid_dates", "remove"))
         volumes = [deid.volume(v) for v in volumes]
@@ -287,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
                     report_id=job.report_id,
                     pseudo_id=job.pseudo_id or None,
                 )
-                write_exam_outputs(
+                core.outputs.write_exam_outputs(  # looked up when called (a test replaces it)
                     exam,
                     card,
                     job.pdf,

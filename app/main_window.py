@@ -50,7 +50,10 @@ from app.widgets.worklist import Worklist
 from app.workers import ExportRequest, Job, LoadOutcome, ScreenedEye, export_report, load_and_screen
 from core.audit import AuditError, AuditTrail, SignOff
 from core.errors import InputError, ModelCardError
+from core.inference import Screener
+from core.inference import default_card_path as engine_default
 from core.modelcard import ModelCard, load_card
+from core.screening import report_stem
 
 __all__ = ["MainWindow", "default_screener_factory", "demo_exam_path", "synthetic_demo_path", "install_excepthook"]
 
@@ -80,15 +83,11 @@ def synthetic_demo_path() -> Path:
 
 def default_card_path() -> Path:
     """The bundled demo model card (from ``core.inference``)."""
-    from core.inference import default_card_path as engine_default
-
     return Path(engine_default())
 
 
 def default_screener_factory(card_path: Path, threads: int | None) -> Any:
     """``core.inference.Screener`` on the card, ONNX Runtime when available."""
-    from core.inference import Screener
-
     return Screener(card_path, backend="auto", threads=threads)
 
 
@@ -565,8 +564,6 @@ class MainWindow(QMainWindow):
     def default_report_path(self, deidentified: bool = False) -> Path:
         """'<export folder>/<patient id>_<study date>_oct-report.pdf', or 'exam-001_oct-report.pdf' when
         de-identified: the names ``octscreen screen`` gives (``core.screening.report_stem``)."""
-        from core.screening import report_stem
-
         exam = self.state.current_exam
         folder = Path(self.settings.export_dir) if self.settings.export_dir else Path.home()
         pid, date = (exam.patient.patient_id, exam.study.study_date) if exam is not None else ("", "")

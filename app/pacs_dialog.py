@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from PySide6.QtCore import QDate, QObject, QStandardPaths, Qt, QThreadPool, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -52,6 +53,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.cmd_pacs import api_for
 from app.settings import DICOMWEB, DIMSE, NODE_KINDS, AppSettings, PacsNode
 from app.workers import CancelFn, Job, ProgressFn
 from core.errors import (
@@ -63,6 +65,8 @@ from core.errors import (
     RetrieveIncompleteError,
 )
 from core.net.query import SeriesMatch, StudyMatch
+from core.outputs import sr_path, write_exam_outputs
+from core.report import ReportOptions
 from core.volume import display_name, format_date
 
 __all__ = [
@@ -98,12 +102,12 @@ def connection(node: PacsNode) -> Any:
     """The ``core.net.NodeSettings`` (DIMSE) or ``core.net.web.WebNode`` (DICOMweb) of ``node``;
     ``ValueError`` says what is wrong with its settings."""
     if node.kind == DICOMWEB:
-        from core.net.web import parse_web_node
+        from core.net.web import parse_web_node  # noqa: PLC0415 (GUI start-up: dicomweb_client ~500 ms)
 
         if not node.url.strip():
             raise ValueError("the DICOMweb URL is empty")
         return parse_web_node(node.url, timeout=float(node.timeout), retries=0)
-    from core.net import DEFAULT_AET, NodeSettings
+    from core.net import DEFAULT_AET, NodeSettings  # noqa: PLC0415 (GUI start-up: pynetdicom ~400 ms)
 
     t = float(node.timeout)
     return NodeSettings(
@@ -120,8 +124,6 @@ def connection(node: PacsNode) -> Any:
 
 def _api(node: PacsNode) -> tuple[Any, Any, dict[str, str]]:
     """(connection, the module with echo / find_* / retrieve / send_files, its service names)."""
-    from app.cmd_pacs import api_for
-
     net = connection(node)
     api, names = api_for(net)
     return net, api, names
@@ -1290,8 +1292,6 @@ _DICOM_OUTPUT_CLASSES = ("1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1
 def _belongs_to(path: Path, exam: Any) -> bool:
     """Whether ``path`` is a DICOM report or SR of ``exam`` (its patient id, and its study UID, or its
     date where the exam has no UID); de-identified exports do not count (their patient is a pseudonym)."""
-    import pydicom
-
     try:
         ds = pydicom.dcmread(
             path,
@@ -1383,8 +1383,6 @@ class PacsController(QObject):
     def dicom_outputs(self, exam: Any) -> list[Path]:
         """The existing DICOM report / SR files of ``exam``: exported this session, or under the
         names the export gives by default (``<export folder>/<stem>.dcm`` and ``<stem>_sr.dcm``)."""
-        from core.outputs import sr_path
-
         default = self.window.default_report_path().with_suffix(".dcm")
         candidates = [*self.exported, default, sr_path(default)]
         found: list[Path] = []
@@ -1451,9 +1449,6 @@ class PacsController(QObject):
             outcome = SendOutcome(node)
             to_send = files
             if pdf is not None:
-                from core.outputs import write_exam_outputs
-                from core.report import ReportOptions
-
                 options = ReportOptions(institution=institution, logo=Path(logo) if logo else None)
                 written = write_exam_outputs(
                     exam, card, pdf, options, dicom=True, sr=True, unique=True, progress=progress, cancel=cancel

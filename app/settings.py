@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
 __all__ = ["APPLICATION", "DICOMWEB", "DIMSE", "MAX_RECENT", "NODE_KINDS", "ORGANISATION", "AppSettings", "PacsNode"]
 
@@ -170,8 +170,6 @@ class AppSettings:
             return Path(chosen)
         if self.q.format() == QSettings.Format.IniFormat and self.q.fileName():
             return Path(self.q.fileName()).with_suffix(".audit.sqlite")
-        from PySide6.QtCore import QStandardPaths
-
         folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
         return Path(folder or Path.home() / ".octscreen") / "audit.sqlite"
 

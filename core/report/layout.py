@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import numpy as np
+from PIL import Image as PILImage
 
 import core.report as _report  # the package holds the font cache (``core.report._fonts``)
+from core.audit import eye_record_key
 from core.results import EyeResult, Urgency
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS, class_colour
 
@@ -55,8 +57,6 @@ class _Section:
 
     def _signoff_of(self, eye: EyeResult) -> SignOff | None:
         """The sign-off that counts for ``eye``: the last of ``opts.signoffs`` with its audit key."""
-        from core.audit import eye_record_key
-
         key = eye_record_key(eye)
         found = [so for so in self.opts.signoffs if so.key == key]
         return found[-1] if found else None
@@ -183,7 +183,6 @@ def _local_time(when: _dt.datetime) -> str:
 
 def _rgb_image(rgb: np.ndarray, max_width: float, max_height: float):
     """An RGB uint8 array as a platypus Image (JPEG, quality 88) fitted into the given box."""
-    from PIL import Image as PILImage
     from reportlab.platypus import Image
 
     h, w = rgb.shape[:2]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from core.results import ExamResult, EyeResult, Urgency, VolumeResult
@@ -18,8 +19,6 @@ def _preview_cams(
 ) -> np.ndarray:
     """Made-up CAMs ``[n, C, grid, grid]``: for class ``c`` where the volume differs from its
     lesion-free twin (the lesion), or the bright retina for 'normal'; faint noise elsewhere."""
-    import cv2
-
     rng = np.random.default_rng(0)
     n = volume.n_bscans
     cams = rng.random((n, n_classes, grid, grid)).astype(np.float32) * 0.1
@@ -46,7 +45,7 @@ def preview_exam(
     eye ('cnv', 'drusen' or 'normal'). The probabilities and CAMs are invented from the simulator's
     ground truth, not a model's output.
     """
-    from core.synthetic import simulate_volume
+    from core.synthetic import simulate_volume  # noqa: PLC0415 (the simulator loads only for a preview)
 
     rng = np.random.default_rng(seed)
     classes = ["normal", "drusen", "cnv"]
