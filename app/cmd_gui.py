@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.cmd_pacs import quiet_pynetdicom
+
 __all__ = ["create_app", "register", "run"]
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from app.main_window import MainWindow, install_excepthook  # noqa: PLC0415 (heavy: Qt)
     from app.settings import AppSettings  # noqa: PLC0415 (heavy: Qt)
 
+    quiet_pynetdicom(0)  # the PACS dialog names the node and what failed; pynetdicom's own ERROR lines are noise
     settings = AppSettings()
     window = MainWindow(settings)
     if getattr(args, "model", None):
