@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     from core.inference import Screener, default_card_path  # noqa: PLC0415 (CLI start-up: numpy, OpenCV)
     from core.modelcard import load_card  # noqa: PLC0415 (CLI start-up)
     from core.report import ReportOptions  # noqa: PLC0415 (CLI start-up: PIL)
-    from core.screening import open_volumes, screen_volumes  # noqa: PLC0415 (CLI start-up: pydicom)
+    from core.screening import open_volumes, screen_volumes, unique_volumes  # noqa: PLC0415 (CLI start-up: pydicom)
 
     out: Path = args.out
     problem = _prepare_out(out)
@@ -231,6 +231,13 @@ def run(args: argparse.Namespace) -> int:
     errors: list[InputError] = []
     volumes = open_volumes(args.paths, errors)
     errors = [e for e in errors if not _inside(e.path, out)]  # our own earlier reports, when --out is inside
+    volumes, _identities, duplicates = unique_volumes(volumes)  # a scan given twice is screened once
+    if duplicates:
+        print(
+            f"note: {len(duplicates)} volume(s) given more than once (the same scan: a file twice, a copy, or a "
+            "folder holding a file also given) screened once",
+            file=sys.stderr,
+        )
     deid = None
     if args.deidentify:  # at the entry: everything made from these volumes is de-identified
         from core.deid import Deidentifier  # noqa: PLC0415 (CLI start-up: pydicom)

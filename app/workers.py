@@ -28,7 +28,7 @@ from core.modelcard import ModelCard
 from core.outputs import sr_path
 from core.report import ReportOptions
 from core.results import ExamResult, EyeResult
-from core.screening import group_exams, open_volumes, screen_volumes, volume_identity
+from core.screening import group_exams, open_volumes, screen_volumes, unique_volumes
 
 __all__ = [
     "CancelFn",
@@ -147,15 +147,7 @@ def load_and_screen(
     """
     errors: list[InputError] = []
     volumes = open_volumes(paths, errors, progress=progress, cancel=cancel)
-    seen, fresh, identities, duplicates = set(known), [], [], []
-    for vol in volumes:
-        ident = volume_identity(vol)
-        if ident in seen:
-            duplicates.append(ident)
-            continue
-        seen.add(ident)
-        fresh.append(vol)
-        identities.append(ident)
+    fresh, identities, duplicates = unique_volumes(volumes, known)
     if not fresh:
         return LoadOutcome([], None, errors, 0, duplicates)
     if cancel():

@@ -30,6 +30,7 @@ __all__ = [
     "exam_key",
     "eye_order",
     "volume_identity",
+    "unique_volumes",
     "report_stem",
     "REPORT_SUFFIX",
 ]
@@ -77,6 +78,28 @@ def volume_identity(volume: OctVolume) -> str:
     h.update(f"{volume.patient.patient_id}\0{b.shape}\0{b.dtype.str}\0".encode())
     h.update(np.ascontiguousarray(b).data)
     return h.hexdigest()
+
+
+def unique_volumes(
+    volumes: Iterable[OctVolume], known: Iterable[str] = ()
+) -> tuple[list[OctVolume], list[str], list[str]]:
+    """The volumes to screen, without a scan twice: (fresh volumes, their identities, the identities
+    skipped). A volume whose :func:`volume_identity` is in ``known`` (already open in the GUI) or met
+    earlier in ``volumes`` (a file given twice, a folder holding a file also given, a copy) is skipped.
+    The one de-duplication of ``octscreen screen`` and the GUI worker."""
+    seen = set(known)
+    fresh: list[OctVolume] = []
+    identities: list[str] = []
+    duplicates: list[str] = []
+    for vol in volumes:
+        ident = volume_identity(vol)
+        if ident in seen:
+            duplicates.append(ident)
+            continue
+        seen.add(ident)
+        fresh.append(vol)
+        identities.append(ident)
+    return fresh, identities, duplicates
 
 
 def group_exams(eyes: Iterable[EyeResult]) -> list[ExamResult]:

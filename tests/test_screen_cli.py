@@ -371,6 +371,30 @@ def test_cli_and_gui_worker_open_and_decide_the_same(tiny_card_path, exam_files,
     assert steps[0].startswith("Reading")
 
 
+def test_a_scan_given_twice_is_screened_once_by_cli_and_gui_alike(tiny_card_path, exam_files, tmp_path, capsys):
+    """The folder and a file inside it, plus a copy of that file elsewhere: one de-duplication
+    (core.screening.unique_volumes) for `octscreen screen` and the GUI worker, so both screen the
+    three scans once and say so."""
+    import shutil
+
+    from app.workers import load_and_screen
+
+    src = exam_files["od"].parent
+    copy = tmp_path / "copy" / "od_again.dcm"
+    copy.parent.mkdir()
+    shutil.copy(exam_files["od"], copy)
+    paths = [src, exam_files["od"], copy]
+    out = tmp_path / "cli"
+    main(["screen", *map(str, paths), "--out", str(out), "--model", str(tiny_card_path)])
+    assert "2 volume(s) given more than once" in capsys.readouterr().err
+    meta = json.loads((out / "results.json").read_text())
+    cli = sorted((r["patient_id"], r["eye"]) for r in meta["eyes"])
+    assert cli == [("P001", "OD"), ("P001", "OS"), ("P002", "OS")]  # OD once, not three times
+    outcome = load_and_screen(paths, lambda: Screener(tiny_card_path), lambda d, t, m: None, lambda: False)
+    gui = sorted((e.eye.patient_id, e.eye.laterality.value) for x in outcome.exams for e in x.eyes)
+    assert gui == cli and len(outcome.duplicates) == 2
+
+
 def _subcommand(name: str):
     from app.cli import build_parser
 
