@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from html import escape
 
 from PySide6.QtCore import QPointF, QRectF, QSignalBlocker, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from app.widgets.bscan_viewer import ViewerPanel
 from app.widgets.patient_banner import banner_lines
 from app.widgets.state import ViewerState
-from app.widgets.style import class_colour, short_badge
+from app.widgets.style import begin_chart, chart_empty, class_colour, probability_grid, short_badge
 from core.followup import TrendPoint, Visit, score_trend, synced_index, visits_of
 from core.modelcard import DEMO_WARNING
 from core.results import EyeResult
@@ -82,30 +82,15 @@ class TrendChart(QWidget):
         return r.bottom() - float(score) * r.height()
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), QColor("#ffffff"))
+        p = begin_chart(self)
         r = self.plot_rect()
-        small = QFont(self.font())
-        small.setPointSizeF(max(7.5, small.pointSizeF() - 1.5))
-        p.setFont(small)
         if not self.points:
-            p.setPen(QColor("#8a94a0"))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Eye scores per visit appear here")
+            chart_empty(p, self, "Eye scores per visit appear here")
             return
         band = 2.0 * self.INSET - 16
         for i in self.highlight:  # the two visits shown above
             p.fillRect(QRectF(self.x_of(i) - band / 2, r.top(), band, r.height()), QColor(47, 109, 181, 28))
-        p.setPen(QPen(QColor("#e3e7ec"), 1))
-        for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-            p.drawLine(QPointF(r.left(), self.y_of(frac)), QPointF(r.right(), self.y_of(frac)))
-        p.setPen(QColor("#5b6673"))
-        for frac in (0.0, 0.5, 1.0):
-            p.drawText(
-                QRectF(0, self.y_of(frac) - 8, self.LEFT - 6, 16),
-                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                f"{frac:.1f}",
-            )
+        probability_grid(p, r, self.LEFT - 6)
         for i, pt in enumerate(self.points):  # date and tier square under each visit
             x = self.x_of(i)
             tier = DEFAULT_TIERS.get(pt.tier)

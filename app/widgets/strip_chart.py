@@ -7,10 +7,8 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import (
     QBrush,
     QColor,
-    QFont,
     QKeyEvent,
     QMouseEvent,
-    QPainter,
     QPainterPath,
     QPen,
     QPolygonF,
@@ -18,7 +16,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from app.widgets.state import ViewerState
-from app.widgets.style import class_colour
+from app.widgets.style import begin_chart, chart_empty, class_colour, probability_grid
 
 __all__ = ["StripChart"]
 
@@ -71,17 +69,11 @@ class StripChart(QWidget):
 
     # -- painting ----------------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), QColor("#ffffff"))
+        p = begin_chart(self)
         r = self.plot_rect()
-        small = QFont(self.font())
-        small.setPointSizeF(max(7.5, small.pointSizeF() - 1.5))
-        p.setFont(small)
         vr = self.state.volume_result
         if vr is None:
-            p.setPen(QColor("#8a94a0"))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Per-B-scan probabilities appear here")
+            chart_empty(p, self, "Per-B-scan probabilities appear here")
             return
         n = vr.n
         band = self._band()
@@ -89,19 +81,8 @@ class StripChart(QWidget):
         for i in range(n):
             if not bool(vr.gradable[i]):
                 p.fillRect(QRectF(r.left() + i * band, r.top(), band, r.height()), QColor(120, 128, 140, 70))
-        # grid and axis labels
-        p.setPen(QPen(QColor("#e3e7ec"), 1))
-        for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-            y = r.bottom() - frac * r.height()
-            p.drawLine(QPointF(r.left(), y), QPointF(r.right(), y))
+        probability_grid(p, r, self.LEFT - 6)  # grid and axis labels
         p.setPen(QColor("#5b6673"))
-        for frac in (0.0, 0.5, 1.0):
-            y = r.bottom() - frac * r.height()
-            p.drawText(
-                QRectF(0, y - 8, self.LEFT - 6, 16),
-                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                f"{frac:.1f}",
-            )
         step = max(1, round(n / max(1, r.width() / 42)))
         for i in range(0, n, step):
             p.drawText(QRectF(self.x_of(i) - 20, r.bottom() + 3, 40, 16), Qt.AlignmentFlag.AlignHCenter, str(i + 1))

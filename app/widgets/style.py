@@ -7,9 +7,9 @@ no referral green, rescan grey, the same colours the PDF report uses.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPixmap
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 from core.results import EyeResult, Urgency
 from core.tiers import CLASS_COLOURS, DEFAULT_TIERS
@@ -23,7 +23,10 @@ __all__ = [
     "apply_theme",
     "badge_colours",
     "badge_text",
+    "begin_chart",
+    "chart_empty",
     "class_colour",
+    "probability_grid",
     "rgb_to_pixmap",
     "rgb_to_qimage",
     "short_badge",
@@ -135,3 +138,37 @@ def apply_theme(app: QApplication) -> None:
     font.setStyleHint(QFont.StyleHint.SansSerif)
     app.setFont(font)
     app.setStyleSheet(STYLESHEET)
+
+
+# -- the charts (strip chart, follow-up trend) --------------------------------------------------
+def begin_chart(widget: QWidget) -> QPainter:
+    """A painter on ``widget`` for a chart: antialiased, white background, the small chart font."""
+    p = QPainter(widget)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.fillRect(widget.rect(), QColor("#ffffff"))
+    small = QFont(widget.font())
+    small.setPointSizeF(max(7.5, small.pointSizeF() - 1.5))
+    p.setFont(small)
+    return p
+
+
+def chart_empty(p: QPainter, widget: QWidget, text: str) -> None:
+    """What an empty chart says, centred and grey."""
+    p.setPen(QColor("#8a94a0"))
+    p.drawText(widget.rect(), Qt.AlignmentFlag.AlignCenter, text)
+
+
+def probability_grid(p: QPainter, r: QRectF, label_width: float) -> None:
+    """Grid lines at 0, 0.25 ... 1 across the plot ``r`` and the labels 0.0 / 0.5 / 1.0 left of it."""
+    p.setPen(QPen(QColor("#e3e7ec"), 1))
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = r.bottom() - frac * r.height()
+        p.drawLine(QPointF(r.left(), y), QPointF(r.right(), y))
+    p.setPen(QColor("#5b6673"))
+    for frac in (0.0, 0.5, 1.0):
+        y = r.bottom() - frac * r.height()
+        p.drawText(
+            QRectF(0, y - 8, label_width, 16),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            f"{frac:.1f}",
+        )
