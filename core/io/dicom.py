@@ -337,7 +337,18 @@ def _decode(f: DicomFile) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ metadata
-def _text(ds: Dataset, keyword: str) -> str:
+def element_int(ds: Dataset, keyword: str) -> int | None:
+    """A data element as an int: None when absent, empty or not a number."""
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def element_text(ds: Dataset, keyword: str) -> str:
+    """A data element as text: '' when absent or empty, multiple values joined by backslashes as DICOM
+    writes them, stripped (the readers and core.net's query answers alike)."""
     value = ds.get(keyword, "")
     if value is None:
         return ""
@@ -348,29 +359,26 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 def _identity(ds: Dataset) -> tuple[PatientInfo, StudyInfo, DeviceInfo]:
     patient = PatientInfo(
-        patient_id=_text(ds, "PatientID"),
-        name=_text(ds, "PatientName"),
-        birth_date=_text(ds, "PatientBirthDate"),
-        sex=_text(ds, "PatientSex"),
+        patient_id=element_text(ds, "PatientID"),
+        name=element_text(ds, "PatientName"),
+        birth_date=element_text(ds, "PatientBirthDate"),
+        sex=element_text(ds, "PatientSex"),
     )
-    try:
-        series_number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None
-    except (TypeError, ValueError):
-        series_number = None
+    series_number = element_int(ds, "SeriesNumber")
     study = StudyInfo(
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        study_id=_text(ds, "StudyID"),
-        accession_number=_text(ds, "AccessionNumber"),
+        study_uid=element_text(ds, "StudyInstanceUID"),
+        series_uid=element_text(ds, "SeriesInstanceUID"),
+        study_date=element_text(ds, "StudyDate"),
+        study_time=element_text(ds, "StudyTime"),
+        study_id=element_text(ds, "StudyID"),
+        accession_number=element_text(ds, "AccessionNumber"),
         series_number=series_number,
-        description=_text(ds, "SeriesDescription"),
+        description=element_text(ds, "SeriesDescription"),
     )
     device = DeviceInfo(
-        manufacturer=_text(ds, "Manufacturer"),
-        model=_text(ds, "ManufacturerModelName"),
-        software_version=_text(ds, "SoftwareVersions"),
+        manufacturer=element_text(ds, "Manufacturer"),
+        model=element_text(ds, "ManufacturerModelName"),
+        software_version=element_text(ds, "SoftwareVersions"),
     )
     return patient, study, device
 

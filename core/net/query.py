@@ -20,6 +20,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from core.io.dicom import element_int, element_text
 from core.net.assoc import PENDING, association, check, require_context
 from core.net.node import NodeSettings
 from core.net.sop import UNCOMPRESSED
@@ -70,11 +71,11 @@ class PatientMatch:
     def from_dataset(cls, d: Dataset, n_studies: int | None = None) -> PatientMatch:
         """From a C-FIND or QIDO-RS answer (``n_studies`` when the answer does not count them)."""
         return cls(
-            patient_id=_text(d, "PatientID"),
-            patient_name=_text(d, "PatientName"),
-            birth_date=_text(d, "PatientBirthDate"),
-            sex=_text(d, "PatientSex"),
-            n_studies=n_studies if n_studies is not None else _int(d, "NumberOfPatientRelatedStudies"),
+            patient_id=element_text(d, "PatientID"),
+            patient_name=element_text(d, "PatientName"),
+            birth_date=element_text(d, "PatientBirthDate"),
+            sex=element_text(d, "PatientSex"),
+            n_studies=n_studies if n_studies is not None else element_int(d, "NumberOfPatientRelatedStudies"),
         )
 
 
@@ -95,16 +96,16 @@ class StudyMatch:
     def from_dataset(cls, d: Dataset) -> StudyMatch:
         """From a C-FIND or QIDO-RS answer at study level."""
         return cls(
-            study_uid=_text(d, "StudyInstanceUID"),
-            patient_id=_text(d, "PatientID"),
-            patient_name=_text(d, "PatientName"),
-            study_date=_text(d, "StudyDate"),
-            study_time=_text(d, "StudyTime"),
-            description=_text(d, "StudyDescription"),
-            accession_number=_text(d, "AccessionNumber"),
+            study_uid=element_text(d, "StudyInstanceUID"),
+            patient_id=element_text(d, "PatientID"),
+            patient_name=element_text(d, "PatientName"),
+            study_date=element_text(d, "StudyDate"),
+            study_time=element_text(d, "StudyTime"),
+            description=element_text(d, "StudyDescription"),
+            accession_number=element_text(d, "AccessionNumber"),
             modalities=_multi(d, "ModalitiesInStudy"),
-            n_series=_int(d, "NumberOfStudyRelatedSeries"),
-            n_instances=_int(d, "NumberOfStudyRelatedInstances"),
+            n_series=element_int(d, "NumberOfStudyRelatedSeries"),
+            n_instances=element_int(d, "NumberOfStudyRelatedInstances"),
         )
 
 
@@ -123,13 +124,13 @@ class SeriesMatch:
         """From a C-FIND or QIDO-RS answer at series level; the eye from Laterality, else Image
         Laterality (OCT devices put it there); ``study_uid`` where the answer leaves it out."""
         return cls(
-            series_uid=_text(d, "SeriesInstanceUID"),
-            study_uid=_text(d, "StudyInstanceUID") or study_uid,
-            modality=_text(d, "Modality"),
-            series_number=_int(d, "SeriesNumber"),
-            description=_text(d, "SeriesDescription"),
-            laterality=_text(d, "Laterality") or _text(d, "ImageLaterality"),
-            n_instances=_int(d, "NumberOfSeriesRelatedInstances"),
+            series_uid=element_text(d, "SeriesInstanceUID"),
+            study_uid=element_text(d, "StudyInstanceUID") or study_uid,
+            modality=element_text(d, "Modality"),
+            series_number=element_int(d, "SeriesNumber"),
+            description=element_text(d, "SeriesDescription"),
+            laterality=element_text(d, "Laterality") or element_text(d, "ImageLaterality"),
+            n_instances=element_int(d, "NumberOfSeriesRelatedInstances"),
         )
 
 
@@ -143,19 +144,6 @@ def echo(node: NodeSettings) -> float:
     elapsed = time.monotonic() - start
     log.info("%s: C-ECHO answered in %.3f s", node, elapsed)
     return elapsed
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _multi(ds: Dataset, keyword: str) -> tuple[str, ...]:

@@ -43,7 +43,8 @@ from core.errors import (
     RemoteFailureError,
     RetrieveIncompleteError,
 )
-from core.net.query import PatientMatch, SeriesMatch, StudyMatch, _int, _text, parse_date_range
+from core.io.dicom import element_int, element_text
+from core.net.query import PatientMatch, SeriesMatch, StudyMatch, parse_date_range
 from core.net.retrieve import RetrieveResult, _commit, _start
 from core.net.store import InstanceStore, SentFile, _plan, is_uid
 
@@ -290,7 +291,7 @@ def find_patients(
     filters = {k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name)) if v}
     patients: dict[str, list[Dataset]] = {}
     for d in _qido(node, "studies", filters, ["PatientBirthDate", "PatientSex"], None, "QIDO-RS (patients)"):
-        patients.setdefault(_text(d, "PatientID"), []).append(d)
+        patients.setdefault(element_text(d, "PatientID"), []).append(d)
     found = [PatientMatch.from_dataset(studies[0], n_studies=len(studies)) for studies in patients.values()]
     return found[:limit] if limit is not None else found
 
@@ -329,11 +330,11 @@ def _expected_instances(node: WebNode, study_uid: str, series_uid: str | None) -
             1,
             "QIDO-RS (series)",
         )
-        return _int(found[0], "NumberOfSeriesRelatedInstances") if found else 0
+        return element_int(found[0], "NumberOfSeriesRelatedInstances") if found else 0
     found = _qido(
         node, "studies", {"StudyInstanceUID": study_uid}, ["NumberOfStudyRelatedInstances"], 1, "QIDO-RS (studies)"
     )
-    return _int(found[0], "NumberOfStudyRelatedInstances") if found else 0
+    return element_int(found[0], "NumberOfStudyRelatedInstances") if found else 0
 
 
 def retrieve(
