@@ -244,43 +244,38 @@ def _add_drusen(eye: _Eye, rng: np.random.Generator) -> None:
     eye.drusen_absorb = _u(rng, 0.6, 0.95)
 
 
+def _random_dome(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    sd: tuple[float, float],
+    rx: tuple[float, float],
+    ry: tuple[float, float],
+    height: tuple[float, float],
+    p: tuple[float, float],
+) -> _Dome:
+    """A dome near (cx, cy) (normal offsets of sd mm), radii, height (um) and shape drawn uniformly
+    from their ranges, in that order (the draws, and so every seeded volume, stay as they were)."""
+    return _Dome(
+        cx + rng.normal(0, sd[0]),
+        cy + rng.normal(0, sd[1]),
+        _u(rng, *rx),
+        _u(rng, *ry),
+        _u(rng, *height),
+        p=_u(rng, *p),
+    )
+
+
 def _add_cnv(eye: _Eye, rng: np.random.Generator) -> None:
     """A fibrovascular PED (multi-lobed), often with SHRM, subretinal fluid and intraretinal cysts."""
     fx, fy = eye.fovea
     cx, cy = fx + rng.normal(0, 0.4), fy + rng.normal(0, 0.3)
     for _ in range(int(rng.integers(2, 6))):
-        eye.ped.append(
-            _Dome(
-                cx + rng.normal(0, 0.35),
-                cy + rng.normal(0, 0.3),
-                _u(rng, 0.25, 0.8),
-                _u(rng, 0.25, 0.7),
-                _u(rng, 40, 200),
-                p=_u(rng, 0.45, 0.9),
-            )
-        )
+        eye.ped.append(_random_dome(rng, cx, cy, (0.35, 0.3), (0.25, 0.8), (0.25, 0.7), (40, 200), (0.45, 0.9)))
     if rng.random() < 0.7:
-        eye.shrm.append(
-            _Dome(
-                cx + rng.normal(0, 0.2),
-                cy + rng.normal(0, 0.2),
-                _u(rng, 0.25, 0.8),
-                _u(rng, 0.25, 0.7),
-                _u(rng, 25, 120),
-                p=_u(rng, 0.4, 0.9),
-            )
-        )
+        eye.shrm.append(_random_dome(rng, cx, cy, (0.2, 0.2), (0.25, 0.8), (0.25, 0.7), (25, 120), (0.4, 0.9)))
     if rng.random() < 0.8:
-        eye.srf.append(
-            _Dome(
-                cx + rng.normal(0, 0.3),
-                cy + rng.normal(0, 0.25),
-                _u(rng, 0.6, 1.7),
-                _u(rng, 0.5, 1.4),
-                _u(rng, 40, 250),
-                p=_u(rng, 0.7, 1.2),
-            )
-        )
+        eye.srf.append(_random_dome(rng, cx, cy, (0.3, 0.25), (0.6, 1.7), (0.5, 1.4), (40, 250), (0.7, 1.2)))
     if rng.random() < 0.65:
         for _ in range(int(rng.integers(2, 16))):
             layer = INL if rng.random() < 0.4 else ONL
