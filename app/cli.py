@@ -29,6 +29,7 @@ SUBCOMMANDS = [
     "app.cmd_batch",
     "app.cmd_pacs",
     "app.cmd_listen",
+    "app.cmd_audit",
     "app.cmd_gui",
     "training.cli",
 ]

@@ -172,18 +172,33 @@ class AuditTrail:
     file when it cannot be opened, is not an OCT Screen audit trail, or fails :meth:`verify`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.Lock()
         try:
+            if read_only:  # an auditor's look: nothing created, nothing written (the file must exist)
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                self._check_schema()
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # a rollback journal, not WAL: every committed record is in the one file (a copy of it is the
+            # whole trail) and a read-only reader leaves no side files; FULL: on disk when append returns
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute("PRAGMA synchronous=FULL")
             self._create()
         except sqlite3.DatabaseError as e:
             raise AuditError(self.path, f"not a usable audit trail ({e})") from e
         except OSError as e:
             raise AuditError(self.path, f"cannot open the audit trail ({e.strerror or e})") from e
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None or row[0] != str(_SCHEMA_VERSION):
+            found = "none" if row is None else row[0]
+            raise AuditError(self.path, f"audit trail schema {found} (this version reads {_SCHEMA_VERSION})")
 
     def _create(self) -> None:
         db = self._db

@@ -171,3 +171,22 @@ def test_signoff_for_an_eye_records_the_model_and_the_exam_uids(tiny_card, make_
     assert (so.clinician, so.finding) == ("Dr B", "CNV")
     assert so.signed_at.tzinfo is not None
     assert replace(so, decision="routine").changed is (eye.urgency.value != "routine")
+
+
+def test_a_copy_of_the_one_file_is_the_whole_trail_and_read_only_writes_nothing(tmp_path):
+    import shutil
+
+    path = tmp_path / "audit.sqlite"
+    trail = AuditTrail(path)
+    trail.append(make_signoff())
+    trail.append(make_signoff(decision="soon"))
+    shutil.copy(path, tmp_path / "backup.sqlite")  # while the app still has it open
+    trail.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.sqlite", "backup.sqlite"]  # no side files
+    with AuditTrail(tmp_path / "backup.sqlite", read_only=True) as copy:
+        assert [s.decision for s in copy.records()] == ["confirmed", "soon"] and copy.verify() == 2
+        with pytest.raises(AuditError, match="cannot record"):
+            copy.append(make_signoff())
+    with pytest.raises(AuditError):
+        AuditTrail(tmp_path / "absent.sqlite", read_only=True)  # read-only never creates a trail
+    assert not (tmp_path / "absent.sqlite").exists()
