@@ -16,6 +16,7 @@ declare -A SETS=(
   [lite2-260]="--set student.arch=tf_efficientnet_lite2 --set student.input_size=260"
   [b2-scratch-224]="--set student.arch=efficientnet_b2 --set student.pretrained=false --set student.epochs=12 --set student.lr=2e-3"
   [lite0-224-synth]="--set synthetic_mix.fraction=0.25"
+  [lite2-260-synth]="--set student.arch=tf_efficientnet_lite2 --set student.input_size=260 --set synthetic_mix.fraction=0.25"
 )
 ORDER=(lite0-288 lite0-224-crop lite2-260 b2-scratch-224 lite0-224-synth lite0-224-letterbox)
 [ $# -gt 0 ] && ORDER=("$@")
