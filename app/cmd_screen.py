@@ -188,12 +188,31 @@ def _prepare_out(out: Path) -> str:
     return ""
 
 
+class _NoInstitutionFilter(logging.Filter):
+    """Drops core.report's per-report 'no institution set' warning (the run has said it once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "no institution set" not in record.getMessage()
+
+
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     """Screen, write reports and results; see the module docstring for exit codes."""
+    quiet = _NoInstitutionFilter() if not args.institution else None
+    report_log = logging.getLogger("core.report")
+    if quiet is not None:
+        report_log.addFilter(quiet)
+    try:
+        return _run(args)
+    finally:
+        if quiet is not None:
+            report_log.removeFilter(quiet)
+
+
+def _run(args: argparse.Namespace) -> int:
     # what `octscreen --help` must not load (tests/test_cli_startup.py): tqdm, numpy/OpenCV (core.inference,
     # core.modelcard), PIL and reportlab's helpers (core.report), pydicom (core.screening -> core.io)
     from tqdm import tqdm  # noqa: PLC0415 (CLI start-up: ~40 ms)
@@ -265,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         _err(str(e))
         return 2
     print(f"WARNING: {card.warning} (trained on {card.trained_on})", file=sys.stderr)
+    if not args.institution:  # said once for the run, not once per report
+        print("note: no --institution: each report's header says 'Institution not set'", file=sys.stderr)
     renamed: list[str] = []
     total = sum(v.n_bscans for j in jobs for v in j.volumes)
     rows: list[dict] = []

@@ -163,6 +163,12 @@ def test_cli_writes_reports_and_results(tiny_card_path, exam_files, tmp_path, ca
     assert set(data["eyes"][0]["scores"]) == {"normal", "drusen", "cnv"}
 
 
+def test_cli_says_once_that_no_institution_is_set(tiny_card_path, exam_files, tmp_path, capsys):
+    main(["screen", str(exam_files["od"].parent), "--out", str(tmp_path / "o"), "--model", str(tiny_card_path)])
+    err = capsys.readouterr().err
+    assert err.count("Institution not set") == 1 and "no institution set" not in err  # two reports, one note
+
+
 def test_cli_refuses_to_overwrite_before_any_work(tiny_card_path, exam_files, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["screen", str(exam_files["p2"]), "--out", str(out), "--model", str(tiny_card_path)]
