@@ -47,8 +47,7 @@ COL_PATIENT, COL_ID, COL_DATE, COL_EYE, COL_DECISION, COL_REVIEW, COL_SIGNED = r
 FLAG = "\u2691"  # a flag: review advised
 TICK = "\u2714"  # signed by a clinician
 HEADERS = ["Patient", "ID", "Date", "Eye", "Decision", FLAG, TICK]  # short: the dock is narrow (tooltips say more)
-PATIENT_MIN_WIDTH = 80
-COMPACT_PATIENT_WIDTH = 56  # with the ID and date columns hidden (a narrow dock): the name elided sooner
+COMPACT_PATIENT_WIDTH = 56  # the patient column's least width: it gives way before the ID and date columns
 
 #: The decision groups of the filter box: label -> which eyes it keeps.
 FILTERS: dict[str, object] = {
@@ -249,7 +248,7 @@ class Worklist(QWidget):
         self._sync_selection()
 
     def _fit_columns(self) -> None:
-        """The patient column takes the width the others leave (at least PATIENT_MIN_WIDTH). When the
+        """The patient column takes the width the others leave (at least COMPACT_PATIENT_WIDTH). When the
         dock is too narrow for every column (a small screen, 200 % scaling), the ID and then the date
         column are hidden (both stay in each row's tooltip and in the filter), so that the eye, the
         decision, the review flag and the sign-off stay visible without scrolling sideways."""
@@ -266,7 +265,7 @@ class Worklist(QWidget):
                 return h.sectionSize(col) if not h.isSectionHidden(col) else h.defaultSectionSize()
 
             kept = [COL_EYE, COL_DECISION, COL_REVIEW, COL_SIGNED]
-            room = width - PATIENT_MIN_WIDTH - sum(need(c) for c in kept)
+            room = width - COMPACT_PATIENT_WIDTH - sum(need(c) for c in kept)  # the patient column gives way first
             date_fits = room >= need(COL_DATE)
             self.tree.setColumnHidden(COL_DATE, not date_fits)
             self.tree.setColumnHidden(COL_ID, not (date_fits and room >= need(COL_DATE) + need(COL_ID)))
@@ -279,7 +278,7 @@ class Worklist(QWidget):
             if squeeze:
                 h.resizeSection(COL_DECISION, max(48, width - fixed))
             others = sum(h.sectionSize(c) for c in range(1, len(COLUMNS)) if not h.isSectionHidden(c))
-            least = PATIENT_MIN_WIDTH if date_fits else COMPACT_PATIENT_WIDTH
+            least = COMPACT_PATIENT_WIDTH
             h.resizeSection(COL_PATIENT, max(least, width - others))
         finally:
             self._fitting = False
