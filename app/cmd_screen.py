@@ -218,9 +218,16 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # noqa: PLC0415 (CLI start-up: ~40 ms)
 
     from core.inference import Screener, default_card_path  # noqa: PLC0415 (CLI start-up: numpy, OpenCV)
+    from core.io.common import on_volume_read  # noqa: PLC0415 (CLI start-up: pydicom)
     from core.modelcard import load_card  # noqa: PLC0415 (CLI start-up)
     from core.report import ReportOptions  # noqa: PLC0415 (CLI start-up: PIL)
-    from core.screening import open_volumes, screen_volumes, unique_volumes  # noqa: PLC0415 (CLI start-up: pydicom)
+    from core.screening import (  # noqa: PLC0415 (CLI start-up: pydicom)
+        PixelHold,
+        open_volumes,
+        screen_volumes,
+        unique_volumes,
+        volume_identity,
+    )
 
     out: Path = args.out
     problem = _prepare_out(out)
@@ -247,10 +254,36 @@ def _run(args: argparse.Namespace) -> int:
             return 2
 
     # 1. Read everything (bad files are collected), plan the outputs, refuse before any work.
+    #    Path by path, so that past the max_held_bytes limit a volume read from a file gives its pixels
+    #    back until its exam is screened (core.screening.PixelHold): memory stays bounded for many files.
     errors: list[InputError] = []
-    volumes = open_volumes(args.paths, errors)
+    hold = PixelHold()
+    identities: dict[int, tuple] = {}  # id(volume) -> (volume, its identity, taken before its pixels may go)
+
+    def on_read(vol) -> None:  # each volume made from one file, as it is read (core.io.on_volume_read)
+        identities[id(vol)] = (vol, ident := volume_identity(vol))
+        hold.keep(vol, ident)
+
+    def identity(vol) -> str:
+        if id(vol) in identities:
+            return identities.pop(id(vol))[1]
+        ident = volume_identity(vol)  # from a folder (image stack, single-frame series): always held
+        hold.keep(vol, ident)
+        return ident
+
+    volumes: list = []
+    seen: set[str] = set()
+    duplicates: list[str] = []
+
+    with on_volume_read(on_read):
+        for path in args.paths:  # a scan given twice is screened once
+            fresh, kept, repeated = unique_volumes(open_volumes([path], errors), seen, identity=identity)
+            seen.update(kept)
+            volumes.extend(fresh)
+            duplicates.extend(repeated)
     errors = [e for e in errors if not _inside(e.path, out)]  # our own earlier reports, when --out is inside
-    volumes, _identities, duplicates = unique_volumes(volumes)  # a scan given twice is screened once
+    if hold.released:
+        log.info("%d volume(s) past the %d MB hold are read again when screened", hold.released, hold.budget >> 20)
     if duplicates:
         print(
             f"note: {len(duplicates)} volume(s) given more than once (the same scan: a file twice, a copy, or a "
@@ -262,7 +295,9 @@ def _run(args: argparse.Namespace) -> int:
         from core.deid import Deidentifier  # noqa: PLC0415 (CLI start-up: pydicom)
 
         deid = Deidentifier(dates=getattr(args, "deid_dates", "remove"))
-        volumes = [deid.volume(v) for v in volumes]
+        plain, volumes = volumes, [deid.volume(v) for v in volumes]
+        for old, new in zip(plain, volumes, strict=True):
+            hold.follow(old, new)
     jobs = plan_jobs(volumes, out, deidentify=args.deidentify, dicom=args.dicom)
     clash = [p for j in jobs for p in (j.pdf, j.dcm, j.sr) if p is not None and p.exists()]
     if clash and not args.overwrite:
@@ -295,6 +330,8 @@ def _run(args: argparse.Namespace) -> int:
         for job in jobs:
             start = bar.n
             try:
+                for vol in job.volumes:
+                    hold.restore(vol)  # pixels given back while reading: read again now
                 (exam,) = screen_volumes(
                     job.volumes, screener, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)
                 )
@@ -302,6 +339,8 @@ def _run(args: argparse.Namespace) -> int:
                 log.debug("screening failed", exc_info=True)
                 failures.append(f"{job.volumes[0].source or job.key[0]}: screening failed ({e})")
                 bar.update(start + sum(v.n_bscans for v in job.volumes) - bar.n)
+                for vol in job.volumes:
+                    hold.release(vol)
                 continue
             n_exams += 1
             outputs = ExamOutputs()
@@ -342,6 +381,9 @@ def _run(args: argparse.Namespace) -> int:
                     sr_file=sr_file,
                 )
             )
+            del exam  # the exam's results hold the volume too
+            for vol in job.volumes:
+                hold.release(vol)  # read from a file: its pixels go until the end of the run
 
     # 3. Results tables (always, even when some exams failed).
     meta = {

@@ -5,7 +5,8 @@
 Writes N macular cubes (128 B-scans of 496 x 512, uncompressed DICOM OPT, one patient folder each:
 the layout of a clinic's export), then screens them with the bundled model twice:
 - ``octscreen screen ARCHIVE`` in one process: it reads every volume before it screens (to plan the
-  exams and their report names), so its memory grows with the archive;
+  exams and their report names) but holds at most ``max_held_bytes`` of pixels (1 GiB; past it a volume
+  read from a file gives its pixels back and is read again when its exam is screened);
 - ``octscreen batch ARCHIVE --local-workers 1``: one unit per patient folder, each the unchanged
   ``octscreen screen`` in a Dask worker process, so memory is one unit's, whatever the archive size.
 Peak resident memory is read from the process tree every 50 ms (psutil): the sum over the command

@@ -33,6 +33,7 @@ __all__ = [
     "unique_volumes",
     "report_stem",
     "REPORT_SUFFIX",
+    "PixelHold",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,18 +82,22 @@ def volume_identity(volume: OctVolume) -> str:
 
 
 def unique_volumes(
-    volumes: Iterable[OctVolume], known: Iterable[str] = ()
+    volumes: Iterable[OctVolume],
+    known: Iterable[str] = (),
+    *,
+    identity: Callable[[OctVolume], str] = volume_identity,
 ) -> tuple[list[OctVolume], list[str], list[str]]:
     """The volumes to screen, without a scan twice: (fresh volumes, their identities, the identities
     skipped). A volume whose :func:`volume_identity` is in ``known`` (already open in the GUI) or met
     earlier in ``volumes`` (a file given twice, a folder holding a file also given, a copy) is skipped.
-    The one de-duplication of ``octscreen screen`` and the GUI worker."""
+    The one de-duplication of ``octscreen screen`` and the GUI worker. ``identity``: how to get a
+    volume's identity (``octscreen screen`` takes it as the volume is read, before its pixels may go)."""
     seen = set(known)
     fresh: list[OctVolume] = []
     identities: list[str] = []
     duplicates: list[str] = []
     for vol in volumes:
-        ident = volume_identity(vol)
+        ident = identity(vol)
         if ident in seen:
             duplicates.append(ident)
             continue
@@ -192,6 +197,71 @@ def open_volumes(
             if not any(e is x or str(e) == str(x) for x in errors):  # open_path may have collected it already
                 errors.append(e)
     return volumes
+
+
+class PixelHold:
+    """Bounds the pixels ``octscreen screen`` holds between reading its inputs and screening them.
+
+    Every input is read first (to find bad files, repeated scans and the exams before any work), so a
+    run over many files would hold every cube at once. :meth:`keep` counts each volume's pixel bytes;
+    past ``budget`` bytes (default: the ``max_held_bytes`` limit), a volume read from a single file
+    gives its pixels back (a zero-stride placeholder of the same shape and type, so grouping and
+    counting still work) and :meth:`restore` reads that file again when the volume's exam is screened;
+    :meth:`release` gives them back again after it. Volumes from a folder (image stacks, single-frame
+    series) are always kept: reading the folder again could cost more than holding them. A file
+    that no longer holds the same scan (same :func:`volume_identity`) when it is read again is an
+    ``InputError`` for that exam only.
+    """
+
+    def __init__(self, budget: int | None = None) -> None:
+        from core import limits  # noqa: PLC0415 (keeps this module light for the GUI's import)
+
+        self.budget = int(budget if budget is not None else limits.current().max_held_bytes)
+        self.held = 0
+        self.released = 0  # volumes whose pixels were given back at least once
+        self._files: dict[int, tuple[Path, str]] = {}  # id(volume) -> (file, identity)
+
+    def keep(self, volume: OctVolume, identity: str) -> None:
+        """Account for ``volume`` (just read, identity computed); release it if over the budget."""
+        nbytes = int(volume.bscans.nbytes)
+        source = volume.source
+        if self.held + nbytes <= self.budget or source is None or not source.is_file():
+            self.held += nbytes
+            return
+        self._files[id(volume)] = (source, identity)
+        self._drop(volume)
+        self.released += 1
+
+    def follow(self, old: OctVolume, new: OctVolume) -> None:
+        """``new`` replaces ``old`` (a de-identified copy): it is restored from the same file."""
+        if id(old) in self._files:
+            self._files[id(new)] = self._files.pop(id(old))
+
+    def restore(self, volume: OctVolume) -> None:
+        """Give ``volume`` its pixels again (a no-op for a volume that was kept)."""
+        if id(volume) not in self._files or not _is_placeholder(volume.bscans):
+            return
+        from core.io import open_path  # noqa: PLC0415 (heavy: pydicom and the readers)
+
+        source, identity = self._files[id(volume)]
+        for fresh in open_path(source):
+            if volume_identity(fresh) == identity:
+                volume.bscans = fresh.bscans
+                return
+        raise InputError(source, "changed while screening: the scan read from it first is no longer in it")
+
+    def release(self, volume: OctVolume) -> None:
+        """After its exam: give a restored volume's pixels back again."""
+        if id(volume) in self._files:
+            self._drop(volume)
+
+    @staticmethod
+    def _drop(volume: OctVolume) -> None:
+        volume.bscans = np.broadcast_to(np.zeros((), volume.bscans.dtype), volume.bscans.shape)
+
+
+def _is_placeholder(a: np.ndarray) -> bool:
+    return a.size > 0 and all(s == 0 for s in a.strides)
 
 
 def screen_paths(

@@ -6,6 +6,8 @@ not by the file name; only vendor formats without a stable magic number are reco
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import errno
 import functools
@@ -13,7 +15,7 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +34,8 @@ from core.errors import (
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "on_volume_read",
+    "volume_read",
     "Kind",
     "sniff",
     "check_size",
@@ -225,6 +229,31 @@ def reason(e: BaseException, path: Path | None = None) -> str:
 
 
 T = TypeVar("T")
+
+
+_VOLUME_READ: contextvars.ContextVar[Callable[[object], None] | None] = contextvars.ContextVar(
+    "octscreen_volume_read", default=None
+)
+
+
+@contextlib.contextmanager
+def on_volume_read(callback: Callable[[object], None]) -> Iterator[None]:
+    """Inside the block, ``callback(volume)`` is called as each volume read from one file (a
+    multi-frame DICOM, a vendor file) is made, before the next file is decoded: ``octscreen screen``
+    gives the pixels back there when it holds too many (``core.screening.PixelHold``)."""
+    token = _VOLUME_READ.set(callback)
+    try:
+        yield
+    finally:
+        _VOLUME_READ.reset(token)
+
+
+def volume_read(volume: T) -> T:
+    """Hand ``volume`` (just made from one file) to the :func:`on_volume_read` callback, if any."""
+    callback = _VOLUME_READ.get()
+    if callback is not None:
+        callback(volume)
+    return volume
 
 
 def guarded(path: Path, errors: list[InputError], call: Callable[[], T]) -> T | None:

@@ -36,7 +36,7 @@ from core.errors import (
     UnsupportedCompressionError,
     UnsupportedFormatError,
 )
-from core.io.common import check_size, decode_all, guarded, reason, to_grey, to_unsigned
+from core.io.common import check_size, decode_all, guarded, reason, to_grey, to_unsigned, volume_read
 from core.io.writer import GROUND_TRUTH_MARKER, OPT_SOP_CLASS
 from core.volume import DeviceInfo, Laterality, OctVolume, PatientInfo, PixelSpacing, StudyInfo
 
@@ -673,7 +673,11 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
             multi.append(f)
         else:
             single.append(f)
-    volumes = [v for f in multi if (v := guarded(f.path, errors, functools.partial(volume_from_file, f))) is not None]
+    volumes = [
+        volume_read(v)
+        for f in multi
+        if (v := guarded(f.path, errors, functools.partial(volume_from_file, f))) is not None
+    ]
     volumes.extend(volumes_from_series(single, errors))
     return volumes
 

@@ -25,7 +25,7 @@ from natsort import natsorted
 
 from core import limits
 from core.errors import EmptyInputError, FileMissingError, InputError, UnsupportedFormatError
-from core.io.common import Kind, guarded, is_ignorable, sniff
+from core.io.common import Kind, guarded, is_ignorable, sniff, volume_read
 from core.io.dicom import read_dicom_files
 from core.io.heyex import xml_members
 from core.io.images import read_image_files
@@ -145,5 +145,5 @@ def _read_files(files: list[Path], errors: list[InputError], *, in_folder: bool)
     volumes += read_dicom_files(raw_dicom, errors, force=True)
     volumes += read_image_files(images, errors)
     for path in vendor:
-        volumes += guarded(path, errors, functools.partial(read_vendor, path)) or []
+        volumes += [volume_read(v) for v in guarded(path, errors, functools.partial(read_vendor, path)) or []]
     return volumes
