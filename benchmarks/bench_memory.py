@@ -5,8 +5,10 @@
 Writes N macular cubes (128 B-scans of 496 x 512, uncompressed DICOM OPT, one patient folder each:
 the layout of a clinic's export), then screens them with the bundled model twice:
 - ``octscreen screen ARCHIVE`` in one process: it reads every volume before it screens (to plan the
-  exams and their report names) but holds at most ``max_held_bytes`` of pixels (1 GiB; past it a volume
+  exams and their report names) but holds at most ``max_held_bytes`` of pixels (512 MiB; past it a volume
   read from a file gives its pixels back and is read again when its exam is screened);
+- the same with ``max_held_bytes`` at ``--hold-mb`` (128 MB), below the archives' pixels: past the hold,
+  its memory should stop growing with the archive;
 - ``octscreen batch ARCHIVE --local-workers 1``: one unit per patient folder, each the unchanged
   ``octscreen screen`` in a Dask worker process, so memory is one unit's, whatever the archive size.
 Peak resident memory is read from the process tree every 50 ms (psutil): the sum over the command
@@ -17,6 +19,7 @@ the slope in MB per cube, and which CPU ran it.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,12 +55,12 @@ def _archive(root: Path, n: int, bscans: int) -> Path:
     return root
 
 
-def _peak_tree_mb(cmd: list[str]) -> tuple[float, float, int]:
+def _peak_tree_mb(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """Run ``cmd``; (peak summed RSS of it and its descendants in MB, seconds, exit code)."""
     import psutil
 
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     peak = 0.0
     done = threading.Event()
 
@@ -85,22 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cubes", type=int, nargs="+", default=[8, 16], help="archive sizes to compare")
     ap.add_argument("--bscans", type=int, default=128)
+    ap.add_argument(
+        "--hold-mb",
+        type=int,
+        default=128,
+        help="also run octscreen screen with max_held_bytes at this many MB (below the archives' pixels), "
+        "so that the hold is passed and its bound shows (default 128)",
+    )
     a = ap.parse_args(argv)
     print(f"CPU: {cpu()}; cubes of {a.bscans} x 496 x 512 (uncompressed DICOM OPT), the bundled model")
     exe = [sys.executable, "-m", "app.cli"]
-    results: dict[str, list[tuple[int, float]]] = {"screen": [], "batch": []}
+    held = f"screen, hold {a.hold_mb} MB"
+    results: dict[str, list[tuple[int, float]]] = {"screen": [], held: [], "batch": []}
+    hold_env = {**os.environ, "OCTSCREEN_LIMITS": f"max_held_bytes={a.hold_mb << 20}"}
+    runs = (
+        ("screen", ["screen"], None),
+        (held, ["screen"], hold_env),
+        ("batch", ["batch", "--local-workers", "1"], None),
+    )
     for n in a.cubes:
         with tempfile.TemporaryDirectory(prefix="octscreen-mem-") as tmp:
             archive = _archive(Path(tmp) / "archive", n, a.bscans)
-            for name, extra in (("screen", ["screen"]), ("batch", ["batch", "--local-workers", "1"])):
-                out = Path(tmp) / f"out-{name}"
-                peak, secs, code = _peak_tree_mb([*exe, extra[0], str(archive), "--out", str(out), *extra[1:]])
+            for i, (name, extra, env) in enumerate(runs):
+                out = Path(tmp) / f"out-{i}"
+                peak, secs, code = _peak_tree_mb([*exe, extra[0], str(archive), "--out", str(out), *extra[1:]], env)
                 results[name].append((n, peak))
-                print(f"  {n:3d} cubes  octscreen {name:<6} peak {peak:7.0f} MB   {secs:6.1f} s   exit {code}")
+                print(f"  {n:3d} cubes  octscreen {name:<20} peak {peak:7.0f} MB   {secs:6.1f} s   exit {code}")
     for name, rows in results.items():
         if len(rows) >= 2:
             (n0, m0), (n1, m1) = rows[0], rows[-1]
-            print(f"  octscreen {name:<6} {(m1 - m0) / (n1 - n0):6.1f} MB per added cube")
+            print(f"  octscreen {name:<20} {(m1 - m0) / (n1 - n0):6.1f} MB per added cube")
     return 0
 
 

@@ -56,8 +56,8 @@ class Limits:
     """Pixels per volume (256 Mi: 0.5 GB as 16 bit)."""
     max_run_pixels: int = 2**31
     """Decoded pixels per ``open_path`` call (a folder, a DICOMDIR: 2 Gi, 4 GB as 16 bit)."""
-    max_held_bytes: int = 1 << 30
-    """Pixel bytes ``octscreen screen`` holds between reading and screening (1 GiB); past it, volumes
+    max_held_bytes: int = 1 << 29
+    """Pixel bytes ``octscreen screen`` holds between reading and screening (512 MiB); past it, volumes
     read from a file are read again when their exam is screened (``core.screening.PixelHold``)."""
     max_files: int = 200_000
     """Files one folder scan looks at."""

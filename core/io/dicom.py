@@ -673,13 +673,27 @@ def read_dicom_files(paths: list[Path], errors: list[InputError], *, force: bool
             multi.append(f)
         else:
             single.append(f)
-    volumes = [
-        volume_read(v)
-        for f in multi
-        if (v := guarded(f.path, errors, functools.partial(volume_from_file, f))) is not None
-    ]
+    volumes = [volume_read(v) for f in multi if (v := guarded(f.path, errors, functools.partial(_read_volume, f)))]
     volumes.extend(volumes_from_series(single, errors))
     return volumes
+
+
+def _read_volume(f: DicomFile) -> OctVolume:
+    """:func:`volume_from_file`, then the file's dataset lets go of its pixel data: pydicom keeps the
+    bytes it read and the array it decoded, which for a folder of cubes held twice the pixels until
+    the whole folder was read (bench_memory: ~22 MB more per 32 MB cube)."""
+    try:
+        return volume_from_file(f)
+    finally:
+        _forget_pixels(f.ds)
+
+
+def _forget_pixels(ds: Dataset) -> None:
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    if getattr(ds, "_pixel_array", None) is not None:
+        ds._pixel_array = None  # pydicom's cache of the decoded array
 
 
 def _read_member(path: Path, force: bool) -> DicomFile:
