@@ -334,6 +334,20 @@ def test_logo_is_embedded_and_a_bad_logo_is_skipped(tmp_path: Path, caplog) -> N
     assert "cannot read the logo" in caplog.text and "bad.png" in caplog.text
 
 
+def test_streams_are_binary_and_the_images_still_decode(std_report: Path, tmp_path: Path) -> None:
+    """No ASCII85 text streams (25 % larger; reportlab's pure-Python encoder was most of a report's
+    time); poppler still decodes every embedded B-scan, and reportlab's process-wide setting is back."""
+    from reportlab import rl_config
+
+    assert rl_config.useA85 == 1  # reportlab's own default, untouched by a finished build
+    data = std_report.read_bytes()
+    assert b"/ASCII85Decode" not in data and b"/DCTDecode" in data
+    png = tmp_path / "img"
+    run_tool(["pdfimages", "-png", "-f", "2", "-l", "2", str(std_report), str(png)], check=True)
+    bscans = [im for im in map(Image.open, sorted(tmp_path.glob("img-*.png"))) if im.size == (128, 124)]
+    assert len(bscans) == 6 and all(np.asarray(im).std() > 5 for im in bscans)  # B-scans, not empty images
+
+
 def test_helvetica_fallback_keeps_the_em_dash(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(report, "_fonts", ("Helvetica", "Helvetica-Bold"))
     out = write_report(tmp_path / "h.pdf", make_exam(), make_card())

@@ -122,6 +122,23 @@ def test_crossval_end_to_end(crossval_run, capsys):
     assert load_card(run / "fold0" / "student" / "student.json").extra["distilled"] is True
 
 
+def test_crossval_of_the_control_alone_trains_no_teacher(tmp_path, capsys):
+    """crossval.teacher=false: each fold trains only the control student (an ablation's CV), and the
+    table has that one model; both false is refused before any training."""
+    torch.set_num_threads(2)
+    base = ["train", "crossval", "--config", "synthetic-cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
+    assert main([*base, "--out", str(tmp_path / "run"), "--set", "crossval.teacher=false"]) == 0
+    res = json.loads((tmp_path / "run" / "crossval.json").read_text())
+    assert set(res["per_fold"]) == {"student (control)"} and len(res["per_fold"]["student (control)"]) == 2
+    for fold in (0, 1):
+        assert (tmp_path / "run" / f"fold{fold}" / "control" / "control.json").is_file()
+        assert not (tmp_path / "run" / f"fold{fold}" / "teacher").exists()
+    capsys.readouterr()
+    none = ["--out", str(tmp_path / "none"), "--set", "crossval.teacher=false", "--set", "crossval.control=false"]
+    assert main([*base, *none]) != 0
+    assert "both false" in capsys.readouterr().err and not list((tmp_path / "none").glob("fold*"))
+
+
 def test_distill_refuses_a_teacher_from_another_split(crossval_run, tmp_path, capsys):
     root, _ = crossval_run
     other = tmp_path / "other"

@@ -402,10 +402,15 @@ def calibrate(
     return card
 
 
-def _fold_models(ws: Workspace, fold: int, control: bool, resume: bool) -> dict[str, dict[str, Any]]:
-    t = train_teacher(ws, fold, resume=resume)
-    s = train_student(ws, fold, teacher=ws.fold_dir(fold, "teacher") / "teacher.json", resume=resume)
-    runs: dict[str, FitResult] = {"teacher": t, "student (distilled)": s}
+def _fold_models(
+    ws: Workspace, fold: int, control: bool, resume: bool, teacher: bool = True
+) -> dict[str, dict[str, Any]]:
+    runs: dict[str, FitResult] = {}
+    if teacher:
+        runs["teacher"] = train_teacher(ws, fold, resume=resume)
+        runs["student (distilled)"] = train_student(
+            ws, fold, teacher=ws.fold_dir(fold, "teacher") / "teacher.json", resume=resume
+        )
     if control:
         runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
     test = ws.test(fold)
@@ -426,10 +431,14 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
     calibrated on the fold's validation eyes; test metrics per fold, mean +- std,
     saved as ``crossval.json`` / ``.csv`` / ``.txt``. Returns (results, table)."""
     folds = list(range(len(ws.plan.folds))) if folds is None else folds
+    cv = ws.cfg["crossval"]
+    with_teacher, with_control = bool(cv.get("teacher", True)), bool(cv.get("control", True))
+    if not (with_teacher or with_control):
+        raise ValueError("crossval: teacher and control are both false, so no model would be trained")
     per_model: dict[str, list[dict[str, Any]]] = {}
     for i in folds:
         log.info("fold %d of %d", i + 1, len(ws.plan.folds))
-        for name, m in _fold_models(ws, i, bool(ws.cfg["crossval"].get("control", True)), resume).items():
+        for name, m in _fold_models(ws, i, with_control, resume, teacher=with_teacher).items():
             per_model.setdefault(name, []).append(m)
     per_model = {k: [m for m in v if m] for k, v in per_model.items()}
     table = fold_table(per_model) if all(per_model.values()) else "(no test set: nothing to tabulate)"
