@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import core.outputs
@@ -99,10 +100,94 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "faster where the CPU has bf16, the numbers change; docs/results/bench_backends.txt)",
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="screen N exams at a time, each in its own process (default 1; each then gets --threads, or "
+        "the cores divided by N; docs/results/bench_workers.txt)",
+    )
     p.add_argument("--institution", default="", metavar="NAME", help="institution name in the report header")
     p.add_argument("--referring", default="", metavar="NAME", help="referring clinician named in the report header")
     p.add_argument("--operator", default="", metavar="NAME", help="who took the scans, named in the report header")
     p.set_defaults(func=run)
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a whole number from 1 to 64."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 64, not {n}")
+    return n
+
+
+@dataclass
+class JobResult:
+    """What screening one exam gave: its results rows, its problems and renamed outputs."""
+
+    rows: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)
+    screened: bool = False
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The run's report settings every exam shares (picklable: sent to worker processes)."""
+
+    institution: str = ""
+    referring: str = ""
+    operator: str = ""
+    deidentify: bool = False
+    overwrite: bool = False
+
+
+def screen_job(job: ExamJob, screener, card, settings: ReportSettings, progress=None) -> JobResult:
+    """Screen one exam and write its report(s): the same in this process and in a worker. A failure
+    of the exam or of its report is returned, never raised (one exam must not stop the others)."""
+    from core.report import ReportOptions  # noqa: PLC0415 (CLI start-up: PIL)
+    from core.screening import screen_volumes  # noqa: PLC0415 (CLI start-up: pydicom)
+
+    try:
+        (exam,) = screen_volumes(job.volumes, screener, progress=progress)
+    except Exception as e:  # one exam's failure must not stop the others
+        log.debug("screening failed", exc_info=True)
+        return JobResult(failures=[f"{job.volumes[0].source or job.key[0]}: screening failed ({e})"])
+    result = JobResult(screened=True)
+    outputs = ExamOutputs()
+    try:
+        opts = ReportOptions(
+            institution=settings.institution,
+            referring_clinician=settings.referring,
+            operator=settings.operator,
+            deidentify=settings.deidentify,
+            report_id=job.report_id,
+            pseudo_id=job.pseudo_id or None,
+        )
+        core.outputs.write_exam_outputs(  # looked up when called (a test replaces it)
+            exam,
+            card,
+            job.pdf,
+            opts,
+            dicom=job.dcm is not None,
+            sr=True,
+            overwrite=settings.overwrite,
+            unique=True,
+            outputs=outputs,
+        )
+    except Exception as e:  # a report problem is reported; the results rows are still written
+        log.debug("report failed", exc_info=True)
+        result.failures.append(f"{job.pdf}: report not written ({e})")
+    result.renamed.extend(outputs.renamed)
+    report_file, dicom_file, sr_file = (p.name if p is not None else "" for p in (outputs.pdf, outputs.dcm, outputs.sr))
+    result.rows = eye_rows(
+        exam, job, deidentify=settings.deidentify, report_file=report_file, dicom_file=dicom_file, sr_file=sr_file
+    )
+    return result
 
 
 def eye_rows(
@@ -220,11 +305,9 @@ def _run(args: argparse.Namespace) -> int:
     from core.inference import Screener, default_card_path  # noqa: PLC0415 (CLI start-up: numpy, OpenCV)
     from core.io.common import on_volume_read  # noqa: PLC0415 (CLI start-up: pydicom)
     from core.modelcard import load_card  # noqa: PLC0415 (CLI start-up)
-    from core.report import ReportOptions  # noqa: PLC0415 (CLI start-up: PIL)
     from core.screening import (  # noqa: PLC0415 (CLI start-up: pydicom)
         PixelHold,
         open_volumes,
-        screen_volumes,
         unique_volumes,
         volume_identity,
     )
@@ -326,64 +409,36 @@ def _run(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     failures: list[str] = []
     n_exams = 0
+    settings = ReportSettings(args.institution, args.referring, args.operator, args.deidentify, args.overwrite)
+    workers = min(int(getattr(args, "workers", 1) or 1), len(jobs))
     with tqdm(total=total, unit="B-scan", desc="screening", disable=None, file=sys.stderr) as bar:
-        for job in jobs:
-            start = bar.n
-            try:
-                for vol in job.volumes:
-                    hold.restore(vol)  # pixels given back while reading: read again now
-                (exam,) = screen_volumes(
-                    job.volumes, screener, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)
-                )
-            except Exception as e:  # one exam's failure must not stop the others
-                log.debug("screening failed", exc_info=True)
-                failures.append(f"{job.volumes[0].source or job.key[0]}: screening failed ({e})")
+        if workers > 1:
+            from app.screen_pool import screen_in_processes  # noqa: PLC0415 (only with --workers)
+
+            del screener  # each worker process loads its own
+            results = screen_in_processes(jobs, hold, card, settings, args.backend, args.threads, workers, bar)
+        else:
+            results = []
+            for job in jobs:
+                start = bar.n
+                try:
+                    for vol in job.volumes:
+                        hold.restore(vol)  # pixels given back while reading: read again now
+                except Exception as e:  # a file changed meanwhile: this exam fails, the others go on
+                    result = JobResult(failures=[f"{job.volumes[0].source or job.key[0]}: screening failed ({e})"])
+                else:
+                    result = screen_job(
+                        job, screener, card, settings, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)
+                    )
                 bar.update(start + sum(v.n_bscans for v in job.volumes) - bar.n)
                 for vol in job.volumes:
-                    hold.release(vol)
-                continue
-            n_exams += 1
-            outputs = ExamOutputs()
-            try:
-                opts = ReportOptions(
-                    institution=args.institution,
-                    referring_clinician=args.referring,
-                    operator=args.operator,
-                    deidentify=args.deidentify,
-                    report_id=job.report_id,
-                    pseudo_id=job.pseudo_id or None,
-                )
-                core.outputs.write_exam_outputs(  # looked up when called (a test replaces it)
-                    exam,
-                    card,
-                    job.pdf,
-                    opts,
-                    dicom=job.dcm is not None,
-                    sr=True,
-                    overwrite=args.overwrite,
-                    unique=True,
-                    outputs=outputs,
-                )
-            except Exception as e:  # a report problem is reported; the results rows are still written
-                log.debug("report failed", exc_info=True)
-                failures.append(f"{job.pdf}: report not written ({e})")
-            renamed.extend(outputs.renamed)
-            report_file, dicom_file, sr_file = (
-                p.name if p is not None else "" for p in (outputs.pdf, outputs.dcm, outputs.sr)
-            )
-            rows.extend(
-                eye_rows(
-                    exam,
-                    job,
-                    deidentify=args.deidentify,
-                    report_file=report_file,
-                    dicom_file=dicom_file,
-                    sr_file=sr_file,
-                )
-            )
-            del exam  # the exam's results hold the volume too
-            for vol in job.volumes:
-                hold.release(vol)  # read from a file: its pixels go until the end of the run
+                    hold.release(vol)  # read from a file: its pixels go until the end of the run
+                results.append(result)
+    for result in results:  # in the order of the plan, however the exams finished
+        n_exams += int(result.screened)
+        rows.extend(result.rows)
+        failures.extend(result.failures)
+        renamed.extend(result.renamed)
 
     # 3. Results tables (always, even when some exams failed).
     meta = {
