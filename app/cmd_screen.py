@@ -146,6 +146,11 @@ class ReportSettings:
     overwrite: bool = False
 
 
+def failed_job(job: ExamJob, why: object) -> JobResult:
+    """The result of an exam that could not be screened: one failure naming its first file (or patient)."""
+    return JobResult(failures=[f"{job.volumes[0].source or job.key[0]}: screening failed ({why})"])
+
+
 def screen_job(job: ExamJob, screener, card, settings: ReportSettings, progress=None) -> JobResult:
     """Screen one exam and write its report(s): the same in this process and in a worker. A failure
     of the exam or of its report is returned, never raised (one exam must not stop the others)."""
@@ -156,7 +161,7 @@ def screen_job(job: ExamJob, screener, card, settings: ReportSettings, progress=
         (exam,) = screen_volumes(job.volumes, screener, progress=progress)
     except Exception as e:  # one exam's failure must not stop the others
         log.debug("screening failed", exc_info=True)
-        return JobResult(failures=[f"{job.volumes[0].source or job.key[0]}: screening failed ({e})"])
+        return failed_job(job, e)
     result = JobResult(screened=True)
     outputs = ExamOutputs()
     try:
@@ -425,7 +430,7 @@ def _run(args: argparse.Namespace) -> int:
                     for vol in job.volumes:
                         hold.restore(vol)  # pixels given back while reading: read again now
                 except Exception as e:  # a file changed meanwhile: this exam fails, the others go on
-                    result = JobResult(failures=[f"{job.volumes[0].source or job.key[0]}: screening failed ({e})"])
+                    result = failed_job(job, e)
                 else:
                     result = screen_job(
                         job, screener, card, settings, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)

@@ -20,7 +20,7 @@ import pickle
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
-from app.cmd_screen import JobResult, _NoInstitutionFilter, screen_job
+from app.cmd_screen import _NoInstitutionFilter, failed_job, screen_job
 from core.inference import Screener
 from core.modelcard import load_card
 
@@ -71,8 +71,7 @@ def screen_in_processes(jobs, hold, card, settings, backend: str, threads: int |
         return sum(v.n_bscans for v in jobs[i].volumes)
 
     def failed(i: int, why: object) -> None:
-        job = jobs[i]
-        results[i] = JobResult(failures=[f"{job.volumes[0].source or job.key[0]}: screening failed ({why})"])
+        results[i] = failed_job(jobs[i], why)
         bar.update(n_bscans(i))
 
     with ProcessPoolExecutor(
