@@ -426,18 +426,14 @@ def _run(args: argparse.Namespace) -> int:
             results = []
             for job in jobs:
                 start = bar.n
-                try:
-                    for vol in job.volumes:
-                        hold.restore(vol)  # pixels given back while reading: read again now
+                try:  # pixels given back while reading are read again now, and go again after the exam
+                    with hold.pixels(job.volumes):
+                        result = screen_job(
+                            job, screener, card, settings, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)
+                        )
                 except Exception as e:  # a file changed meanwhile: this exam fails, the others go on
                     result = failed_job(job, e)
-                else:
-                    result = screen_job(
-                        job, screener, card, settings, progress=lambda d, t, m, s=start: bar.update(s + d - bar.n)
-                    )
                 bar.update(start + sum(v.n_bscans for v in job.volumes) - bar.n)
-                for vol in job.volumes:
-                    hold.release(vol)  # read from a file: its pixels go until the end of the run
                 results.append(result)
     for result in results:  # in the order of the plan, however the exams finished
         n_exams += int(result.screened)

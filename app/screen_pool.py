@@ -84,16 +84,12 @@ def screen_in_processes(jobs, hold, card, settings, backend: str, threads: int |
         def submit_next() -> bool:
             for i in queue:
                 job = jobs[i]
-                try:
-                    for vol in job.volumes:
-                        hold.restore(vol)  # pixels given back while reading: read again now
-                    payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+                try:  # pixels given back while reading are read again, pickled, and go again at once
+                    with hold.pixels(job.volumes):
+                        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
                 except Exception as e:  # a file changed meanwhile: this exam fails, the others go on
                     failed(i, e)
                     continue
-                finally:
-                    for vol in job.volumes:
-                        hold.release(vol)  # pickled: its pixels can go
                 try:
                     pending[pool.submit(_run, payload, settings)] = i
                 except Exception as e:  # the pool broke (a worker died): the rest fail, named

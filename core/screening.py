@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,20 @@ class PixelHold:
         """After its exam: give a restored volume's pixels back again."""
         if id(volume) in self._files:
             self._drop(volume)
+
+    @contextmanager
+    def pixels(self, volumes: Iterable[OctVolume]) -> Iterator[None]:
+        """The pixels of ``volumes`` for the ``with`` block: read again where they were given back
+        (:meth:`restore`; its ``InputError`` leaves the block unrun), given back after it, however it
+        ends (:meth:`release`)."""
+        volumes = list(volumes)
+        try:
+            for volume in volumes:
+                self.restore(volume)
+            yield
+        finally:
+            for volume in volumes:
+                self.release(volume)
 
     @staticmethod
     def _drop(volume: OctVolume) -> None:

@@ -47,6 +47,28 @@ def test_past_the_budget_a_volume_gives_its_pixels_back_and_gets_them_again(thre
     assert a.bscans.any()
 
 
+def test_pixels_holds_them_for_the_block_only_however_it_ends(three_files, make_volume):
+    (a,), (b,) = open_path(three_files[0]), open_path(three_files[1])
+    original = a.bscans.copy()
+    hold = PixelHold(budget=1)
+    for v in (a, b):
+        hold.keep(v, volume_identity(v))
+    with hold.pixels([a, b]):
+        np.testing.assert_array_equal(a.bscans, original)  # read again for the block
+        assert b.bscans.any()
+    assert a.bscans.strides == (0, 0, 0) and b.bscans.strides == (0, 0, 0)  # and given back after it
+    with pytest.raises(RuntimeError), hold.pixels([a]):
+        assert a.bscans.any()
+        raise RuntimeError("the exam failed")
+    assert a.bscans.strides == (0, 0, 0)  # given back when the block fails too
+    # a file that changed: the block never runs, and what was restored before it goes again
+    write_opt(make_volume(n=5, h=96, w=128, seed=9, laterality="OS", patient_id="P001"), three_files[1], overwrite=True)
+    ran = []
+    with pytest.raises(InputError, match="changed while screening"), hold.pixels([a, b]):
+        ran.append(True)
+    assert not ran and a.bscans.strides == (0, 0, 0)
+
+
 def test_a_volume_from_a_folder_is_always_kept(tmp_path, make_volume):
     from PIL import Image
 
