@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import gcguard
 from app.dialogs import Dialogs, SettingsValues
 from app.pacs_dialog import PacsController
 from app.settings import AppSettings
@@ -107,6 +108,8 @@ class MainWindow(QMainWindow):
         audit: AuditTrail | None = None,
     ) -> None:
         super().__init__()
+        gcguard.acquire()  # cyclic garbage is collected on this (GUI) thread while the window is open
+        self._gc_held = True
         self.settings = settings or AppSettings()
         self.dialogs = dialogs or Dialogs()
         self.screener_factory = screener_factory or default_screener_factory
@@ -979,6 +982,9 @@ class MainWindow(QMainWindow):
             self.job.cancel()
             self.job.done.wait(5.0)
         super().closeEvent(event)
+        if self._gc_held and event.isAccepted():
+            self._gc_held = False
+            gcguard.release()
 
 
 def _fits_on(rect: QRect, screen: QRect, need: QSize) -> bool:
