@@ -9,11 +9,14 @@ one volume and returns a ``VolumeResult``; the per-eye decision is ``core.aggreg
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +281,29 @@ class Screener:
         c = np.concatenate(given) if len(given) == len(cams) else None
         return p, c
 
+    def cpu_workers(self) -> int:
+        """Threads for the per-B-scan work around the model: ``threads``, else the usable CPUs (at most 8)."""
+        if self.threads:
+            return max(1, int(self.threads))
+        try:
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            n = os.cpu_count() or 1
+        return max(1, min(8, n))
+
+    def _preprocess(self, bscans: np.ndarray, pool: ThreadPoolExecutor | None, workers: int) -> np.ndarray:
+        """``preprocess_bscans`` of one batch, split over ``pool``'s threads (the same numbers)."""
+        card = self.card
+        n = len(bscans)
+        if pool is None or n < 2:
+            return preprocess_bscans(bscans, card.input_size, card.mean, card.std, card.aspect)
+        step = -(-n // min(workers, n))
+        parts = pool.map(
+            lambda i: preprocess_bscans(bscans[i : i + step], card.input_size, card.mean, card.std, card.aspect),
+            range(0, n, step),
+        )
+        return np.concatenate(list(parts))
+
     def screen(
         self,
         volume: OctVolume,
@@ -294,25 +320,29 @@ class Screener:
         n = volume.n_bscans
         if cancel is not None and cancel():
             raise Cancelled("screening cancelled")
-        t = time.perf_counter()
-        gradable, reasons = assess(volume)
-        timings["quality"] = time.perf_counter() - t
         card = self.card
         probs, cams = [], []
-        for start in range(0, n, self.batch_size):
-            if cancel is not None and cancel():
-                raise Cancelled("screening cancelled")
-            stop = min(n, start + self.batch_size)
+        workers = self.cpu_workers()
+        # quality and preprocessing are one B-scan at a time in OpenCV and numpy, which release the
+        # GIL: on ``workers`` threads they run side by side (the model's runtime has its own threads)
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
             t = time.perf_counter()
-            x = preprocess_bscans(volume.bscans[start:stop], card.input_size, card.mean, card.std, card.aspect)
-            timings["preprocess"] += time.perf_counter() - t
-            t = time.perf_counter()
-            p, c = self._forward(x)
-            timings["model"] += time.perf_counter() - t
-            probs.append(p)
-            cams.append(c)
-            if progress is not None:
-                progress(stop, n, f"{volume.describe()}: B-scan {stop}/{n}")
+            gradable, reasons = assess(volume, map_fn=pool.map if pool is not None else None)
+            timings["quality"] = time.perf_counter() - t
+            for start in range(0, n, self.batch_size):
+                if cancel is not None and cancel():
+                    raise Cancelled("screening cancelled")
+                stop = min(n, start + self.batch_size)
+                t = time.perf_counter()
+                x = self._preprocess(volume.bscans[start:stop], pool, workers)
+                timings["preprocess"] += time.perf_counter() - t
+                t = time.perf_counter()
+                p, c = self._forward(x)
+                timings["model"] += time.perf_counter() - t
+                probs.append(p)
+                cams.append(c)
+                if progress is not None:
+                    progress(stop, n, f"{volume.describe()}: B-scan {stop}/{n}")
         p, c = self._stack(probs, cams, len(card.classes))
         return VolumeResult(
             volume=volume,

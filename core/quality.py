@@ -19,6 +19,7 @@ are available from ``measure(bscan)`` for tuning and display.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -201,24 +202,28 @@ def assess_bscan(bscan: np.ndarray, limits: QualityLimits = DEFAULT_LIMITS) -> s
     return measure(bscan, limits).reason(limits)
 
 
-def assess(volume: OctVolume, limits: QualityLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, list[str]]:
+def _measure_one(bscan: np.ndarray, limits: QualityLimits) -> tuple[BScanQuality | None, str]:
+    try:
+        measured = measure(bscan, limits)
+    except ValueError as e:  # e.g. a 4 x 4 "B-scan": nothing to grade
+        return None, f"cannot be graded ({e})"
+    return measured, measured.reason(limits)
+
+
+def assess(
+    volume: OctVolume, limits: QualityLimits = DEFAULT_LIMITS, *, map_fn: Callable | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Gradability of every B-scan of ``volume``: (bool ``[n]``, reasons with '' for gradable ones).
 
     Besides the per-B-scan rules, a B-scan whose signal is below ``limits.relative_signal`` times
     the median signal of the volume's otherwise gradable B-scans is marked low signal (volumes of
     at least ``limits.relative_min_bscans`` B-scans).
+    ``map_fn``: an ordered ``map`` to measure the B-scans with, e.g. a thread pool's (OpenCV and
+    numpy release the GIL, so B-scans are measured side by side); the built-in ``map`` by default.
     """
-    qs: list[BScanQuality | None] = []
-    reasons: list[str] = []
-    for b in volume.bscans:
-        try:
-            measured = measure(b, limits)
-        except ValueError as e:  # e.g. a 4 x 4 "B-scan": nothing to grade
-            q, reason = None, f"cannot be graded ({e})"
-        else:
-            q, reason = measured, measured.reason(limits)
-        qs.append(q)
-        reasons.append(reason)
+    measured = list((map_fn or map)(lambda b: _measure_one(b, limits), volume.bscans))
+    qs: list[BScanQuality | None] = [q for q, _ in measured]
+    reasons: list[str] = [r for _, r in measured]
     ok_signal = [q.signal for q, r in zip(qs, reasons, strict=True) if r == "" and q is not None]
     if len(qs) >= limits.relative_min_bscans and len(ok_signal) >= limits.relative_min_bscans:
         median = float(np.median(ok_signal))

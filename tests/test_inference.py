@@ -240,3 +240,31 @@ def test_exported_onnx_names_no_folder_of_this_machine(tiny_card_path):
     data = tiny_card_path.with_suffix(".onnx").read_bytes()
     root = str(Path(__file__).resolve().parents[1]).encode()
     assert root not in data and b"site-packages" not in data and b'File "' not in data
+
+
+def test_quality_and_preprocessing_on_threads_give_the_same_result(tiny_card_path, synthetic_volume, monkeypatch):
+    """Screener.screen measures quality and preprocesses on ``threads`` threads: the same probabilities,
+    maps, gradability and reasons as one thread, in the volume's order, and the work really is spread."""
+    import threading
+    import time as _time
+
+    from core import quality
+
+    vol = synthetic_volume
+    vol.bscans[3] = 0  # one ungradable B-scan, so the reasons differ along the volume
+    one = Screener(tiny_card_path, threads=1, batch_size=5).screen(vol)
+    seen: set[str] = set()
+    measure = quality.measure
+
+    def measure_and_note(b, limits=quality.DEFAULT_LIMITS):
+        seen.add(threading.current_thread().name)
+        _time.sleep(0.005)  # long enough that both threads take B-scans
+        return measure(b, limits)
+
+    monkeypatch.setattr(quality, "measure", measure_and_note)
+    two = Screener(tiny_card_path, threads=2, batch_size=5).screen(vol)
+    assert len(seen) == 2 and threading.current_thread().name not in seen
+    assert one.quality_reasons == two.quality_reasons and one.quality_reasons[3]
+    np.testing.assert_array_equal(one.gradable, two.gradable)
+    np.testing.assert_allclose(one.probs, two.probs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(one.cams, two.cams, rtol=0, atol=1e-6)
