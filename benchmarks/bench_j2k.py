@@ -3,9 +3,10 @@
     python benchmarks/bench_j2k.py [--bscans 128] [--repeat 3]
 
 One JPEG 2000 lossless OPT file (a simulated 496 x 512 cube written by core.io.write_opt) decoded by:
-pydicom's pixel handler (pylibjpeg-openjpeg, one frame at a time), imagecodecs on one thread, and
-OCT Screen's reader (core.io: imagecodecs on ``decode_workers()`` threads). Prints ms per frame for
-each, the speed-up against pydicom, that all three give the same pixels, and the CPU.
+pydicom's pixel handler (pylibjpeg-openjpeg, one frame at a time), pydicom with GDCM (when
+``python-gdcm`` is installed: ``pip install python-gdcm``; not a dependency), imagecodecs on one
+thread, and OCT Screen's reader (core.io: imagecodecs on ``decode_workers()`` threads). Prints ms per
+frame for each, the speed-up against pydicom, that all give the same pixels, and the CPU.
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ def main() -> None:
         frames = list(generate_frames(ds.PixelData, number_of_frames=a.bscans))
         cases = [
             ("pydicom (pylibjpeg-openjpeg, 1 frame at a time)", lambda: pydicom.dcmread(path).pixel_array),
+        ]
+        try:
+            import gdcm
+            from pydicom.pixels import pixel_array
+
+            gdcm_version = gdcm.Version.GetVersion()
+            cases.append(
+                (
+                    f"pydicom with GDCM {gdcm_version}",
+                    lambda: pixel_array(pydicom.dcmread(path), decoding_plugin="gdcm"),
+                )
+            )
+        except ImportError:
+            gdcm_version = ""
+        cases += [
             ("imagecodecs, 1 thread", lambda: np.stack([imagecodecs.jpeg2k_decode(f) for f in frames])),
             (f"core.io.open_path (imagecodecs, {decode_workers()} threads)", lambda: open_path(path)[0].bscans),
         ]
@@ -65,6 +81,8 @@ def main() -> None:
     ref = results[0][2]
     print(f"CPU: {cpu()} ({os.cpu_count()} logical, {decode_workers()} usable); imagecodecs {imagecodecs.__version__}")
     print(f"cube: {a.bscans} B-scans of 496 x 512, JPEG 2000 lossless, {size / 1e6:.1f} MB; best of {a.repeat}")
+    if not gdcm_version:
+        print("  (GDCM left out: python-gdcm is not installed; pip install python-gdcm)")
     for name, t, out in results:
         same = "same pixels" if np.array_equal(out, ref) else "DIFFERENT PIXELS"
         print(f"  {name:52s} {1e3 * t / a.bscans:6.1f} ms/frame  {t:6.2f} s  x{results[0][1] / t:4.2f}  {same}")
