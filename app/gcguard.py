@@ -61,8 +61,7 @@ def release() -> None:
         return
     _state["holders"] -= 1
     if _state["holders"] == 0:
-        timer = _state.pop("timer", None)
-        _state["timer"] = None
+        timer, _state["timer"] = _state["timer"], None
         if timer is not None:
             timer.stop()
             timer.deleteLater()

@@ -15,13 +15,13 @@ of a process that has started ONNX Runtime's or PyTorch's threads can hang.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
 from app.cmd_screen import _NoInstitutionFilter, failed_job, screen_job
 from core.inference import Screener
+from core.limits import usable_cpus
 from core.modelcard import load_card
 
 __all__ = ["screen_in_processes", "worker_threads"]
@@ -36,11 +36,7 @@ def worker_threads(threads: int | None, workers: int) -> int:
     workers (at least 1)."""
     if threads:
         return int(threads)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
+    return max(1, usable_cpus() // workers)
 
 
 def _init(card_path: str, backend: str, threads: int, quiet_institution: bool) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 from core.cam import CamHeadError
 from core.choices import BACKENDS
 from core.errors import Cancelled, ModelCardError
+from core.limits import usable_cpus
 from core.modelcard import ModelCard, load_card, load_weights
 from core.models import build
 from core.preprocess import preprocess_bscans
@@ -285,11 +285,7 @@ class Screener:
         """Threads for the per-B-scan work around the model: ``threads``, else the usable CPUs (at most 8)."""
         if self.threads:
             return max(1, int(self.threads))
-        try:
-            n = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            n = os.cpu_count() or 1
-        return max(1, min(8, n))
+        return usable_cpus(8)
 
     def _preprocess(self, bscans: np.ndarray, pool: ThreadPoolExecutor | None, workers: int) -> np.ndarray:
         """``preprocess_bscans`` of one batch, split over ``pool``'s threads (the same numbers)."""

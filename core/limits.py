@@ -173,3 +173,12 @@ def charge(path: Path, pixels: int) -> None:
     b = _budget.get()
     if b is not None:
         b.charge(path, pixels)
+
+
+def usable_cpus(cap: int | None = None) -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else all), at most ``cap``."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, cap) if cap else n)

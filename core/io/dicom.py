@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
 
+from core import limits
 from core.errors import (
     CorruptFileError,
     FileMissingError,
@@ -270,11 +270,7 @@ def _imagecodecs_j2k() -> Any | None:
 
 def decode_workers() -> int:
     """Threads for decoding compressed frames: the CPUs this process may use, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return limits.usable_cpus(8)
 
 
 def _decode_j2k_parallel(f: DicomFile) -> np.ndarray | None:
