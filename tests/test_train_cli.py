@@ -165,6 +165,45 @@ def test_distill_refuses_a_teacher_from_another_split(crossval_run, tmp_path, ca
     assert not (other / "fold0" / "student" / "student.json").exists()
 
 
+def test_distill_from_an_ensemble_of_two_teachers(crossval_run, tmp_path):
+    """Two --teacher options: the student learns from their mean logits; its card names both, the
+    command that repeats the run, and the ensemble's accuracy on the validation B-scans."""
+    from core.train.loop import load_model_from_card, predict
+    from core.train.steps import TeacherInput
+    from training.recipes import find_card, prepare
+
+    root, _ = crossval_run
+    run = root / "run"
+    teachers = [run / "fold0" / "teacher", run / "fold0" / "control"]
+    out = tmp_path / "ens"
+    args = ["train", "distill", "--config", "synthetic-cpu", "--out", str(out), "--splits", str(run / "splits.json")]
+    args += ["--set", f"data.cache_dir={root / 'cache'}", *TINY]
+    for t in teachers:
+        args += ["--teacher", str(t)]
+    assert main(args) == 0
+    card = load_card(out / "fold0" / "student" / "student.json")
+    assert card.extra["distilled"] is True and card.extra["teacher_ensemble"]
+    assert [t["path"] for t in card.extra["teachers"]] == [str(t) for t in teachers]
+    assert [t["input_size"] for t in card.extra["teachers"]] == [[64, 64], [48, 48]]
+    assert card.extra["reproduce"].count("--teacher") == 2 and str(teachers[1]) in card.extra["reproduce"]
+    # the recorded teacher accuracy is the ensemble's: the mean of both teachers' logits, each fed
+    # the student's validation B-scans (48 px) resized to its own size
+    cfg = load_config("synthetic-cpu", [f"data.cache_dir={root / 'cache'}", *TINY[1::2]])
+    ws = prepare(cfg, out)
+    _, val = ws.train_val(0)
+    tc = ws.train_config("student")
+    logits = []
+    for t in teachers:
+        c = find_card(t)
+        m = torch.nn.Sequential(TeacherInput((tc.mean, tc.std), tuple(c.input_size), (c.mean, c.std)))
+        m.append(load_model_from_card(c).eval())
+        logits.append(predict(m, val, tc, device=torch.device("cpu"))[0])
+    y = np.array([tc.classes.index(s.label) for s in val])
+    want = float((np.mean(logits, 0).argmax(1) == y).mean())
+    assert card.extra["teacher_val"]["n"] == len(val) > 0
+    assert card.extra["teacher_val"]["accuracy"] == pytest.approx(want)
+
+
 def test_export_writes_card_weights_and_onnx(crossval_run, tmp_path):
     import onnxruntime as ort
 

@@ -13,7 +13,7 @@ from core.train.data import read_manifest
 from core.train.loop import TrainConfig, WarmupCosine, build_model, make_step, train_one_epoch, validate
 from core.train.losses import DistillationLoss, FocalLoss
 from core.train.splits import make_splits, samples_of
-from core.train.steps import DistillationStep, SupervisedStep, TeacherInput
+from core.train.steps import DistillationStep, SupervisedStep, TeacherEnsemble, TeacherInput, prepare_teacher
 from tests.fixtures.toy import write_toy_dataset
 
 C = 3
@@ -139,6 +139,52 @@ def test_teacher_input_renormalises_and_resizes():
     x = norm(raw, s_mean, s_std)
     assert TeacherInput((s_mean, s_std))(x) is x  # the same size and normalisation: untouched
     assert TeacherInput((s_mean, s_std), size=(16, 16), norm=(s_mean, s_std))(x).shape == (2, 3, 16, 16)
+
+
+class _Affine(torch.nn.Module):
+    """Logits ``x.mean over pixels (per channel) @ w + b``; records the input size it was given."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = torch.nn.Parameter(torch.as_tensor(w).float()), torch.nn.Parameter(torch.as_tensor(b).float())
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return x.mean((2, 3)) @ self.w + self.b
+
+
+def test_a_teacher_ensemble_averages_its_members_logits_each_on_its_own_input():
+    torch.manual_seed(0)
+    a = _Affine(torch.randn(3, C), torch.randn(C))
+    b = _Affine(torch.randn(3, C), torch.randn(C))
+    s_norm, t_norm = ((0.5,) * 3, (0.25,) * 3), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    to_b = TeacherInput(s_norm, size=(12, 12), norm=t_norm)
+    ens = TeacherEnsemble([a, b], [None, to_b])
+    x = torch.randn(4, 3, 8, 8)
+    out = ens(x)
+    torch.testing.assert_close(out, (a(x) + b(to_b(x))) / 2)
+    assert a.seen[0] == (8, 8) and b.seen[0] == (12, 12)  # each member saw the batch as it expects it
+    # the mean of the logits is the normalised geometric mean of the members' probabilities
+    pa, pb = torch.softmax(a(x), 1), torch.softmax(b(to_b(x)), 1)
+    geo = (pa * pb).sqrt()
+    torch.testing.assert_close(torch.softmax(out, 1), geo / geo.sum(1, keepdim=True))
+    # an ensemble is frozen like one teacher: every member in eval mode, no gradients
+    frozen = prepare_teacher(ens.train(), torch.device("cpu"), channels_last=False)
+    assert not any(m.training for m in frozen.modules())
+    assert not any(p.requires_grad for p in frozen.parameters()) and len(list(frozen.parameters())) == 4
+    # a distillation step with an ensemble teacher learns from the average, not from one member
+    x, y, student = _batch()
+    one, other = _OneHotTeacher(scale=1e4), _OneHotTeacher(scale=1e4, shift=1)
+    both = DistillationStep(TeacherEnsemble([one, other]), DistillationLoss(0.0, 1.0))(student, x, y)
+    s = student.logits.detach().double()
+    half = 0.5 * (F.one_hot(y, C) + F.one_hot((y + 1) % C, C)).double()  # softmax of the mean of 1e4 one-hots
+    want = (half * (half.clamp_min(1e-30).log() - torch.log_softmax(s, 1))).sum(1).mean()
+    assert both.loss.item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        TeacherEnsemble([a])
+    with pytest.raises(ValueError, match="2 teachers but 1"):
+        TeacherEnsemble([a, b], [None])
 
 
 def test_train_one_epoch_on_its_own():

@@ -52,7 +52,13 @@ def register(subparsers) -> None:
     acts.add_parser("teacher", parents=[common], help="train the teacher of one fold")
     acts.add_parser("student", parents=[common], help="train the student of one fold without a teacher (control)")
     d = acts.add_parser("distill", parents=[common], help="distil the fold's teacher into the student")
-    d.add_argument("--teacher", help="teacher model card or folder (default OUT/fold<i>/teacher)")
+    d.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        help="teacher model card or folder (default OUT/fold<i>/teacher); repeat it to distil from the "
+        "ensemble of several teachers (the mean of their logits)",
+    )
     acts.add_parser("crossval", parents=[common], help="teacher -> distilled student (+ control) on every fold")
     c = acts.add_parser(
         "calibrate", parents=[common], help="set a model's per-eye decision thresholds from the fold's validation eyes"
@@ -209,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "student":
             r = recipes.train_student(ws, args.fold, resume=args.resume)
         elif args.action == "distill":
-            teacher = Path(args.teacher) if args.teacher else ws.fold_dir(args.fold, "teacher")
-            r = recipes.train_student(ws, args.fold, teacher=teacher, resume=args.resume)
+            teachers = [Path(t) for t in args.teacher] or [ws.fold_dir(args.fold, "teacher")]
+            r = recipes.train_student(ws, args.fold, teacher=teachers, resume=args.resume)
         elif args.action == "crossval":
             results, table = recipes.crossval(ws, resume=args.resume)
             if ddp.is_main():

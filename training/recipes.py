@@ -43,6 +43,7 @@ from core.train.metrics import (
     summarise_folds,
 )
 from core.train.splits import SplitPlan, check_split_hash, load_splits, make_splits, samples_of, save_splits
+from core.train.steps import TeacherEnsemble, TeacherInput
 from core.train.transforms import eval_transform
 from training.config import train_config
 from training.pretrained import ensure_pretrained
@@ -296,30 +297,82 @@ def load_teacher(path: str | Path, plan: SplitPlan, fold: int) -> tuple[torch.nn
     return load_model_from_card(card), card
 
 
+def _teachers(ws: Workspace, paths: list[Path], fold: int, tc: TrainConfig) -> tuple[dict[str, Any], list[ModelCard]]:
+    """``fit``'s teacher arguments for ``paths``: one teacher, or a :class:`TeacherEnsemble` of
+    several (each member fed the student's batch at its own size and normalisation)."""
+    loaded = [load_teacher(p, ws.plan, fold) for p in paths]
+    cards = [c for _, c in loaded]
+    for c in cards:
+        if list(c.classes) != list(tc.classes):
+            raise ValueError(f"{c.path}: the teacher's classes {list(c.classes)} are not the student's {tc.classes}")
+    if len(loaded) == 1:
+        ((model, card),) = loaded
+        return {"teacher": model, "teacher_size": tuple(card.input_size), "teacher_norm": (card.mean, card.std)}, cards
+    student_norm = (tc.mean, tc.std)
+    inputs = [TeacherInput(student_norm, tuple(c.input_size), (c.mean, c.std)) for c in cards]
+    return {"teacher": TeacherEnsemble([m for m, _ in loaded], inputs)}, cards
+
+
+def _teacher_on_val(kw: dict[str, Any], tc: TrainConfig, val: list[Sample]) -> dict[str, float]:
+    """The teacher's accuracy on the validation B-scans as distillation shows it to the student:
+    the student's evaluation transform, then the teacher's own input (size, normalisation)."""
+    if not val:
+        return {}
+    teacher = kw["teacher"]
+    was = teacher.training
+    model = torch.nn.Sequential(
+        TeacherInput((tc.mean, tc.std), kw.get("teacher_size"), kw.get("teacher_norm")), teacher
+    )
+    device = ddp.setup(tc.device)
+    try:
+        logits, y = predict(model.to(device), val, dataclasses.replace(tc, tta=False), device=device)
+    finally:
+        teacher.train(was)
+    m = classification_metrics(y, torch.softmax(torch.from_numpy(logits), 1).numpy(), tc.classes)
+    return {"accuracy": float(m["accuracy"]), "balanced_accuracy": float(m["macro_sensitivity"]), "n": len(val)}
+
+
 def train_student(
     ws: Workspace,
     fold: int = 0,
     *,
-    teacher: str | Path | None = None,
+    teacher: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None,
     resume: bool = False,
     stop_after: int | None = None,
 ) -> FitResult:
-    """The fold's student: distilled from ``teacher`` (a card or folder) or, with None, the control."""
-    name = "student" if teacher is not None else "control"
+    """The fold's student: distilled from ``teacher`` (a card or folder; several: their ensemble,
+    the mean of their logits) or, with None, the control. Before distilling, the teacher's accuracy
+    on the validation patients is measured and stored in the student's card (``teacher_val``)."""
+    paths = [Path(teacher)] if isinstance(teacher, (str, Path)) else [Path(t) for t in teacher or []]
+    name = "student" if paths else "control"
     tc = ws.train_config("student", name=name)
     train, val = ws.train_val(fold)
     kw: dict[str, Any] = {}
-    if teacher is not None:
-        t_model, t_card = load_teacher(teacher, ws.plan, fold)
-        kw = {"teacher": t_model, "teacher_size": tuple(t_card.input_size), "teacher_norm": (t_card.mean, t_card.std)}
-    extra = {
-        "fold": fold,
-        "distilled": teacher is not None,
-        "teacher": str(teacher) if teacher is not None else "",
-        "reproduce": ws.reproduce(f"{'distill' if teacher is not None else 'student'} --fold {fold}"),
-    }
-    if teacher is not None:
-        extra.update(distill_alpha=tc.distill_alpha, distill_temperature=tc.distill_temperature)
+    extra: dict[str, Any] = {"fold": fold, "distilled": bool(paths), "teacher": ""}
+    if paths:
+        kw, cards = _teachers(ws, paths, fold, tc)
+        t_val = _teacher_on_val(kw, tc, val)
+        if t_val:
+            log.info(
+                "teacher (%s) on %d validation B-scans: accuracy %.2f %%, balanced %.2f %%",
+                " + ".join(str(p) for p in paths),
+                t_val["n"],
+                100 * t_val["accuracy"],
+                100 * t_val["balanced_accuracy"],
+            )
+        extra.update(
+            teacher=" + ".join(str(p) for p in paths),
+            teachers=[{"path": str(p), "arch": c.arch, "input_size": list(c.input_size)} for p, c in zip(paths, cards)],
+            teacher_val=t_val,
+            distill_alpha=tc.distill_alpha,
+            distill_temperature=tc.distill_temperature,
+        )
+        if len(paths) > 1:
+            extra["teacher_ensemble"] = "mean of the teachers' logits"
+        opts = "".join(f" --teacher {shlex.quote(str(p))}" for p in paths)
+        extra["reproduce"] = ws.reproduce(f"distill --fold {fold}{opts}")
+    else:
+        extra["reproduce"] = ws.reproduce(f"student --fold {fold}")
     return fit(
         tc,
         train,

@@ -1,6 +1,7 @@
 """What one training batch does, as objects that own their loss (timm's task objects):
 :class:`SupervisedStep` (focal or cross-entropy on the labels) and :class:`DistillationStep` (the
-frozen teacher on the same augmented batch, :class:`~core.train.losses.DistillationLoss`).
+frozen teacher on the same augmented batch, :class:`~core.train.losses.DistillationLoss`); the
+teacher may be a :class:`TeacherEnsemble` of several frozen models.
 
 A step is called as ``step(model, x, y)`` (inside the loop's autocast) and returns the loss to
 back-propagate and the model's logits; ``step.val_criterion`` is the CPU loss of validation.
@@ -17,7 +18,15 @@ import torch.nn.functional as F
 
 from core.train.losses import DistillationLoss
 
-__all__ = ["StepOutput", "TrainStep", "SupervisedStep", "DistillationStep", "TeacherInput", "prepare_teacher"]
+__all__ = [
+    "StepOutput",
+    "TrainStep",
+    "SupervisedStep",
+    "DistillationStep",
+    "TeacherInput",
+    "TeacherEnsemble",
+    "prepare_teacher",
+]
 
 
 class StepOutput(NamedTuple):
@@ -44,10 +53,10 @@ class SupervisedStep:
         return StepOutput(self.criterion(logits.float(), y), logits)
 
 
-class TeacherInput:
+class TeacherInput(torch.nn.Module):
     """The student's augmented batch as the teacher expects it: renormalised from the student's
     ``(mean, std)`` to the teacher's ``norm`` and resized (bilinear, antialiased) to its ``size``;
-    None: as the student's."""
+    None: as the student's. A module without parameters, so it can sit in front of a teacher."""
 
     def __init__(
         self,
@@ -55,10 +64,11 @@ class TeacherInput:
         size: tuple[int, int] | None = None,
         norm: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
+        super().__init__()
         self.student_norm = (tuple(student_norm[0]), tuple(student_norm[1]))
         self.size, self.norm = size, norm
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.norm
         if norm is not None and (tuple(norm[0]) != self.student_norm[0] or tuple(norm[1]) != self.student_norm[1]):
             ms = torch.tensor(self.student_norm[0], device=x.device).view(1, 3, 1, 1)
@@ -69,6 +79,27 @@ class TeacherInput:
         if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
             x = F.interpolate(x, size=tuple(self.size), mode="bilinear", align_corners=False, antialias=True)
         return x
+
+
+class TeacherEnsemble(torch.nn.Module):
+    """Several frozen teachers as one: each member gets the student's batch as it expects it (its
+    own :class:`TeacherInput`, or the batch itself for None), and the ensemble's logits are the mean
+    of the members' (float32). Under the softmax that is the normalised geometric mean of the
+    members' probabilities, at any distillation temperature."""
+
+    def __init__(self, members: Sequence[torch.nn.Module], inputs: Sequence[TeacherInput | None] | None = None):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a teacher ensemble needs at least 2 models, not {len(members)}")
+        inputs = list(inputs) if inputs is not None else [None] * len(members)
+        if len(inputs) != len(members):
+            raise ValueError(f"{len(members)} teachers but {len(inputs)} teacher inputs")
+        self.members = torch.nn.ModuleList(members)
+        self.inputs = inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [m(t(x) if t is not None else x).float() for m, t in zip(self.members, self.inputs, strict=True)]
+        return torch.stack(logits).mean(0)
 
 
 def prepare_teacher(teacher: torch.nn.Module, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
