@@ -187,11 +187,11 @@ def test_distill_from_an_ensemble_of_two_teachers(crossval_run, tmp_path):
     assert [t["input_size"] for t in card.extra["teachers"]] == [[64, 64], [48, 48]]
     assert card.extra["reproduce"].count("--teacher") == 2 and str(teachers[1]) in card.extra["reproduce"]
     # the recorded teacher accuracy is the ensemble's: the mean of both teachers' logits, each fed
-    # the student's validation B-scans (48 px) resized to its own size
+    # the validation B-scans at the distillation view (the larger teacher's 64 px) resized to its own size
     cfg = load_config("synthetic-cpu", [f"data.cache_dir={root / 'cache'}", *TINY[1::2]])
     ws = prepare(cfg, out)
     _, val = ws.train_val(0)
-    tc = ws.train_config("student")
+    tc = ws.train_config("student", input_size=64)
     logits = []
     for t in teachers:
         c = find_card(t)

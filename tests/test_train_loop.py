@@ -108,12 +108,17 @@ def test_swa_is_evaluated_and_the_better_model_kept(data, tmp_path):
     assert "epoch 3/3" in (tmp_path / "t" / "train.log").read_text()
 
 
-def test_distillation_runs_the_frozen_teacher(data, tmp_path):
+def test_distillation_runs_the_frozen_teacher(data, tmp_path, monkeypatch):
+    import core.train.loop as loop
+
     train, val, _ = data
     teacher = fit(_cfg(arch="test_convnext", epochs=1), train, val, tmp_path / "t").model
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     calls = []
     teacher.register_forward_hook(lambda m, i, o: calls.append((m.training, torch.is_grad_enabled(), i[0].shape)))
+    views = []  # the size the training batches are augmented at: the larger teacher's
+    real = loop.train_transform
+    monkeypatch.setattr(loop, "train_transform", lambda size, *a, **k: views.append(tuple(size)) or real(size, *a, **k))
     r = fit(
         _cfg(epochs=1, input_size=48, distill_alpha=0.3, distill_temperature=4.0),
         train,
@@ -123,6 +128,7 @@ def test_distillation_runs_the_frozen_teacher(data, tmp_path):
         teacher_size=(64, 64),
     )
     assert calls and all(not tr and not grad and shape[-2:] == (64, 64) for tr, grad, shape in calls)
+    assert views == [(64, 64)] and r.model(torch.randn(1, 3, 48, 48)).shape == (1, 3)
     assert all(torch.equal(before[k], v.cpu()) for k, v in teacher.state_dict().items())
     # the caller's teacher comes back as it was given: device, mode and trainable flags
     assert next(teacher.parameters()).device.type == "cpu"

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 from core.train.checkpoint import TrainState
 from core.train.data import read_manifest
-from core.train.loop import TrainConfig, WarmupCosine, build_model, make_step, train_one_epoch, validate
+from core.train.loop import (
+    TrainConfig,
+    WarmupCosine,
+    build_model,
+    distill_view,
+    make_step,
+    train_one_epoch,
+    validate,
+)
 from core.train.losses import DistillationLoss, FocalLoss
 from core.train.splits import make_splits, samples_of
 from core.train.steps import DistillationStep, SupervisedStep, TeacherEnsemble, TeacherInput, prepare_teacher
@@ -116,10 +124,11 @@ def test_make_step_picks_the_step_and_freezes_the_teacher():
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 3)).train()
     kd = make_step(cfg, targets, torch.device("cpu"), teacher=teacher, teacher_size=(64, 64))
     assert isinstance(kd, DistillationStep) and kd.loss.alpha == cfg.distill_alpha
+    assert kd.student_size == (32, 32)  # batches come at the teacher's 64 px; the student gets 32 px
     assert not kd.teacher.training and not any(p.requires_grad for p in kd.teacher.parameters())
     out = kd(
         torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3)),
-        torch.randn(2, 3, 32, 32),
+        torch.randn(2, 3, 64, 64),
         torch.tensor([0, 1]),
     )
     assert out.logits.shape == (2, 3) and math.isfinite(out.loss.item())
@@ -185,6 +194,38 @@ def test_a_teacher_ensemble_averages_its_members_logits_each_on_its_own_input():
         TeacherEnsemble([a])
     with pytest.raises(ValueError, match="2 teachers but 1"):
         TeacherEnsemble([a, b], [None])
+
+
+def test_a_larger_teacher_sees_the_batch_at_full_size_and_the_student_a_downsampled_copy():
+    torch.manual_seed(0)
+    teacher, student = _Affine(torch.randn(3, C), torch.zeros(C)), _Affine(torch.randn(3, C), torch.zeros(C))
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    kd = DistillationStep(teacher, DistillationLoss(), TeacherInput(((0.5,) * 3, (0.5,) * 3), size=(16, 16)), (8, 8))
+    kd(student, x, y)
+    assert teacher.seen == [(16, 16)] and student.seen == [(8, 8)]
+    small = F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(kd(student, x, y).logits, student(small))
+    # without student_size the student takes the batch as it is (the student's own view)
+    DistillationStep(teacher, DistillationLoss())(student, x[..., :8, :8], y)
+    assert student.seen[-1] == (8, 8) and teacher.seen[-1] == (8, 8)
+
+
+def test_distill_view_is_the_larger_of_teacher_and_student():
+    cfg = TrainConfig(arch="test_efficientnet", input_size=48)
+    t = torch.nn.Linear(1, 1)
+    assert distill_view(cfg, None, None) == (48, 48)
+    assert distill_view(cfg, t, (64, 64)) == (64, 64)
+    assert distill_view(cfg, t, (32, 32)) == (48, 48)  # a smaller teacher: the student's view, downsampled for it
+    assert distill_view(TrainConfig(arch="test_efficientnet", input_size=48, distill_view="student"), t, (64, 64)) == (
+        48,
+        48,
+    )
+    norm = ((0.5,) * 3, (0.5,) * 3)
+    ens = TeacherEnsemble([t, torch.nn.Linear(1, 1)], [TeacherInput(norm, (56, 56)), TeacherInput(norm, (72, 72))])
+    assert ens.input_size == (72, 72) and distill_view(cfg, ens, None) == (72, 72)
+    assert TeacherEnsemble([t, t]).input_size is None and distill_view(cfg, TeacherEnsemble([t, t]), None) == (48, 48)
+    with pytest.raises(ValueError, match="distill_view"):
+        distill_view(TrainConfig(arch="test_efficientnet", distill_view="teacher"), t, (64, 64))
 
 
 def test_train_one_epoch_on_its_own():

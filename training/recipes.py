@@ -32,7 +32,7 @@ from core.models import spec
 from core.onnx_export import compare_onnx, export_model_files
 from core.train import ddp
 from core.train.data import BScanDataset, Sample, load_samples
-from core.train.loop import FitResult, TrainConfig, fit, load_model_from_card, predict
+from core.train.loop import FitResult, TrainConfig, distill_view, fit, load_model_from_card, predict
 from core.train.metrics import (
     classification_metrics,
     eye_decisions,
@@ -314,18 +314,21 @@ def _teachers(ws: Workspace, paths: list[Path], fold: int, tc: TrainConfig) -> t
 
 
 def _teacher_on_val(kw: dict[str, Any], tc: TrainConfig, val: list[Sample]) -> dict[str, float]:
-    """The teacher's accuracy on the validation B-scans as distillation shows it to the student:
-    the student's evaluation transform, then the teacher's own input (size, normalisation)."""
+    """The teacher's accuracy on the validation B-scans as distillation shows them to it: the
+    student's evaluation transform at the distillation view's size (``distill_view``), then the
+    teacher's own input (size, normalisation)."""
     if not val:
         return {}
     teacher = kw["teacher"]
     was = teacher.training
+    view = distill_view(tc, teacher, kw.get("teacher_size"))
     model = torch.nn.Sequential(
         TeacherInput((tc.mean, tc.std), kw.get("teacher_size"), kw.get("teacher_norm")), teacher
     )
     device = ddp.setup(tc.device)
     try:
-        logits, y = predict(model.to(device), val, dataclasses.replace(tc, tta=False), device=device)
+        at_view = dataclasses.replace(tc, tta=False, input_size=view[0])
+        logits, y = predict(model.to(device), val, at_view, device=device)
     finally:
         teacher.train(was)
     m = classification_metrics(y, torch.softmax(torch.from_numpy(logits), 1).numpy(), tc.classes)

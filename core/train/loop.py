@@ -61,6 +61,7 @@ __all__ = [
     "Validation",
     "make_step",
     "make_criterion",
+    "distill_view",
     "WarmupCosine",
     "predict",
     "build_model",
@@ -103,6 +104,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     distill_alpha: float = 0.3  # weight of CE(student, y); 1 - alpha on the soft targets
     distill_temperature: float = 4.0
+    # the size distillation batches are augmented at: "larger" (the larger of the teacher's and the
+    # student's; the student's input is then downsampled from the teacher's view) or "student" (the
+    # teacher gets the student's view upsampled: how distillation ran before 2026-12-03)
+    distill_view: str = "larger"
     swa: bool = False
     swa_start: float = 0.75  # SWA from this fraction of the epochs on
     swa_lr: float | None = None  # None: 0.5 * lr
@@ -463,11 +468,29 @@ def make_step(
     criterion = make_criterion(cfg, targets)  # (checked even when distilling: a bad config fails alike)
     if teacher is None:
         return SupervisedStep(criterion, device)
+    view = distill_view(cfg, teacher, teacher_size)
     return DistillationStep(
         prepare_teacher(teacher, device, cfg.channels_last),
         DistillationLoss(cfg.distill_alpha, cfg.distill_temperature),
         TeacherInput((cfg.mean, cfg.std), teacher_size, teacher_norm),
+        student_size=cfg.size if view != cfg.size else None,
     )
+
+
+def distill_view(
+    cfg: TrainConfig, teacher: torch.nn.Module | None, teacher_size: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The size training batches are augmented at (``cfg.distill_view``): the student's, or, when
+    distilling from a teacher (or ensemble, ``input_size``) that takes larger inputs, the teacher's."""
+    if cfg.distill_view not in ("larger", "student"):
+        raise ValueError(f"distill_view must be 'larger' or 'student', not {cfg.distill_view!r}")
+    size = (int(cfg.size[0]), int(cfg.size[1]))
+    if teacher is None or cfg.distill_view == "student":
+        return size
+    t = teacher_size or getattr(teacher, "input_size", None)
+    if t is not None and t[0] * t[1] > size[0] * size[1]:
+        return (int(t[0]), int(t[1]))
+    return size
 
 
 def _file_logger(out_dir: Path) -> logging.Handler | None:
@@ -593,11 +616,16 @@ def _setup(
         net = net.to(memory_format=torch.channels_last)
     if cfg.cache_images:
         enable_image_cache()
+    view = distill_view(cfg, teacher, teacher_size)
+    if view != cfg.size:
+        log.info(
+            "distillation batches at the teacher's %dx%d, the student's input downsampled to %dx%d", *view, *cfg.size
+        )
     train_ds = BScanDataset(
         train,
         cfg.classes,
         train_transform(
-            cfg.size,
+            view,
             cfg.mean,
             cfg.std,
             cfg.augment,

@@ -97,6 +97,12 @@ class TeacherEnsemble(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
         self.inputs = inputs
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The largest input size among the members' (None if every member takes the batch as it is)."""
+        sizes = [(int(t.size[0]), int(t.size[1])) for t in self.inputs if t is not None and t.size is not None]
+        return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = [m(t(x) if t is not None else x).float() for m, t in zip(self.members, self.inputs, strict=True)]
         return torch.stack(logits).mean(0)
@@ -115,19 +121,28 @@ def prepare_teacher(teacher: torch.nn.Module, device: torch.device, channels_las
 class DistillationStep:
     """Online distillation: the frozen ``teacher`` (see :func:`prepare_teacher`) runs without
     gradients on the same augmented batch (through ``teacher_input``), and the loss is
-    ``loss(student_logits, teacher_logits, y)``. Validation uses plain cross-entropy."""
+    ``loss(student_logits, teacher_logits, y)``. Validation uses plain cross-entropy.
+
+    ``student_size``: when the batch is augmented at a larger teacher's size, the student gets it
+    downsampled (bilinear, antialiased) to its own, so the teacher sees the view at its full
+    resolution instead of an upsampled student view; None: the student gets the batch as it is."""
 
     def __init__(
         self,
         teacher: torch.nn.Module,
         loss: DistillationLoss,
         teacher_input: TeacherInput | None = None,
+        student_size: tuple[int, int] | None = None,
     ):
         self.teacher, self.loss, self.teacher_input = teacher, loss, teacher_input
+        self.student_size = tuple(student_size) if student_size is not None else None
         self.val_criterion: torch.nn.Module = torch.nn.CrossEntropyLoss()
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        logits = model(x)
+        xs = x
+        if self.student_size is not None and tuple(x.shape[-2:]) != self.student_size:
+            xs = F.interpolate(x, size=self.student_size, mode="bilinear", align_corners=False, antialias=True)
+        logits = model(xs)
         with torch.no_grad():
             t_logits = self.teacher(self.teacher_input(x) if self.teacher_input is not None else x)
         return StepOutput(self.loss(logits, t_logits, y), logits)
