@@ -37,7 +37,6 @@ for s in "${SEEDS[@]}"; do
     $PY -m app.cli train student --config $CFG --out "$dir" --threads 2 --set runtime.seed="$s" $resume \
       >>"$dir/train.log" 2>&1 || { echo "== control, seed $s: training failed (see $dir/train.log)"; exit 1; }
   fi
-  evaluate "$dir" "$card"
   teachers+=(--teacher "$dir/fold0/control")
 done
 
@@ -51,4 +50,6 @@ if [ ! -f "$card" ]; then
     >>"$dir/train.log" 2>&1 || { echo "== distillation failed (see $dir/train.log)"; exit 1; }
 fi
 grep -m1 "teacher (" "$dir/fold0/student/train.log"
+# the app's evaluation of every model, after the training (so it does not share the cores with it)
+for s in "${SEEDS[@]}"; do evaluate "$OUT/seed$s" "$OUT/seed$s/fold0/control/control.json"; done
 evaluate "$dir" "$card"
