@@ -49,7 +49,7 @@ if [ ! -f "$card" ]; then
   $PY -m app.cli train distill --config $CFG --out "$dir" --threads 2 "${teachers[@]}" $resume \
     >>"$dir/train.log" 2>&1 || { echo "== distillation failed (see $dir/train.log)"; exit 1; }
 fi
-grep -m1 "teacher (" "$dir/fold0/student/train.log"
+grep -m1 "teacher (" "$dir/train.log"  # the ensemble on the validation patients
 # the app's evaluation of every model, after the training (so it does not share the cores with it)
 for s in "${SEEDS[@]}"; do evaluate "$OUT/seed$s" "$OUT/seed$s/fold0/control/control.json"; done
 evaluate "$dir" "$card"
