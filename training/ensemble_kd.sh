@@ -26,29 +26,24 @@ evaluate() {  # $1: folder of the run, $2: its card
   echo "== $1: $(grep -m1 -i 'balanced' "$1/eval.txt" 2>/dev/null)"
 }
 
+train_once() {  # $1: run folder, $2: model name (control|student), $3: what, then the train action and options
+  local dir=$1 name=$2 what=$3; shift 3
+  mkdir -p "$dir"
+  [ -f "$dir/fold0/$name/$name.json" ] && return 0
+  echo "== $what: training ($(date -u +%H:%M))"
+  local resume=""; [ -d "$dir/fold0/$name" ] && resume="--resume"
+  $PY -m app.cli train "$@" --config $CFG --out "$dir" --threads 2 $resume >>"$dir/train.log" 2>&1 ||
+    { echo "== $what: training failed (see $dir/train.log)"; exit 1; }
+}
+
 teachers=()
 for s in "${SEEDS[@]}"; do
-  dir="$OUT/seed$s"
-  mkdir -p "$dir"
-  card="$dir/fold0/control/control.json"
-  if [ ! -f "$card" ]; then
-    echo "== control, seed $s: training ($(date -u +%H:%M))"
-    resume=""; [ -d "$dir/fold0/control" ] && resume="--resume"
-    $PY -m app.cli train student --config $CFG --out "$dir" --threads 2 --set runtime.seed="$s" $resume \
-      >>"$dir/train.log" 2>&1 || { echo "== control, seed $s: training failed (see $dir/train.log)"; exit 1; }
-  fi
-  teachers+=(--teacher "$dir/fold0/control")
+  train_once "$OUT/seed$s" control "control, seed $s" student --set runtime.seed="$s"
+  teachers+=(--teacher "$OUT/seed$s/fold0/control")
 done
-
 dir="$OUT/kd"
-mkdir -p "$dir"
 card="$dir/fold0/student/student.json"
-if [ ! -f "$card" ]; then
-  echo "== student distilled from ${#SEEDS[@]} controls: training ($(date -u +%H:%M))"
-  resume=""; [ -d "$dir/fold0/student" ] && resume="--resume"
-  $PY -m app.cli train distill --config $CFG --out "$dir" --threads 2 "${teachers[@]}" $resume \
-    >>"$dir/train.log" 2>&1 || { echo "== distillation failed (see $dir/train.log)"; exit 1; }
-fi
+train_once "$dir" student "student distilled from ${#SEEDS[@]} controls" distill "${teachers[@]}"
 grep -m1 "teacher (" "$dir/train.log"  # the ensemble on the validation patients
 # the app's evaluation of every model, after the training (so it does not share the cores with it)
 for s in "${SEEDS[@]}"; do evaluate "$OUT/seed$s" "$OUT/seed$s/fold0/control/control.json"; done
