@@ -8,14 +8,24 @@
 # (benchmarks/eval_real.py, validation patients of split 8f4616a4c7b741c6), so the KD student, each
 # control (seed to seed spread) and the teacher ensemble's accuracy (in the student's train.log and
 # card) are side by side. Resumable: rerun the script; finished steps are skipped.
-#   bash training/ensemble_kd.sh                 (K=2; SEEDS="0 1 2" for three members)
-#   results: $OUT/seed<s>/eval.txt, $OUT/kd/eval.txt
+# MEMBERS names the teachers (default "seed0 seed1"): seed<s> is the bundled recipe with runtime.seed=s,
+# lite0-224 the same recipe with the Lite0 at 224 px (seed 0), for an ensemble of two architectures.
+#   bash training/ensemble_kd.sh                          (seeds 0 and 1; MEMBERS="seed0 seed1 seed2")
+#   MEMBERS="seed0 lite0-224" bash training/ensemble_kd.sh
+#   results: $OUT/<member>/eval.txt, $OUT/kd/eval.txt (kd-<m1>+<m2> for other MEMBERS)
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/ensemble-kd}
 CFG=training/configs/oct2017-real.json
-read -r -a SEEDS <<<"${SEEDS:-0 1}"
+read -r -a MEMBERS <<<"${MEMBERS:-seed0 seed1}"
+member_sets() {  # the --set options of a member's control
+  case $1 in
+    seed[0-9]*) echo "--set runtime.seed=${1#seed}" ;;
+    lite0-224) echo "--set student.arch=tf_efficientnet_lite0 --set student.input_size=224" ;;
+    *) echo "unknown member $1 (seed<N> or lite0-224)" >&2; exit 2 ;;
+  esac
+}
 mkdir -p "$OUT"
 
 evaluate() {  # $1: folder of the run, $2: its card
@@ -37,14 +47,17 @@ train_once() {  # $1: run folder, $2: model name (control|student), $3: what, th
 }
 
 teachers=()
-for s in "${SEEDS[@]}"; do
-  train_once "$OUT/seed$s" control "control, seed $s" student --set runtime.seed="$s"
-  teachers+=(--teacher "$OUT/seed$s/fold0/control")
+for m in "${MEMBERS[@]}"; do
+  sets=$(member_sets "$m") || exit 2
+  # shellcheck disable=SC2086  # $sets is a list of options
+  train_once "$OUT/$m" control "control $m" student $sets
+  teachers+=(--teacher "$OUT/$m/fold0/control")
 done
-dir="$OUT/kd"
+kd=kd; [ "${MEMBERS[*]}" = "seed0 seed1" ] || kd="kd-$(IFS=+; echo "${MEMBERS[*]}")"
+dir="$OUT/$kd"
 card="$dir/fold0/student/student.json"
-train_once "$dir" student "student distilled from ${#SEEDS[@]} controls" distill "${teachers[@]}"
+train_once "$dir" student "student distilled from ${MEMBERS[*]}" distill "${teachers[@]}"
 grep -m1 "teacher (" "$dir/train.log"  # the ensemble on the validation patients
 # the app's evaluation of every model, after the training (so it does not share the cores with it)
-for s in "${SEEDS[@]}"; do evaluate "$OUT/seed$s" "$OUT/seed$s/fold0/control/control.json"; done
+for m in "${MEMBERS[@]}"; do evaluate "$OUT/$m" "$OUT/$m/fold0/control/control.json"; done
 evaluate "$dir" "$card"
