@@ -12,6 +12,9 @@
 # lite0-224 the same recipe with the Lite0 at 224 px (seed 0), for an ensemble of two architectures.
 #   bash training/ensemble_kd.sh                          (seeds 0 and 1; MEMBERS="seed0 seed1 seed2")
 #   MEMBERS="seed0 lite0-224" bash training/ensemble_kd.sh
+# STUDENT=lite0-224 distils the Lite0 at 224 px instead of the recipe's Lite2 260 px (its control is
+# the lite0-224 member; the folder gets "-to-lite0-224").
+#   MEMBERS="seed0 lite0-224" STUDENT=lite0-224 bash training/ensemble_kd.sh
 #   results: $OUT/<member>/eval.txt, $OUT/kd/eval.txt (kd-<m1>+<m2> for other MEMBERS)
 set -u
 cd "$(dirname "$0")/.."
@@ -54,9 +57,12 @@ for m in "${MEMBERS[@]}"; do
   teachers+=(--teacher "$OUT/$m/fold0/control")
 done
 kd=kd; [ "${MEMBERS[*]}" = "seed0 seed1" ] || kd="kd-$(IFS=+; echo "${MEMBERS[*]}")"
+student_sets=""
+if [ -n "${STUDENT:-}" ]; then student_sets=$(member_sets "$STUDENT") || exit 2; kd="$kd-to-$STUDENT"; fi
 dir="$OUT/$kd"
 card="$dir/fold0/student/student.json"
-train_once "$dir" student "student distilled from ${MEMBERS[*]}" distill "${teachers[@]}"
+# shellcheck disable=SC2086  # $student_sets is a list of options
+train_once "$dir" student "student ${STUDENT:-(recipe)} distilled from ${MEMBERS[*]}" distill "${teachers[@]}" $student_sets
 grep -m1 "teacher (" "$dir/train.log"  # the ensemble on the validation patients
 # the app's evaluation of every model, after the training (so it does not share the cores with it)
 for m in "${MEMBERS[@]}"; do evaluate "$OUT/$m" "$OUT/$m/fold0/control/control.json"; done
