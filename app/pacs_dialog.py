@@ -19,6 +19,7 @@ removes again what earlier series of the same retrieve brought in when a later o
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import pydicom
 from PySide6.QtCore import QDate, QObject, QStandardPaths, Qt, QThreadPool, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDateEdit,
     QDialog,
@@ -101,14 +103,26 @@ OPT = "OPT"
 def connection(node: PacsNode) -> Any:
     """The ``core.net.NodeSettings`` (DIMSE) or ``core.net.web.WebNode`` (DICOMweb) of ``node``;
     ``ValueError`` says what is wrong with its settings."""
+    files = _tls_files(node)
     if node.kind == DICOMWEB:
         from core.net.web import parse_web_node  # noqa: PLC0415 (GUI start-up: dicomweb_client ~500 ms)
 
         if not node.url.strip():
             raise ValueError("the DICOMweb URL is empty")
-        return parse_web_node(node.url, timeout=float(node.timeout), retries=0)
-    from core.net import DEFAULT_AET, NodeSettings  # noqa: PLC0415 (GUI start-up: pynetdicom ~400 ms)
+        if files and not node.url.strip().lower().startswith("https://"):
+            raise ValueError("TLS certificate files are used with an https URL only: write the URL with https://")
+        return parse_web_node(node.url, timeout=float(node.timeout), retries=0, **files)
+    from core.net import DEFAULT_AET, NodeSettings, tls_context  # noqa: PLC0415 (GUI start-up: pynetdicom ~400 ms)
+    from core.net.retrieve import MOVE_OVER_TLS  # noqa: PLC0415 (as above)
 
+    tls = None
+    if node.tls:
+        if node.move_port:
+            raise ValueError(MOVE_OVER_TLS)
+        try:
+            tls = tls_context(**files)
+        except (OSError, ssl.SSLError) as e:  # a file that is not a PEM certificate / key, or not ours
+            raise ValueError(f"the TLS certificate files cannot be used ({e})") from None
     t = float(node.timeout)
     return NodeSettings(
         aet=node.aet,
@@ -119,7 +133,21 @@ def connection(node: PacsNode) -> Any:
         acse_timeout=t,
         dimse_timeout=t,
         network_timeout=max(t, 60.0),
+        tls=tls,
     )
+
+
+def _tls_files(node: PacsNode) -> dict[str, str]:
+    """The node's TLS files (CA, our certificate, its key), each checked to be a readable file;
+    ``ValueError`` names the one that is not."""
+    files = {"ca_file": node.tls_ca.strip(), "cert_file": node.tls_cert.strip(), "key_file": node.tls_key.strip()}
+    what = {"ca_file": "CA certificate", "cert_file": "client certificate", "key_file": "client key"}
+    for key, path in files.items():
+        if path and not Path(path).is_file():
+            raise ValueError(f"the TLS {what[key]} {path} is not a file")
+    if files["key_file"] and not files["cert_file"]:
+        raise ValueError("a TLS client key needs its client certificate")
+    return {k: v for k, v in files.items() if v}
 
 
 def _api(node: PacsNode) -> tuple[Any, Any, dict[str, str]]:
@@ -507,6 +535,31 @@ class _JobRunner:
 
 
 # ---------------------------------------------------------------------------------- node editor
+class _FileField(QWidget):
+    """A path in a line edit with a Browse… button beside it (the node editor's TLS files)."""
+
+    def __init__(self, tip: str, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.edit = QLineEdit()
+        self.edit.setToolTip(tip)
+        self.edit.setAccessibleName(title)
+        browse = QPushButton("Browse\u2026")
+        browse.setToolTip(f"Choose the {title.lower()} file")
+        browse.clicked.connect(self.browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+
+    def browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, self.title, self.edit.text(), "Certificates and keys (*.pem *.crt *.cer *.key);;All files (*)"
+        )
+        if path:
+            self.edit.setText(path)
+
+
 class NodesDialog(QDialog):
     """Add, edit and remove PACS nodes; Test echoes the node shown in the form, in the background."""
 
@@ -560,6 +613,17 @@ class NodesDialog(QDialog):
             "C-GET: the node sends on our connection. A port: C-MOVE to our own storage SCP on that port "
             "(the node must know our AE title with this computer's address and the port)."
         )
+        self.tls = QCheckBox("DICOM over TLS")
+        self.tls.setToolTip(
+            "Encrypt the connection (DICOM TLS, PS3.15 B.1): the node's certificate is checked against the CA "
+            "certificate below, or the system's. A DICOMweb node uses TLS when its URL is https."
+        )
+        self.tls_ca = _FileField(
+            "CA certificate file (PEM) that signed the node's certificate; empty: the system's trusted CAs",
+            "CA certificate",
+        )
+        self.tls_cert = _FileField("Our client certificate (PEM), when the node asks for one", "Client certificate")
+        self.tls_key = _FileField("The private key of our client certificate (PEM)", "Client key")
         self.form = QFormLayout()
         self.form.addRow("Name:", self.name)
         self.form.addRow("Kind:", self.kind)
@@ -570,8 +634,15 @@ class NodesDialog(QDialog):
         self.form.addRow("Our AE title:", self.our_aet)
         self.form.addRow("Timeout:", self.timeout)
         self.form.addRow("Retrieve by:", self.move_port)
+        self.form.addRow("Security:", self.tls)
+        self.form.addRow("CA certificate:", self.tls_ca)
+        self.form.addRow("Client certificate:", self.tls_cert)
+        self.form.addRow("Client key:", self.tls_key)
         for edit in (self.name, self.aet, self.host, self.url, self.our_aet):
             edit.textChanged.connect(self._store_form)
+        for path_field in (self.tls_ca, self.tls_cert, self.tls_key):
+            path_field.edit.textChanged.connect(self._store_form)
+        self.tls.toggled.connect(self._store_form)
         for box in (self.port, self.move_port):
             box.valueChanged.connect(self._store_form)
         self.timeout.valueChanged.connect(self._store_form)
@@ -637,6 +708,10 @@ class NodesDialog(QDialog):
             self.our_aet.setText(n.our_aet)
             self.timeout.setValue(n.timeout)
             self.move_port.setValue(n.move_port)
+            self.tls.setChecked(n.tls)
+            self.tls_ca.edit.setText(n.tls_ca)
+            self.tls_cert.edit.setText(n.tls_cert)
+            self.tls_key.edit.setText(n.tls_key)
         finally:
             self._filling = False
         self._show_kind()
@@ -644,6 +719,7 @@ class NodesDialog(QDialog):
 
     def _show_kind(self) -> None:
         web = self.kind.currentText() == DICOMWEB
+        secure = self.url.text().strip().lower().startswith("https://") if web else self.tls.isChecked()
         for widget, on in (
             (self.aet, not web),
             (self.host, not web),
@@ -651,6 +727,10 @@ class NodesDialog(QDialog):
             (self.our_aet, not web),
             (self.move_port, not web),
             (self.url, web),
+            (self.tls, not web),
+            (self.tls_ca, secure),
+            (self.tls_cert, secure),
+            (self.tls_key, secure),
         ):
             widget.setVisible(on)
             label = self.form.labelForField(widget)
@@ -680,6 +760,10 @@ class NodesDialog(QDialog):
             our_aet=self.our_aet.text().strip() or "OCTSCREEN",
             timeout=float(self.timeout.value()),
             move_port=self.move_port.value(),
+            tls=self.tls.isChecked(),
+            tls_ca=self.tls_ca.edit.text().strip(),
+            tls_cert=self.tls_cert.edit.text().strip(),
+            tls_key=self.tls_key.edit.text().strip(),
         )
 
     def add_node(self) -> None:

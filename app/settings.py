@@ -26,8 +26,11 @@ class PacsNode:
     """A PACS (or other DICOM node) as the settings keep it: the user's name for it, its kind, for
     DIMSE the node's AE title, host and port (and our AE title), for DICOMweb its base URL; seconds
     to wait for each answer; ``move_port`` > 0 retrieves by C-MOVE to our storage SCP on that port
-    (the node must know our AE title, this computer and the port), 0 by C-GET. Checked when used
-    (``app.pacs_dialog.connection``), not here: a half-typed node can still be kept and edited."""
+    (the node must know our AE title, this computer and the port), 0 by C-GET. ``tls`` talks DIMSE
+    over TLS (a DICOMweb node uses TLS when its URL is https); ``tls_ca`` is the CA certificate file
+    to trust instead of the system's, ``tls_cert`` / ``tls_key`` our client certificate and its key
+    when the node asks for one (both kinds). Checked when used (``app.pacs_dialog.connection``), not
+    here: a half-typed node can still be kept and edited."""
 
     name: str
     kind: str = DIMSE
@@ -38,6 +41,10 @@ class PacsNode:
     our_aet: str = "OCTSCREEN"
     timeout: float = 30.0
     move_port: int = 0
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def address(self) -> str:
@@ -51,6 +58,18 @@ class PacsNode:
     def label(self) -> str:
         """'Name (address)', how dialogs and messages name the node."""
         return f"{self.name} ({self.address})"
+
+
+_NODE_KEYS = ("name", "kind", "aet", "host", "port", "url", "our_aet", "timeout", "move_port", "tls") + (
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+)
+
+
+def _bool(value: object) -> bool:
+    """A QSettings boolean: INI files give it back as the string 'true' / 'false'."""
+    return str(value).strip().lower() in ("true", "1")
 
 
 def _float(value: object, default: float) -> float:
@@ -126,7 +145,7 @@ class AppSettings:
     @property
     def deidentify(self) -> bool:
         """Last choice of the export dialog's de-identify option."""
-        return str(self.q.value("report/deidentify", "false")).lower() in ("true", "1")
+        return _bool(self.q.value("report/deidentify", "false"))
 
     @deidentify.setter
     def deidentify(self, value: bool) -> None:
@@ -135,7 +154,7 @@ class AppSettings:
     @property
     def dicom(self) -> bool:
         """Last choice of the export dialog's DICOM Encapsulated PDF option."""
-        return str(self.q.value("report/dicom", "false")).lower() in ("true", "1")
+        return _bool(self.q.value("report/dicom", "false"))
 
     @dicom.setter
     def dicom(self, value: bool) -> None:
@@ -220,6 +239,10 @@ class AppSettings:
                         our_aet=self._str("our_aet", "OCTSCREEN"),
                         timeout=_float(self.q.value("timeout", 30.0), 30.0),
                         move_port=int(_float(self.q.value("move_port", 0), 0)),
+                        tls=_bool(self.q.value("tls", False)),
+                        tls_ca=self._str("tls_ca"),
+                        tls_cert=self._str("tls_cert"),
+                        tls_key=self._str("tls_key"),
                     )
                 )
         finally:
@@ -233,7 +256,7 @@ class AppSettings:
         try:
             for i, node in enumerate(nodes):
                 self.q.setArrayIndex(i)
-                for key in ("name", "kind", "aet", "host", "port", "url", "our_aet", "timeout", "move_port"):
+                for key in _NODE_KEYS:
                     self.q.setValue(key, getattr(node, key))
         finally:
             self.q.endArray()

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,3 +205,18 @@ def window(qtbot, settings, tiny_card_path):
     if w.job is not None:
         w.job.cancel()
         w.job.done.wait(10)
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl; make sysdeps installs it)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed: it makes the TLS tests' certificate; install the Debian package openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

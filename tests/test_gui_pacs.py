@@ -17,6 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import fnmatch  # noqa: E402
 import threading  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -335,13 +336,14 @@ def test_nodes_persist_across_settings_instances(tmp_path):
     nodes = [
         PacsNode("Clinic PACS", aet="ORTHANC", host="pacs.example.org", port=4242, our_aet="CLINIC1", move_port=11113),
         PacsNode("Cloud", kind=DICOMWEB, url="https://pacs.example.org/dicom-web", timeout=12.0),
+        PacsNode("Secure", aet="SECURE", host="10.0.0.9", port=2762, tls=True, tls_ca="ca.pem", tls_cert="c.pem"),
     ]
     first.pacs_nodes = nodes
     first.pacs_last_node = "Cloud"
     first.pacs_retrieve_dir = tmp_path / "in"
     first.sync()
     again = AppSettings(QSettings(ini, QSettings.Format.IniFormat))
-    assert again.pacs_nodes == nodes
+    assert again.pacs_nodes == nodes and again.pacs_nodes[2].tls is True and not again.pacs_nodes[0].tls
     assert again.pacs_node("Cloud") == nodes[1] and again.pacs_node("nope") is None
     assert (again.pacs_last_node, again.pacs_retrieve_dir) == ("Cloud", str(tmp_path / "in"))
     assert again.institution == "Eye Clinic"  # the other keys are untouched
@@ -402,6 +404,73 @@ def test_node_editor_adds_edits_tests_and_removes(qtbot, pacs):
     dlg.remove_node()
     dlg.accept()
     assert dlg.result() == NodesDialog.DialogCode.Accepted
+
+
+def test_node_editor_talks_dicom_over_tls(qtbot, tmp_path, certificate):
+    """A TLS node set up in the editor echoes a TLS storage SCP; without TLS, or trusting the wrong CA,
+    it does not get through; C-MOVE with TLS and a missing certificate file are refused on OK."""
+    from core.net import StorageServer, tls_context
+
+    cert, key = certificate
+    server_ctx = tls_context(cert_file=cert, key_file=key, server=True)
+    with StorageServer(tmp_path / "in", port=0, host="127.0.0.1", tls=server_ctx) as server:
+        dlg = NodesDialog([])
+        qtbot.addWidget(dlg)
+        dlg.add_node()
+        dlg.name.setText("Secure PACS")
+        dlg.aet.setText("OCTSCREEN")
+        dlg.host.setText("127.0.0.1")
+        dlg.port.setValue(server.port)
+        assert dlg.tls.isVisibleTo(dlg) and not dlg.tls_ca.isVisibleTo(dlg)  # the files show with TLS on
+        dlg.tls.setChecked(True)
+        assert dlg.tls_ca.isVisibleTo(dlg) and dlg.tls_cert.isVisibleTo(dlg)
+        dlg.tls_ca.edit.setText(str(cert))
+        assert dlg.nodes[0].tls and dlg.nodes[0].tls_ca == str(cert)
+
+        def answer() -> str:
+            dlg.answer.setText("")
+            dlg.test_button.click()
+            qtbot.waitUntil(lambda: dlg.answer.text().startswith(("\u2713", "\u2717")), timeout=JOB_TIMEOUT_MS)
+            return dlg.answer.text()
+
+        assert answer().startswith("\u2713 Secure PACS answered in")
+        dlg.tls.setChecked(False)  # plain DICOM to a TLS port
+        assert answer().startswith("\u2717")
+        dlg.tls.setChecked(True)
+        dlg.tls_ca.edit.setText("")  # the system's CAs do not trust the self-signed certificate
+        text = answer()
+        assert text.startswith("\u2717") and "TLS" in text
+
+        dlg.tls_ca.edit.setText(str(tmp_path / "missing.pem"))
+        dlg.accept()
+        assert dlg.result() != NodesDialog.DialogCode.Accepted
+        assert "missing.pem is not a file" in dlg.problem.text() and "CA certificate" in dlg.problem.text()
+        dlg.tls_ca.edit.setText(str(cert))
+        dlg.move_port.setValue(free_port())
+        dlg.accept()
+        assert "C-MOVE with TLS is not supported" in dlg.problem.text()
+        dlg.move_port.setValue(0)
+        dlg.accept()
+        assert dlg.result() == NodesDialog.DialogCode.Accepted
+        assert dlg.nodes == [
+            PacsNode("Secure PACS", aet="OCTSCREEN", host="127.0.0.1", port=server.port, tls=True, tls_ca=str(cert))
+        ]
+
+
+def test_tls_settings_of_a_node_are_checked(tmp_path, certificate):
+    cert, key = certificate
+    node = PacsNode("S", aet="PACS", host="127.0.0.1", port=104, tls=True, tls_ca=str(cert))
+    assert connection(node).tls is not None
+    assert connection(replace(node, tls=False)).tls is None  # the files are kept, not used
+    with pytest.raises(ValueError, match="needs its client certificate"):
+        connection(replace(node, tls_key=str(key)))
+    with pytest.raises(ValueError, match="cannot be used"):
+        connection(replace(node, tls_ca=str(key)))  # a key is not a CA certificate
+    assert connection(replace(node, tls_cert=str(cert), tls_key=str(key))).tls is not None
+    web = PacsNode("W", kind=DICOMWEB, url="http://pacs:8042/dicom-web", tls_ca=str(cert))
+    with pytest.raises(ValueError, match="https URL only"):
+        connection(web)  # certificate files with plain http would look safe and are not
+    assert connection(replace(web, url="https://pacs:8042/dicom-web")).ca_file == str(cert)
 
 
 def test_nodes_edited_in_the_dialog_are_saved(qtbot, window, pacs):

@@ -5,9 +5,7 @@ DICOM over TLS. The round trips with a real PACS are in tests/test_net_orthanc.p
 from __future__ import annotations
 
 import copy
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -245,21 +243,6 @@ def test_a_node_that_stops_answering_requests_times_out():
 
 
 # ---------------------------------------------------------------------------------------------- TLS
-@pytest.fixture
-def certificate(tmp_path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (openssl; make sysdeps installs it)."""
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is not installed: it makes the TLS test's certificate; install the Debian package openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 def test_dicom_over_tls(tmp_path, certificate, make_volume):
     cert, key = certificate
     server_ctx = tls_context(cert_file=cert, key_file=key, server=True)
@@ -277,6 +260,17 @@ def test_dicom_over_tls(tmp_path, certificate, make_volume):
         with pytest.raises(NetworkError) as e:
             echo(untrusted)
         assert str(e.value).startswith(str(node)) and "TLS" in str(e.value)
+
+
+def test_c_move_from_a_tls_node_is_refused_before_anything_is_sent(tmp_path, certificate):
+    """Our C-MOVE storage SCP listens without TLS: a TLS node would send the study there in the clear."""
+    from core.net import retrieve
+
+    cert, _key = certificate
+    node = parse_node(f"PACS@127.0.0.1:{free_port()}", tls=tls_context(ca_file=cert), acse_timeout=1)
+    with pytest.raises(ValueError, match="C-MOVE with TLS is not supported"):
+        retrieve(node, "1.2.3", tmp_path / "out", move=True)
+    assert not (tmp_path / "out").exists()  # refused before the folder was made
 
 
 def test_opt_writer_output_is_what_the_scp_accepts(scp, make_volume, tmp_path):

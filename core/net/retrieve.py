@@ -1,6 +1,7 @@
 """Retrieve a study (or one series) from a node into a folder: C-GET (the node sends the instances
 back on our association) or C-MOVE (it sends them to our own storage SCP, which this call runs for
-the time of the retrieve; the node must know our AE title with our host and ``move_port``).
+the time of the retrieve; the node must know our AE title with our host and ``move_port``). C-MOVE
+from a TLS node is refused (``MOVE_OVER_TLS``): our storage SCP listens without TLS.
 
 All or nothing: instances arrive into a hidden staging folder inside ``out`` (each one written
 atomically and checked, see ``core.net.store``) and are moved into
@@ -41,7 +42,7 @@ from core.net.scp import StorageServer
 from core.net.sop import STORAGE_CLASSES, UNCOMPRESSED, transfer_syntaxes_for
 from core.net.store import InstanceStore, StoredInstance, is_uid
 
-__all__ = ["retrieve", "RetrieveResult", "clean_stale_staging", "STAGING_PREFIX"]
+__all__ = ["retrieve", "RetrieveResult", "clean_stale_staging", "STAGING_PREFIX", "MOVE_OVER_TLS"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,14 @@ class RetrieveResult:
                 "(the node could not send them, or they are of a SOP class OCT Screen does not accept)"
             )
         return lines
+
+
+#: Why ``retrieve(move=True)`` refuses a TLS node: the node would connect back to our storage SCP,
+#: which listens without TLS, so the study would cross the network unencrypted.
+MOVE_OVER_TLS = (
+    "C-MOVE with TLS is not supported: the node would send the study to our storage SCP without TLS; "
+    "retrieve by C-GET, which brings the study back over the TLS connection"
+)
 
 
 def clean_stale_staging(out: Path, older_than_s: float = 600.0) -> list[Path]:
@@ -223,6 +232,8 @@ def retrieve(
     ``move_host:move_port`` for the time of the call; else C-GET. ``progress(done, total, message)``
     after each instance kept (called from a network thread; ``total`` as far as the node has said, 0 while unknown);
     ``cancel()`` checked at each answer of the node (aborts, keeps nothing, raises ``Cancelled``)."""
+    if move and node.tls is not None:
+        raise ValueError(MOVE_OVER_TLS)
     out, staging = _start(out, study_uid, series_uid)
     method = "C-MOVE" if move else "C-GET"
     purpose = f"{method}"
