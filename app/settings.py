@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
+from core.urls import shown_url
+
 __all__ = ["APPLICATION", "DICOMWEB", "DIMSE", "MAX_RECENT", "NODE_KINDS", "ORGANISATION", "AppSettings", "PacsNode"]
 
 ORGANISATION = "OCT Screen"
@@ -48,9 +50,10 @@ class PacsNode:
 
     @property
     def address(self) -> str:
-        """'AET@HOST:PORT' (the CLI's notation) or the DICOMweb URL."""
+        """'AET@HOST:PORT' (the CLI's notation) or the DICOMweb URL without its user and password
+        (the address is shown in lists and messages)."""
         if self.kind == DICOMWEB:
-            return self.url
+            return shown_url(self.url)
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.aet}@{host}:{self.port}"
 

@@ -36,10 +36,12 @@ from PySide6.QtCore import QDate, QSettings, Qt  # noqa: E402
 
 from app.pacs_dialog import (  # noqa: E402
     STUDY_COLUMNS,
+    ChooseNodeDialog,
     NodesDialog,
     PacsDialog,
     PacsDialogs,
     connection,
+    failure_text,
     name_pattern,
 )
 from app.settings import DICOMWEB, AppSettings, PacsNode  # noqa: E402
@@ -471,6 +473,21 @@ def test_tls_settings_of_a_node_are_checked(tmp_path, certificate):
     with pytest.raises(ValueError, match="https URL only"):
         connection(web)  # certificate files with plain http would look safe and are not
     assert connection(replace(web, url="https://pacs:8042/dicom-web")).ca_file == str(cert)
+
+
+def test_a_dicomweb_password_is_never_shown(qtbot):
+    """The URL may carry user and password (HTTP Basic); lists, labels and messages name the node without them."""
+    from core.errors import NodeUnreachableError
+    from core.net.web import parse_web_node
+
+    node = PacsNode("Cloud", kind=DICOMWEB, url="https://clinic:s3cret@pacs.example.org:8443/dicom-web")
+    assert node.address == "https://pacs.example.org:8443/dicom-web" and "s3cret" not in node.label
+    assert str(connection(node)) == node.address == str(parse_web_node(node.url))
+    text = failure_text(node, NodeUnreachableError(str(connection(node)), "QIDO-RS: cannot connect"))
+    assert "s3cret" not in text and "clinic:" not in text and "pacs.example.org" in text
+    chooser = ChooseNodeDialog("Send to PACS", "", [node], "Cloud")
+    qtbot.addWidget(chooser)
+    assert chooser.combo.itemText(0) == "Cloud (https://pacs.example.org:8443/dicom-web)"
 
 
 def test_nodes_edited_in_the_dialog_are_saved(qtbot, window, pacs):

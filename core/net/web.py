@@ -47,6 +47,7 @@ from core.io.dicom import element_int, element_text
 from core.net.query import PatientMatch, SeriesMatch, StudyMatch, parse_date_range
 from core.net.retrieve import RetrieveResult, _commit, _start
 from core.net.store import InstanceStore, SentFile, _plan, is_uid
+from core.urls import shown_url
 
 __all__ = [
     "WebNode",
@@ -88,12 +89,7 @@ class WebNode:
     key_file: str | None = None
 
     def __str__(self) -> str:
-        parts = urllib.parse.urlsplit(self.url)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return shown_url(self.url)
 
     def with_(self, **changes: Any) -> WebNode:
         return replace(self, **changes)
