@@ -18,9 +18,11 @@ removes again what earlier series of the same retrieve brought in when a later o
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +113,11 @@ def connection(node: PacsNode) -> Any:
             raise ValueError("the DICOMweb URL is empty")
         if files and not node.url.strip().lower().startswith("https://"):
             raise ValueError("TLS certificate files are used with an https URL only: write the URL with https://")
-        return parse_web_node(node.url, timeout=float(node.timeout), retries=0, **files)
+        if node.password and not node.user:
+            raise ValueError("a DICOMweb password needs its user")
+        if node.password and not _https_or_loopback(node.url):
+            raise ValueError("a password would cross the network unencrypted over http://: write the URL with https://")
+        return parse_web_node(node.web_url, timeout=float(node.timeout), retries=0, **files)
     from core.net import DEFAULT_AET, NodeSettings, tls_context  # noqa: PLC0415 (GUI start-up: pynetdicom ~400 ms)
     from core.net.retrieve import MOVE_OVER_TLS  # noqa: PLC0415 (as above)
 
@@ -135,6 +141,18 @@ def connection(node: PacsNode) -> Any:
         network_timeout=max(t, 60.0),
         tls=tls,
     )
+
+
+def _https_or_loopback(url: str) -> bool:
+    """Whether what is sent to ``url`` stays encrypted (https) or on this computer (http to loopback)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() == "https":
+        return True
+    host = parts.hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _tls_files(node: PacsNode) -> dict[str, str]:
@@ -598,6 +616,12 @@ class NodesDialog(QDialog):
         self.url = QLineEdit()
         self.url.setPlaceholderText("https://pacs.example.org/dicom-web")
         self.url.setToolTip("The DICOMweb base URL (QIDO-RS, WADO-RS and STOW-RS below it)")
+        self.user = QLineEdit()
+        self.user.setToolTip("The DICOMweb service's user name (HTTP Basic authentication); empty: none")
+        self.password = QLineEdit()
+        self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password.setToolTip("The user's password (never shown; kept in the settings)")
+        self.password.setAccessibleName("Password")
         self.our_aet = QLineEdit()
         self.our_aet.setToolTip("Our AE title (calling AE title): the node must know it")
         self.timeout = QDoubleSpinBox()
@@ -631,6 +655,8 @@ class NodesDialog(QDialog):
         self.form.addRow("Host:", self.host)
         self.form.addRow("Port:", self.port)
         self.form.addRow("URL:", self.url)
+        self.form.addRow("User:", self.user)
+        self.form.addRow("Password:", self.password)
         self.form.addRow("Our AE title:", self.our_aet)
         self.form.addRow("Timeout:", self.timeout)
         self.form.addRow("Retrieve by:", self.move_port)
@@ -638,7 +664,7 @@ class NodesDialog(QDialog):
         self.form.addRow("CA certificate:", self.tls_ca)
         self.form.addRow("Client certificate:", self.tls_cert)
         self.form.addRow("Client key:", self.tls_key)
-        for edit in (self.name, self.aet, self.host, self.url, self.our_aet):
+        for edit in (self.name, self.aet, self.host, self.url, self.user, self.password, self.our_aet):
             edit.textChanged.connect(self._store_form)
         for path_field in (self.tls_ca, self.tls_cert, self.tls_key):
             path_field.edit.textChanged.connect(self._store_form)
@@ -705,6 +731,8 @@ class NodesDialog(QDialog):
             self.host.setText(n.host)
             self.port.setValue(n.port)
             self.url.setText(n.url)
+            self.user.setText(n.user)
+            self.password.setText(n.password)
             self.our_aet.setText(n.our_aet)
             self.timeout.setValue(n.timeout)
             self.move_port.setValue(n.move_port)
@@ -727,6 +755,8 @@ class NodesDialog(QDialog):
             (self.our_aet, not web),
             (self.move_port, not web),
             (self.url, web),
+            (self.user, web),
+            (self.password, web),
             (self.tls, not web),
             (self.tls_ca, secure),
             (self.tls_cert, secure),
@@ -757,6 +787,8 @@ class NodesDialog(QDialog):
             host=self.host.text().strip(),
             port=self.port.value(),
             url=self.url.text().strip(),
+            user=self.user.text().strip(),
+            password=self.password.text(),
             our_aet=self.our_aet.text().strip() or "OCTSCREEN",
             timeout=float(self.timeout.value()),
             move_port=self.move_port.value(),

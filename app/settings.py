@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
-from core.urls import shown_url
+from core.urls import shown_url, split_credentials, with_credentials
 
 __all__ = ["APPLICATION", "DICOMWEB", "DIMSE", "MAX_RECENT", "NODE_KINDS", "ORGANISATION", "AppSettings", "PacsNode"]
 
@@ -31,7 +31,9 @@ class PacsNode:
     (the node must know our AE title, this computer and the port), 0 by C-GET. ``tls`` talks DIMSE
     over TLS (a DICOMweb node uses TLS when its URL is https); ``tls_ca`` is the CA certificate file
     to trust instead of the system's, ``tls_cert`` / ``tls_key`` our client certificate and its key
-    when the node asks for one (both kinds). Checked when used (``app.pacs_dialog.connection``), not
+    when the node asks for one (both kinds). ``user`` / ``password``: HTTP Basic authentication of a
+    DICOMweb node (``web_url`` puts them into the URL; the settings store keeps them in plain text,
+    as it keeps everything). Checked when used (``app.pacs_dialog.connection``), not
     here: a half-typed node can still be kept and edited."""
 
     name: str
@@ -47,6 +49,8 @@ class PacsNode:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    user: str = ""
+    password: str = ""
 
     @property
     def address(self) -> str:
@@ -58,6 +62,11 @@ class PacsNode:
         return f"{self.aet}@{host}:{self.port}"
 
     @property
+    def web_url(self) -> str:
+        """The DICOMweb URL with ``user`` and ``password`` in it, as ``core.net.web`` takes it."""
+        return with_credentials(self.url, self.user, self.password)
+
+    @property
     def label(self) -> str:
         """'Name (address)', how dialogs and messages name the node."""
         return f"{self.name} ({self.address})"
@@ -67,6 +76,8 @@ _NODE_KEYS = ("name", "kind", "aet", "host", "port", "url", "our_aet", "timeout"
     "tls_ca",
     "tls_cert",
     "tls_key",
+    "user",
+    "password",
 )
 
 
@@ -231,6 +242,8 @@ class AppSettings:
                 if not name:
                     continue
                 kind = self._str("kind", DIMSE)
+                # a URL written with user:password@ (older settings) gives its credentials to the fields
+                url, url_user, url_password = split_credentials(self._str("url"))
                 nodes.append(
                     PacsNode(
                         name=name,
@@ -238,7 +251,7 @@ class AppSettings:
                         aet=self._str("aet"),
                         host=self._str("host"),
                         port=int(_float(self.q.value("port", 104), 104)),
-                        url=self._str("url"),
+                        url=url,
                         our_aet=self._str("our_aet", "OCTSCREEN"),
                         timeout=_float(self.q.value("timeout", 30.0), 30.0),
                         move_port=int(_float(self.q.value("move_port", 0), 0)),
@@ -246,6 +259,8 @@ class AppSettings:
                         tls_ca=self._str("tls_ca"),
                         tls_cert=self._str("tls_cert"),
                         tls_key=self._str("tls_key"),
+                        user=self._str("user") or url_user,
+                        password=self._str("password") or url_password,
                     )
                 )
         finally:

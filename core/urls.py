@@ -1,4 +1,5 @@
-"""URLs as they may be shown: without the user and password a DICOMweb URL can carry.
+"""URLs as they may be shown (without the user and password a DICOMweb URL can carry), and the
+user and password taken out of a URL and put back (the GUI keeps them in fields of their own).
 
 Light on purpose (only urllib): the GUI's settings use it at start-up, ``core.net.web`` for every
 message that names a node."""
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-__all__ = ["shown_url"]
+__all__ = ["shown_url", "split_credentials", "with_credentials"]
 
 
 def shown_url(url: str) -> str:
@@ -19,3 +20,28 @@ def shown_url(url: str) -> str:
     if not netloc:
         return text
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """(the URL without user and password, the user, the password), each unquoted; ('url', '', '')
+    when it carries none."""
+    text = str(url).strip()
+    parts = urllib.parse.urlsplit(text)
+    if "@" not in parts.netloc:
+        return text, "", ""
+    credentials, host = parts.netloc.rsplit("@", 1)
+    user, _, password = credentials.partition(":")
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user`` and ``password`` (quoted) for HTTP Basic authentication; ``url`` as it
+    is when ``user`` is empty."""
+    text = str(url).strip()
+    if not user:
+        return text
+    parts = urllib.parse.urlsplit(text)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    login = urllib.parse.quote(user, safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
+    return urllib.parse.urlunsplit((parts.scheme, f"{login}@{host}", parts.path, parts.query, parts.fragment))

@@ -490,6 +490,47 @@ def test_a_dicomweb_password_is_never_shown(qtbot):
     assert chooser.combo.itemText(0) == "Cloud (https://pacs.example.org:8443/dicom-web)"
 
 
+def test_dicomweb_user_and_password_have_fields_of_their_own(qtbot, tmp_path):
+    """The editor keeps user and password out of the URL (the password field hides what is typed);
+    they reach the service as HTTP Basic authentication, and older settings with them in the URL
+    are split into the fields."""
+    from core.net.web import _session
+
+    dlg = NodesDialog([])
+    qtbot.addWidget(dlg)
+    dlg.add_node()
+    dlg.kind.setCurrentText(DICOMWEB)
+    dlg.url.setText("https://pacs.example.org/dicom-web")
+    dlg.user.setText("clinic")
+    dlg.password.setText("p@ss:w/rd")
+    assert dlg.password.isVisibleTo(dlg) and dlg.password.echoMode() == dlg.password.EchoMode.Password
+    node = dlg.nodes[0]
+    assert (node.url, node.user, node.password) == ("https://pacs.example.org/dicom-web", "clinic", "p@ss:w/rd")
+    session, bare = _session(connection(node))
+    assert session.auth == ("clinic", "p@ss:w/rd") and bare == "https://pacs.example.org/dicom-web"
+    dlg.user.setText("")
+    dlg.accept()
+    assert "password needs its user" in dlg.problem.text()
+    dlg.user.setText("clinic")
+    dlg.url.setText("http://pacs.example.org/dicom-web")  # Basic authentication in the clear
+    dlg.accept()
+    assert "unencrypted" in dlg.problem.text() and dlg.result() != NodesDialog.DialogCode.Accepted
+    dlg.url.setText("http://127.0.0.1:8042/dicom-web")  # on this computer
+    dlg.accept()
+    assert dlg.result() == NodesDialog.DialogCode.Accepted
+
+    ini = str(tmp_path / "old.ini")
+    old = QSettings(ini, QSettings.Format.IniFormat)
+    old.beginWriteArray("pacs/nodes", 1)
+    old.setArrayIndex(0)
+    for key, value in (("name", "Cloud"), ("kind", DICOMWEB), ("url", "https://clinic:s3cret@pacs.example.org/dw")):
+        old.setValue(key, value)
+    old.endArray()
+    old.sync()
+    (loaded,) = AppSettings(QSettings(ini, QSettings.Format.IniFormat)).pacs_nodes
+    assert (loaded.url, loaded.user, loaded.password) == ("https://pacs.example.org/dw", "clinic", "s3cret")
+
+
 def test_nodes_edited_in_the_dialog_are_saved(qtbot, window, pacs):
     dlg = open_query(window, [])
     scripted = window.pacs.dialogs
