@@ -136,6 +136,32 @@ def test_make_step_picks_the_step_and_freezes_the_teacher():
         make_step(TrainConfig(arch="test_efficientnet", loss="mse"), targets, torch.device("cpu"))
 
 
+def test_distillation_weighs_the_labels_as_the_control_does():
+    """The hard-label term is the student's own supervised loss (balanced class weights here), and so
+    is the validation loss that picks the checkpoint; distill_hard='ce' is the unweighted loss of
+    earlier runs."""
+    cfg = TrainConfig(arch="test_efficientnet", loss="ce", class_weights="balanced", input_size=32)
+    targets = np.array([0, 0, 0, 0, 1, 2])  # class 0 common: its weight is the smallest
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    control = make_step(cfg, targets, torch.device("cpu"))
+    kd = make_step(cfg, targets, torch.device("cpu"), teacher=teacher)
+    torch.testing.assert_close(kd.loss.hard.weight, control.criterion.weight)
+    torch.testing.assert_close(kd.val_criterion.weight, control.val_criterion.weight)
+    x, y, student = _batch()
+    only_labels = DistillationStep(_OneHotTeacher(), DistillationLoss(1.0, 4.0, hard=control.criterion))
+    assert only_labels(student, x, y).loss.item() == pytest.approx(control(student, x, y).loss.item(), rel=1e-6)
+    unweighted = F.cross_entropy(student(x), y).item()
+    assert control(student, x, y).loss.item() != pytest.approx(unweighted, rel=1e-3)  # the weights matter here
+    old = make_step(
+        TrainConfig(**{**cfg.__dict__, "distill_hard": "ce"}), targets, torch.device("cpu"), teacher=teacher
+    )
+    assert old.loss.hard is None and old.val_criterion.weight is None
+    with pytest.raises(ValueError, match="distill_hard must be"):
+        make_step(
+            TrainConfig(**{**cfg.__dict__, "distill_hard": "focal"}), targets, torch.device("cpu"), teacher=teacher
+        )
+
+
 def test_teacher_input_renormalises_and_resizes():
     raw = torch.rand(2, 3, 8, 8)
     s_mean, s_std, t_mean, t_std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -102,12 +102,15 @@ class TrainConfig:
     class_weights: str = "balanced"  # balanced | none (alpha of the focal / weights of CE)
     sampling: str = "uniform"  # uniform | balanced (each class drawn equally often per epoch)
     label_smoothing: float = 0.0
-    distill_alpha: float = 0.3  # weight of CE(student, y); 1 - alpha on the soft targets
+    distill_alpha: float = 0.3  # weight of the loss on the labels (distill_hard); 1 - alpha on the soft targets
     distill_temperature: float = 4.0
     # the size distillation batches are augmented at: "larger" (the larger of the teacher's and the
     # student's; the student's input is then downsampled from the teacher's view) or "student" (the
     # teacher gets the student's view upsampled: how distillation ran before 2026-12-03)
     distill_view: str = "larger"
+    # the loss on the labels while distilling: "student" (the student's own loss, class weights and all,
+    # as its control trains) or "ce" (plain cross-entropy: how distillation ran before 2026-12-04)
+    distill_hard: str = "student"
     swa: bool = False
     swa_start: float = 0.75  # SWA from this fraction of the epochs on
     swa_lr: float | None = None  # None: 0.5 * lr
@@ -465,15 +468,19 @@ def make_step(
     """The training step of ``cfg``: distillation from ``teacher`` (prepared: on ``device``, frozen,
     eval) when one is given, else supervised on the labels (``targets``: the training classes,
     for the balanced class weights)."""
-    criterion = make_criterion(cfg, targets)  # (checked even when distilling: a bad config fails alike)
+    criterion = make_criterion(cfg, targets)
     if teacher is None:
         return SupervisedStep(criterion, device)
+    if cfg.distill_hard not in ("student", "ce"):
+        raise ValueError(f"distill_hard must be 'student' or 'ce', not {cfg.distill_hard!r}")
     view = distill_view(cfg, teacher, teacher_size)
+    own = cfg.distill_hard == "student"
     return DistillationStep(
         prepare_teacher(teacher, device, cfg.channels_last),
-        DistillationLoss(cfg.distill_alpha, cfg.distill_temperature),
+        DistillationLoss(cfg.distill_alpha, cfg.distill_temperature, hard=criterion.to(device) if own else None),
         TeacherInput((cfg.mean, cfg.std), teacher_size, teacher_norm),
         student_size=cfg.size if view != cfg.size else None,
+        val_criterion=criterion if own else None,
     )
 
 

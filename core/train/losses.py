@@ -44,19 +44,23 @@ class FocalLoss(torch.nn.Module):
 
 
 class DistillationLoss(torch.nn.Module):
-    """``alpha * CE(s, y) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))`` (Hinton et al.).
+    """``alpha * hard(s, y) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))`` (Hinton et al.).
 
-    KD-OCT uses ``alpha = 0.3`` (so 0.7 on the soft targets) and ``T = 4``.
+    KD-OCT uses ``alpha = 0.3`` (so 0.7 on the soft targets) and ``T = 4``. ``hard`` is the loss on
+    the labels: plain cross-entropy by default; the training loop passes the student's own supervised
+    loss (its class weights, focal or CE), so that a distilled student and its control weigh the
+    classes alike.
     """
 
-    def __init__(self, alpha: float = 0.3, temperature: float = 4.0):
+    def __init__(self, alpha: float = 0.3, temperature: float = 4.0, hard: torch.nn.Module | None = None):
         super().__init__()
         if not 0.0 <= alpha <= 1.0 or temperature <= 0:
             raise ValueError("distillation needs 0 <= alpha <= 1 and temperature > 0")
         self.alpha, self.temperature = float(alpha), float(temperature)
+        self.hard = hard
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         s, t, T = student_logits.float(), teacher_logits.float(), self.temperature
-        ce = F.cross_entropy(s, target)
+        ce = F.cross_entropy(s, target) if self.hard is None else self.hard(s, target)
         kl = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean", log_target=True)
         return self.alpha * ce + (1.0 - self.alpha) * T * T * kl

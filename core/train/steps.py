@@ -123,6 +123,8 @@ class DistillationStep:
     gradients on the same augmented batch (through ``teacher_input``), and the loss is
     ``loss(student_logits, teacher_logits, y)``. Validation uses plain cross-entropy.
 
+    ``val_criterion``: the validation loss (which picks the best checkpoint; a CPU copy is kept),
+    plain cross-entropy by default; the loop gives the student's own loss, as its control has.
     ``student_size``: when the batch is augmented at a larger teacher's size, the student gets it
     downsampled (bilinear, antialiased) to its own, so the teacher sees the view at its full
     resolution instead of an upsampled student view; None: the student gets the batch as it is."""
@@ -133,10 +135,13 @@ class DistillationStep:
         loss: DistillationLoss,
         teacher_input: TeacherInput | None = None,
         student_size: tuple[int, int] | None = None,
+        val_criterion: torch.nn.Module | None = None,
     ):
         self.teacher, self.loss, self.teacher_input = teacher, loss, teacher_input
         self.student_size = tuple(student_size) if student_size is not None else None
-        self.val_criterion: torch.nn.Module = torch.nn.CrossEntropyLoss()
+        self.val_criterion: torch.nn.Module = (
+            copy.deepcopy(val_criterion).cpu() if val_criterion is not None else torch.nn.CrossEntropyLoss()
+        )
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         xs = x
