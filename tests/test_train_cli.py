@@ -139,6 +139,24 @@ def test_crossval_of_the_control_alone_trains_no_teacher(tmp_path, capsys):
     assert "both false" in capsys.readouterr().err and not list((tmp_path / "none").glob("fold*"))
 
 
+def test_crossval_can_distil_each_fold_from_its_own_control(tmp_path, capsys):
+    """crossval.teacher=control: each fold trains the control, then the student distilled from it
+    (no recipe teacher); the student's card names the fold's control as its teacher."""
+    torch.set_num_threads(2)
+    base = ["train", "crossval", "--config", "synthetic-cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
+    assert main([*base, "--out", str(tmp_path / "run"), "--set", "crossval.teacher=control"]) == 0
+    res = json.loads((tmp_path / "run" / "crossval.json").read_text())
+    assert set(res["per_fold"]) == {"student (control)", "student (distilled)"}
+    for fold in (0, 1):
+        folder = tmp_path / "run" / f"fold{fold}"
+        card = json.loads((folder / "student" / "student.json").read_text())
+        assert card["extra"]["distilled"] and card["extra"]["teacher"] == str(folder / "control")
+        assert "teacher_val" in card["extra"] and not (folder / "teacher").exists()
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--set", "crossval.teacher=ensemble"]) != 0
+    assert "crossval.teacher is true, false or 'control'" in capsys.readouterr().err
+
+
 def test_distill_refuses_a_teacher_from_another_split(crossval_run, tmp_path, capsys):
     root, _ = crossval_run
     other = tmp_path / "other"

@@ -122,10 +122,12 @@ class SplitConfig:
 class CrossvalConfig:
     """``crossval``: whether every fold also trains the student without its teacher (the control), and
     whether it trains the teacher and the distilled student (``teacher: false`` cross-validates the
-    control alone: an ablation of the student at a third of the cost)."""
+    control alone: an ablation of the student at a third of the cost; ``teacher: "control"`` distils
+    the student from the fold's own control, a teacher as strong as the control by construction
+    ("born-again" self-distillation: KD against its control at two models per fold)."""
 
     control: bool = True
-    teacher: bool = True
+    teacher: bool | str = True
 
 
 @dataclass

@@ -459,10 +459,14 @@ def calibrate(
 
 
 def _fold_models(
-    ws: Workspace, fold: int, control: bool, resume: bool, teacher: bool = True
+    ws: Workspace, fold: int, control: bool, resume: bool, teacher: bool | str = True
 ) -> dict[str, dict[str, Any]]:
     runs: dict[str, FitResult] = {}
-    if teacher:
+    if teacher == "control":  # the fold's control teaches the distilled student (self-distillation)
+        runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
+        runs["student (distilled)"] = train_student(ws, fold, teacher=runs["student (control)"].out_dir, resume=resume)
+        control = False
+    elif teacher:
         runs["teacher"] = train_teacher(ws, fold, resume=resume)
         runs["student (distilled)"] = train_student(
             ws, fold, teacher=ws.fold_dir(fold, "teacher") / "teacher.json", resume=resume
@@ -488,7 +492,10 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
     saved as ``crossval.json`` / ``.csv`` / ``.txt``. Returns (results, table)."""
     folds = list(range(len(ws.plan.folds))) if folds is None else folds
     cv = ws.cfg["crossval"]
-    with_teacher, with_control = bool(cv.get("teacher", True)), bool(cv.get("control", True))
+    with_teacher: bool | str = cv.get("teacher", True)
+    with_control = bool(cv.get("control", True))
+    if isinstance(with_teacher, str) and with_teacher != "control":
+        raise ValueError(f"crossval.teacher is true, false or 'control', not {with_teacher!r}")
     if not (with_teacher or with_control):
         raise ValueError("crossval: teacher and control are both false, so no model would be trained")
     per_model: dict[str, list[dict[str, Any]]] = {}
