@@ -442,8 +442,10 @@ def _run(args: argparse.Namespace) -> int:
         renamed.extend(result.renamed)
 
     # 3. Results tables (always, even when some exams failed).
+    from core.deid import output_time  # noqa: PLC0415 (CLI start-up: pydicom)
+
     meta = {
-        "generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "generated": output_time(dt.datetime.now().astimezone(), bool(args.deidentify)).isoformat(timespec="seconds"),
         "model": {
             "name": card.name,
             "version": card.version,

@@ -222,7 +222,7 @@ def export_report(
     cancel: CancelFn | None = None,
 ) -> list[Path]:
     """Write the PDF report (and optionally its DICOM Encapsulated PDF and SR) with the eyes' sign-offs;
-    returns the files written. A de-identified report keeps who signed what and when, but not the
+    returns the files written. A de-identified report keeps who signed what and the year (not the day), but not the
     free-text findings (free text can name the patient, as PS3.15 assumes).
 
     The writing is ``core.outputs.write_exam_outputs``, the one ``octscreen screen`` uses."""

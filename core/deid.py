@@ -15,7 +15,9 @@ and study id [Z → empty], study and series descriptions [X: free text that may
 study and series UIDs [U: replaced by new UIDs, the same original gives the same new one within a
 run, the original cannot be recovered], source file and folder paths (folder names often carry the
 patient's name or id), and reader notes that are not technical. Error messages for JSON output lose
-their file paths (:meth:`Deidentifier.error_text`).
+their file paths (:meth:`Deidentifier.error_text`). The outputs' own times (report generated,
+sign-off, DICOM content / creation / acquisition dates, the results' ``generated``) keep only their
+year in a de-identified output (:func:`output_time`), whatever the date policy.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from core.errors import InputError
 from core.results import ExamResult
 from core.volume import DeviceInfo, OctVolume, PatientInfo, StudyInfo
 
-__all__ = ["Deidentifier", "DATE_POLICIES", "METHOD"]
+__all__ = ["Deidentifier", "DATE_POLICIES", "METHOD", "output_time", "output_year_text"]
 
 #: What a de-identified DICOM export records in DeidentificationMethod (LO: at most 64 characters).
 METHOD = "PS3.15 Basic Profile; retain patient characteristics"
@@ -47,6 +49,20 @@ _SAFE_EXTRA = {
     "photometric",
     "laterality_set_by_user",
 }
+
+
+def output_time(when: dt.datetime, deidentified: bool) -> dt.datetime:
+    """A time an output records of itself (generated, signed, DICOM content and creation date): as
+    it is, or in a de-identified output 1 January 00:00 of its year. Screening and signing happen on
+    or near the exam day, so their day would give the exam date away even with the study date
+    removed; PS3.15 Table E.1-1 removes or dummies those dates too (Content, Instance Creation and
+    Acquisition Date/Time), and the year alone is what HIPAA's Safe Harbor lets a date keep."""
+    return when.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0) if deidentified else when
+
+
+def output_year_text(when: dt.datetime) -> str:
+    """How a de-identified report prints such a time: '2026 (day and time removed)'."""
+    return f"{when.astimezone().year} (day and time removed)"
 
 
 @dataclass

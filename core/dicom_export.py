@@ -45,6 +45,7 @@ from pydicom.uid import (
 
 import core
 from core.cam import DEFAULT_ALPHA, overlay
+from core.deid import output_time
 from core.errors import EmptyInputError, FileMissingError, UnsupportedFormatError
 from core.fileio import atomic_output
 from core.io.dicom import SOURCE_INSTANCES
@@ -246,7 +247,7 @@ def pdf_to_dicom(
             found = PSEUDONYM_KEYWORD.search(data.decode("latin-1"))
             pseudo_id = found.group(1) if found else None
     patient, study = _identity(exam.patient, exam.study, deidentify, pseudo_id)
-    now = _dt.datetime.now()
+    now = output_time(_dt.datetime.now(), deidentify)
     demo = any(e.volume_result is not None and e.volume_result.demo_model for e in exam.eyes)
     ds = _base_dataset(
         EncapsulatedPDFStorage,
@@ -317,7 +318,7 @@ def overlays_to_secondary_capture(
         if existing:
             raise FileExistsError(f"{existing[0]}: file exists; not overwriting it (ask for overwrite to replace it)")
     patient, study = _identity(vol.patient, vol.study, deidentify, pseudo_id)
-    series_uid, now = generate_uid(), _dt.datetime.now()
+    series_uid, now = generate_uid(), output_time(_dt.datetime.now(), deidentify)
     has_cam = vr.cams is not None and eye.label in vr.classes
     refs = [] if deidentify else source_references(vol)
     purpose = _code_dataset(codes.DCM.SourceImageForImageProcessingOperation)  # CID 7202
@@ -523,7 +524,7 @@ def result_to_sr(
     if not exam.eyes:
         raise ValueError("the exam has no eye results: nothing to report")
     patient, study = _identity(exam.patient, exam.study, deidentify, pseudo_id)
-    now = _dt.datetime.now()
+    now = output_time(_dt.datetime.now(), deidentify)
     first = next((e.volume_result for e in exam.eyes if e.volume_result is not None), None)
     name = card.name if card is not None else (first.model_name if first else "")
     version = card.version if card is not None else (first.model_version if first else "")

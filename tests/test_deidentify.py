@@ -6,6 +6,7 @@ the chosen policy (remove, shift by a per-patient offset, retain)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -143,6 +144,36 @@ def test_retained_dates_are_kept_and_identity_still_goes(tiny_card_path, planted
     texts = _texts(out)
     assert _leaks(texts, PLANTED + [str(planted)]) == []
     assert _leaks(texts, [EXAM])  # the exam date, as asked
+
+
+def _day_forms(days: set[dt.date]) -> list[str]:
+    return [d.strftime(f) for d in days for f in ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y")]
+
+
+def test_deidentified_outputs_do_not_tell_the_day_they_were_made(tiny_card_path, planted, tmp_path):
+    """Screening happens on or near the exam day, so the outputs' own times (report generated, DICOM
+    content / creation / acquisition dates, the PDF's creation date, results.json) would give the
+    exam date away: de-identified, they keep the year only. The control run shows today's date."""
+    days = {dt.date.today()}
+    assert _screen(tiny_card_path, planted, tmp_path / "named") == 1
+    assert _screen(tiny_card_path, planted, tmp_path / "anon", "--deidentify") == 1
+    days.add(dt.date.today())  # (a run across midnight)
+    found: dict[str, dict[str, str]] = {}
+    for run in ("named", "anon"):
+        texts = _texts(tmp_path / run)
+        for pdf in (tmp_path / run).rglob("*.pdf"):  # the metadata's dates in a form the tokens can match
+            info = run_tool(["pdfinfo", "-isodates", str(pdf)], capture_output=True, text=True, check=True).stdout
+            texts[pdf.name + " (iso metadata)"] = info
+        found[run] = texts
+    assert _leaks(found["named"], _day_forms(days))  # the check can see the day
+    assert _leaks(found["anon"], _day_forms(days)) == []
+    year = str(dt.date.today().year)
+    meta = json.loads((tmp_path / "anon" / "results.json").read_text())
+    assert meta["generated"].startswith(f"{year}-01-01T00:00:00")
+    ds = pydicom.dcmread(next((tmp_path / "anon").glob("*.dcm")))
+    assert (ds.ContentDate, ds.ContentTime, ds.InstanceCreationDate) == (f"{year}0101", "000000", f"{year}0101")
+    pdf_text = next(t for n, t in found["anon"].items() if n.endswith(".pdf"))
+    assert f"generated {year} (day and time removed)" in pdf_text
 
 
 def test_deidentifier_is_consistent_within_a_run_and_random_across_runs():

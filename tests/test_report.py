@@ -727,15 +727,19 @@ def test_a_signoff_of_another_result_is_flagged(tmp_path: Path) -> None:
     ) in text
 
 
-def test_deidentified_signed_report_keeps_who_and_when_but_not_the_finding(
+def test_deidentified_signed_report_keeps_who_and_the_year_but_not_the_finding(
     tmp_path: Path, central_european_time
 ) -> None:
     """The finding is free text that may name the patient: a de-identified report leaves it out; who
-    signed and when, and what they decided, stay."""
+    signed and what they decided stay; when they signed keeps its year only (the day would give the
+    exam date away), and so does when the report was made."""
     exam = make_exam()
     od, os_ = exam.eyes
     signoffs = [_signed(od, "confirmed", "Mrs Zielińska (HN-7731-09) reports distortion."), _signed(os_, "urgent")]
-    opts = ReportOptions(signoffs=signoffs, deidentify=True, clinician="Dr. Amira Haddad", report_id="RANON2")
+    made = dt.datetime(2026, 12, 2, 16, 45, tzinfo=CET)
+    opts = ReportOptions(
+        signoffs=signoffs, deidentify=True, clinician="Dr. Amira Haddad", report_id="RANON2", generated=made
+    )
     out = write_report(tmp_path / "r.pdf", exam, make_card(), opts)
     text, meta = flat(out), pdfinfo(out)
     for secret in ("Zieli", "HN-7731-09", "7731", "distortion", "Mrs"):
@@ -743,7 +747,9 @@ def test_deidentified_signed_report_keeps_who_and_when_but_not_the_finding(
         assert secret not in meta, secret
     assert "Signed by Dr. Amira Haddad: confirmed" in text
     assert "Signed by Dr. Amira Haddad: changed to Urgent referral" in text
-    assert "Signed by Dr. Amira Haddad on 2026-12-02 16:40 CET" in text
+    assert "Signed by Dr. Amira Haddad in 2026 (day and time removed)" in text
+    assert "generated 2026 (day and time removed)" in text
+    assert "12-02" not in text and "16:40" not in text
     assert "CHANGED: the model said Routine referral" in text  # the decision stays
     assert "Finding: (removed: free text is not kept in a de-identified report)" in text
     assert "Finding: none written" in text  # the OS sign-off had none: nothing was removed

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.deid import output_year_text
 from core.fileio import atomic_output
 from core.modelcard import DEMO_WARNING, ModelCard
 from core.report.closing import _ClosingSections
@@ -75,7 +76,8 @@ class _ReportBuilder(_HeaderSections, _DecisionSections, _EvidenceSections, _Clo
         self.exam, self.card, self.opts = exam, card, opts
         self.page = A4 if opts.page_size == "A4" else letter
         self.report_id = opts.report_id or new_report_id()
-        self.generated = _local_time(opts.generated or _dt.datetime.now().astimezone())
+        when = opts.generated or _dt.datetime.now().astimezone()
+        self.generated = output_year_text(when) if opts.deidentify else _local_time(when)
         self.demo = bool(card.demo) or any(
             e.volume_result is not None and e.volume_result.demo_model for e in exam.eyes
         )
@@ -124,6 +126,8 @@ class _ReportBuilder(_HeaderSections, _DecisionSections, _EvidenceSections, _Clo
         subject = "OCT screening report" + (f" ({DEIDENTIFIED_MARKER})" if self.opts.deidentify else "")
         doc = BaseDocTemplate(
             str(target),
+            # de-identified: the PDF's CreationDate / ModDate are reportlab's fixed invariant date, not today
+            invariant=1 if self.opts.deidentify else None,
             pagesize=self.page,
             leftMargin=15 * mm,
             rightMargin=15 * mm,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from core.deid import output_year_text
 from core.report.layout import _GREY, _RED, _eye_title, _local_time, _no_paths, _Section, _trained_on, _x
 from core.results import EyeResult
 from core.tiers import DEFAULT_TIERS
@@ -249,7 +250,8 @@ class _ClosingSections(_Section):
         from reportlab.platypus import Paragraph
 
         s = self.styles
-        lines = [f"Signed by {self._person(so.clinician)} on {_local_time(so.signed_at)}"]
+        when = f"in {output_year_text(so.signed_at)}" if self.opts.deidentify else f"on {_local_time(so.signed_at)}"
+        lines = [f"Signed by {self._person(so.clinician)} {when}"]
         if so.changed:
             lines.append(
                 f"CHANGED: the model said {_tier_text(eye, so.model_tier)} "

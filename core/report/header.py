@@ -195,7 +195,7 @@ class _HeaderSections(_Section):
             age = age_years(p.birth_date, st.study_date)
             if age is not None:
                 birth += f" (age {age})"
-        exam_date = format_date(st.study_date) or "unknown"
+        exam_date = format_date(st.study_date) or ("(removed)" if self.opts.deidentify else "unknown")
         clock = ""
         if st.study_time and len(st.study_time) >= 4:  # DICOM StudyTime carries no zone: the scanner's clock
             exam_date += f" {st.study_time[:2]}:{st.study_time[2:4]}"
