@@ -204,7 +204,7 @@ class Screener:
     card: a ``ModelCard`` (saved, so its files can be found) or the path of its JSON.
     backend: 'auto' (ONNX Runtime if the card has an ONNX file and onnxruntime is installed, else
     PyTorch), 'onnx', 'openvino' (f32: the same numbers; slower than ONNX Runtime on the reference
-    machine), 'openvino-bf16' (1.7x faster where the CPU has bf16; the numbers change) or 'torch'.
+    machine), 'openvino-bf16' (1.7-2.2x faster where the CPU has bf16; the numbers change) or 'torch'.
     threads: CPU threads for the backend (None: the library default).
     batch_size: B-scans per forward pass. int8: use the card's int8 ONNX file.
     """
