@@ -121,7 +121,7 @@ def prepare_teacher(teacher: torch.nn.Module, device: torch.device, channels_las
 class DistillationStep:
     """Online distillation: the frozen ``teacher`` (see :func:`prepare_teacher`) runs without
     gradients on the same augmented batch (through ``teacher_input``), and the loss is
-    ``loss(student_logits, teacher_logits, y)``. Validation uses plain cross-entropy.
+    ``loss(student_logits, teacher_logits, y)``.
 
     ``val_criterion``: the validation loss (which picks the best checkpoint; a CPU copy is kept),
     plain cross-entropy by default; the loop gives the student's own loss, as its control has.
