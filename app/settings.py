@@ -5,7 +5,7 @@ dialogs are app/pacs_dialog.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
@@ -50,7 +50,7 @@ class PacsNode:
     tls_cert: str = ""
     tls_key: str = ""
     user: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a log line that prints the node
 
     @property
     def address(self) -> str:
@@ -72,13 +72,8 @@ class PacsNode:
         return f"{self.name} ({self.address})"
 
 
-_NODE_KEYS = ("name", "kind", "aet", "host", "port", "url", "our_aet", "timeout", "move_port", "tls") + (
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
-    "user",
-    "password",
-)
+#: the settings keys of a node, one per PacsNode field
+_NODE_KEYS = tuple(f.name for f in fields(PacsNode))
 
 
 def _bool(value: object) -> bool:

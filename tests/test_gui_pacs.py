@@ -506,6 +506,7 @@ def test_dicomweb_user_and_password_have_fields_of_their_own(qtbot, tmp_path):
     assert dlg.password.isVisibleTo(dlg) and dlg.password.echoMode() == dlg.password.EchoMode.Password
     node = dlg.nodes[0]
     assert (node.url, node.user, node.password) == ("https://pacs.example.org/dicom-web", "clinic", "p@ss:w/rd")
+    assert "p@ss" not in repr(node)  # a log line that prints the node does not print the password
     session, bare = _session(connection(node))
     assert session.auth == ("clinic", "p@ss:w/rd") and bare == "https://pacs.example.org/dicom-web"
     dlg.user.setText("")
