@@ -105,7 +105,7 @@ OPT = "OPT"
 def connection(node: PacsNode) -> Any:
     """The ``core.net.NodeSettings`` (DIMSE) or ``core.net.web.WebNode`` (DICOMweb) of ``node``;
     ``ValueError`` says what is wrong with its settings."""
-    files = _tls_files(node)
+    files = _tls_files(node) if node.kind == DICOMWEB or node.tls else {}  # kept but unused with TLS off
     if node.kind == DICOMWEB:
         from core.net.web import parse_web_node  # noqa: PLC0415 (GUI start-up: dicomweb_client ~500 ms)
 

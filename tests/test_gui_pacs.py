@@ -464,6 +464,7 @@ def test_tls_settings_of_a_node_are_checked(tmp_path, certificate):
     node = PacsNode("S", aet="PACS", host="127.0.0.1", port=104, tls=True, tls_ca=str(cert))
     assert connection(node).tls is not None
     assert connection(replace(node, tls=False)).tls is None  # the files are kept, not used
+    assert connection(replace(node, tls=False, tls_ca=str(tmp_path / "moved.pem"))).tls is None  # nor checked
     with pytest.raises(ValueError, match="needs its client certificate"):
         connection(replace(node, tls_key=str(key)))
     with pytest.raises(ValueError, match="cannot be used"):
