@@ -111,7 +111,7 @@ def connection(node: PacsNode) -> Any:
 
         if not node.url.strip():
             raise ValueError("the DICOMweb URL is empty")
-        if files and not node.url.strip().lower().startswith("https://"):
+        if files and not _is_https(node.url):
             raise ValueError("TLS certificate files are used with an https URL only: write the URL with https://")
         if node.password and not node.user:
             raise ValueError("a DICOMweb password needs its user")
@@ -143,12 +143,15 @@ def connection(node: PacsNode) -> Any:
     )
 
 
+def _is_https(url: str) -> bool:
+    return urllib.parse.urlsplit(url.strip()).scheme.lower() == "https"
+
+
 def _https_or_loopback(url: str) -> bool:
     """Whether what is sent to ``url`` stays encrypted (https) or on this computer (http to loopback)."""
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme.lower() == "https":
+    if _is_https(url):
         return True
-    host = parts.hostname or ""
+    host = urllib.parse.urlsplit(url.strip()).hostname or ""
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -747,7 +750,7 @@ class NodesDialog(QDialog):
 
     def _show_kind(self) -> None:
         web = self.kind.currentText() == DICOMWEB
-        secure = self.url.text().strip().lower().startswith("https://") if web else self.tls.isChecked()
+        secure = _is_https(self.url.text()) if web else self.tls.isChecked()
         for widget, on in (
             (self.aet, not web),
             (self.host, not web),

@@ -47,7 +47,7 @@ from core.io.dicom import element_int, element_text
 from core.net.query import PatientMatch, SeriesMatch, StudyMatch, parse_date_range
 from core.net.retrieve import RetrieveResult, _commit, _start
 from core.net.store import InstanceStore, SentFile, _plan, is_uid
-from core.urls import shown_url
+from core.urls import shown_url, split_credentials
 
 __all__ = [
     "WebNode",
@@ -118,16 +118,15 @@ def parse_web_node(text: str, **settings: Any) -> WebNode:
 # ---------------------------------------------------------------------------------------- transport
 def _session(node: WebNode):
     """A requests session for ``node`` (authentication, TLS) and the base URL without credentials."""
-    parts = urllib.parse.urlsplit(node.url)
+    _bare, user, password = split_credentials(node.url)
     session = requests.Session()
-    if parts.username:
-        session.auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    if user:
+        session.auth = (user, password)
     if node.ca_file:
         session.verify = node.ca_file
     if node.cert_file:
         session.cert = (node.cert_file, node.key_file) if node.key_file else node.cert_file
-    bare = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
-    return session, bare
+    return session, shown_url(node.url)
 
 
 def _timeouts(node: WebNode) -> tuple[float, float]:
