@@ -3,9 +3,10 @@ crossval.txt only when every fold is done; a long run on 2 cores spans sessions 
 
     python benchmarks/crossval_report.py runs/oct2017-real-cv [--out docs/results/crossval_oct2017_real.txt]
 
-Reads ``OUT/fold<i>/<model>/test_metrics.json`` of the teacher, the distilled student and the
-control, and prints per B-scan (balanced accuracy = macro sensitivity; per-class sensitivity) and per
-eye (the app's decision on each test patient's B-scans), mean ± sd over the finished folds.
+Reads ``OUT/fold<i>/<model>/test_metrics.json`` of the teacher (or the ensemble teacher and its
+members), the distilled student and the control, and prints per B-scan (balanced accuracy = macro
+sensitivity; per-class sensitivity) and per eye (the app's decision on each test patient's B-scans),
+mean ± sd over the finished folds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.train.metrics import fold_table  # noqa: E402
 
-MODELS = {"teacher": "teacher", "student": "student (distilled)", "control": "student (control)"}
+MODELS = {"teacher": "teacher", "ensemble": "teacher (ensemble)"}
+"""Model folders and their table rows, in table order; then every ``control-<name>`` folder (a member of an
+ensemble teacher, ``crossval.teacher = "ensemble"``) as ``member <name>``, then the two students."""
+STUDENTS = {"student": "student (distilled)", "control": "student (control)"}
+
+
+def models(run: Path) -> dict[str, str]:
+    """The model folders of ``run`` (any fold) and their row names, in table order."""
+    members = sorted({p.name for p in run.glob("fold*/control-*") if p.is_dir()})
+    return {**MODELS, **{m: f"member {m.removeprefix('control-')}" for m in members}, **STUDENTS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     n_folds = len(plan["folds"])
     per_model: dict[str, list[dict]] = {}
     done: dict[str, list[int]] = {}
-    for folder, name in MODELS.items():
+    for folder, name in models(a.run).items():
         for i in range(n_folds):
             f = a.run / f"fold{i}" / folder / "test_metrics.json"
             if f.is_file():

@@ -1,6 +1,9 @@
 """`octscreen train ...` end to end with tiny models on synthetic data: crossval, split-hash refusal, export."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import torch
 from app.cli import main
 from core.modelcard import DEMO_WARNING, load_card
 from training.config import config_dir, load_config, train_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "--set",
@@ -153,8 +158,50 @@ def test_crossval_can_distil_each_fold_from_its_own_control(tmp_path, capsys):
         assert card["extra"]["distilled"] and card["extra"]["teacher"] == str(folder / "control")
         assert "teacher_val" in card["extra"] and not (folder / "teacher").exists()
     capsys.readouterr()
-    assert main([*base, "--out", str(tmp_path / "bad"), "--set", "crossval.teacher=ensemble"]) != 0
-    assert "crossval.teacher is true, false or 'control'" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "bad"), "--set", "crossval.teacher=mean"]) != 0
+    assert "crossval.teacher is true, false, 'control' or 'ensemble'" in capsys.readouterr().err
+
+
+def test_crossval_can_distil_each_fold_from_an_ensemble_of_controls(tmp_path, capsys):
+    """crossval.teacher=ensemble: each fold trains the control and every crossval.ensemble member
+    (another architecture or size), distils the student from the mean of their logits, and reports
+    the members, the ensemble teacher (thresholds from the validation eyes) and both students."""
+    torch.set_num_threads(2)
+    base = ["train", "crossval", "--config", "synthetic-cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
+    member = '[{"name": "r18-96", "arch": "resnet18", "input_size": 96}]'
+    run = tmp_path / "run"
+    sets = ["--set", "crossval.teacher=ensemble", "--set", f"crossval.ensemble={member}"]
+    assert main([*base, "--out", str(run), *sets]) == 0
+    res = json.loads((run / "crossval.json").read_text())
+    want = {"student (control)", "member r18-96", "teacher (ensemble)", "student (distilled)"}
+    assert set(res["per_fold"]) == want and all(len(v) == 2 for v in res["per_fold"].values())
+    for fold in (0, 1):
+        folder = run / f"fold{fold}"
+        m = load_card(folder / "control-r18-96" / "control-r18-96.json")
+        assert (m.arch, tuple(m.input_size), m.extra["fold"]) == ("resnet18", (96, 96), fold)
+        assert f"fold {fold}" in m.metrics["threshold_calibration"]["data"]
+        card = load_card(folder / "student" / "student.json")
+        assert card.extra["teacher"] == f"{folder / 'control'} + {folder / 'control-r18-96'}"
+        assert card.extra["teacher_ensemble"] and "teacher_val" in card.extra
+        # the teacher's test metrics are its own, not a member's
+        t = json.loads((folder / "ensemble" / "test_metrics.json").read_text())
+        assert t["per_eye"]["n"] > 0 and t == res["per_fold"]["teacher (ensemble)"][fold]
+        assert all(t != res["per_fold"][k][fold] for k in ("student (control)", "member r18-96"))
+    assert "teacher (ensemble)" in (run / "crossval.txt").read_text()
+    # the fold report (for runs still going) finds the ensemble and its member too
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "crossval_report.py"), str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split(" mean ")[0].strip() for line in report.splitlines() if " mean " in line]
+    assert rows[:4] == ["teacher (ensemble)", "member r18-96", "student (distilled)", "student (control)"]
+    capsys.readouterr()
+    bad = ["--set", "crossval.teacher=ensemble", "--set", 'crossval.ensemble=[{"arch": "resnet18"}]']
+    assert main([*base, "--out", str(tmp_path / "bad"), *bad]) != 0
+    assert "must be a dict of student options with a 'name'" in capsys.readouterr().err
+    assert not list((tmp_path / "bad").glob("fold*"))
 
 
 def test_distill_refuses_a_teacher_from_another_split(crossval_run, tmp_path, capsys):

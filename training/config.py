@@ -45,7 +45,11 @@ DEFAULTS: dict[str, Any] = {
     "runtime": {},
     "teacher": {},
     "student": {},
-    "crossval": {"control": True, "teacher": True},
+    "crossval": {
+        "control": True,
+        "teacher": True,
+        "ensemble": [{"name": "lite0-224", "arch": "tf_efficientnet_lite0", "input_size": 224}],
+    },
     "synthetic_mix": {"fraction": 0.0, "patients": 40, "n_bscans": 12, "seed": 1},
     "export": {"folder": "resources/models", "name": "octscreen-student", "int8": False, "version": "0.1.0"},
 }
@@ -124,10 +128,16 @@ class CrossvalConfig:
     whether it trains the teacher and the distilled student (``teacher: false`` cross-validates the
     control alone: an ablation of the student at a third of the cost; ``teacher: "control"`` distils
     the student from the fold's own control, a teacher as strong as the control by construction
-    ("born-again" self-distillation: KD against its control at two models per fold)."""
+    ("born-again" self-distillation: KD against its control at two models per fold); ``teacher:
+    "ensemble"`` distils it from the mean of the fold's control and the ``ensemble`` members' logits,
+    each member another control (a dict of student options with a ``name``; default the Lite0 at
+    224 px: two architectures make a stronger teacher than two seeds of one)."""
 
     control: bool = True
     teacher: bool | str = True
+    ensemble: list[dict[str, Any]] = field(
+        default_factory=lambda: [{"name": "lite0-224", "arch": "tf_efficientnet_lite0", "input_size": 224}]
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ Output layout under ``out`` (one folder per recipe run)::
     out/fold<i>/teacher/               teacher.{json,safetensors}, history.json, train.log, ...
     out/fold<i>/student/               distilled student (checks the teacher's split hash)
     out/fold<i>/control/               student trained without the teacher
+    out/fold<i>/control-<name>/        another control, a member of an ensemble teacher (crossval.teacher "ensemble")
     out/fold<i>/<model>/test_metrics.json
     out/crossval.{json,csv,txt}        per-fold metrics, mean +- std, the paper-style table
 
@@ -342,13 +343,17 @@ def train_student(
     teacher: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    name: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> FitResult:
     """The fold's student: distilled from ``teacher`` (a card or folder; several: their ensemble,
     the mean of their logits) or, with None, the control. Before distilling, the teacher's accuracy
-    on the validation patients is measured and stored in the student's card (``teacher_val``)."""
+    on the validation patients is measured and stored in the student's card (``teacher_val``).
+    ``name`` (default ``student`` / ``control``) is the model's folder and card name; ``overrides``
+    change the student recipe's training options (e.g. another ``arch`` and ``input_size``)."""
     paths = [Path(teacher)] if isinstance(teacher, (str, Path)) else [Path(t) for t in teacher or []]
-    name = "student" if paths else "control"
-    tc = ws.train_config("student", name=name)
+    name = name or ("student" if paths else "control")
+    tc = ws.train_config("student", name=name, **(overrides or {}))
     train, val = ws.train_val(fold)
     kw: dict[str, Any] = {}
     extra: dict[str, Any] = {"fold": fold, "distilled": bool(paths), "teacher": ""}
@@ -376,6 +381,8 @@ def train_student(
         extra["reproduce"] = ws.reproduce(f"distill --fold {fold}{opts}")
     else:
         extra["reproduce"] = ws.reproduce(f"student --fold {fold}")
+    if overrides:  # an ensemble member of a cross-validation (crossval.teacher = "ensemble")
+        extra["reproduce"] = ws.reproduce("crossval") + f"  # fold {fold}, ensemble member {name}"
     return fit(
         tc,
         train,
@@ -458,13 +465,85 @@ def calibrate(
     return card
 
 
+def ensemble_members(cfg: dict) -> list[tuple[str, dict[str, Any]]]:
+    """``crossval.ensemble``: the members a ``crossval.teacher = "ensemble"`` teacher adds to the
+    fold's control, as ``(folder name, student training options)``; each entry is a dict of student
+    options with a ``name`` (e.g. ``{"name": "lite0-224", "arch": "tf_efficientnet_lite0",
+    "input_size": 224}``; the folder is ``control-<name>``)."""
+    members = cfg["crossval"].get("ensemble") or []
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, m in enumerate(members):
+        if not isinstance(m, dict) or not str(m.get("name", "")).strip():
+            raise ValueError(f"crossval.ensemble[{i}] must be a dict of student options with a 'name', not {m!r}")
+        opts = {k: v for k, v in m.items() if k != "name"}
+        unknown = sorted(set(opts) - {f.name for f in dataclasses.fields(TrainConfig)})
+        if unknown:
+            raise ValueError(f"crossval.ensemble[{i}] ({m['name']}): unknown training options {', '.join(unknown)}")
+        out.append((f"control-{m['name']}", opts))
+    if not out:
+        raise ValueError("crossval.teacher is 'ensemble' but crossval.ensemble names no member besides the control")
+    if len({n for n, _ in out}) != len(out):
+        raise ValueError(f"crossval.ensemble: two members share a name ({[n for n, _ in out]})")
+    return out
+
+
+def _ensemble_logits(members: list[FitResult], samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of the members' logits on ``samples``, each through its own evaluation transform
+    (size, normalisation): the ensemble teacher's output, as :class:`TeacherEnsemble` averages it."""
+    outs, y = [], None
+    for r in members:
+        assert r.config is not None
+        device = ddp.setup(r.config.device)
+        logits, y = predict(r.model.to(device), samples, r.config, device=device)
+        outs.append(logits)
+    assert y is not None
+    return np.mean(outs, axis=0), y
+
+
+def _evaluate_ensemble(
+    ws: Workspace, fold: int, members: list[FitResult], test: list[Sample], out_json: Path
+) -> dict[str, Any]:
+    """Test metrics of the ensemble teacher, per B-scan and per eye, with per-eye thresholds
+    calibrated on the fold's validation eyes as :func:`calibrate` does for one model."""
+    classes = list(members[0].config.classes) if members[0].config else []
+    _, val = ws.train_val(fold)
+    thresholds = None
+    if val:
+        base = find_card(members[0].out_dir).thresholds
+        logits, y = _ensemble_logits(members, val)
+        probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        truth = {s.eye_key: s.eye_label for s in val if s.eye_label in classes}
+        decided = eye_decisions(y, probs, [s.eye_key for s in val], classes, truth, base)
+        thresholds, _ = calibrate_thresholds([e for _, e, _ in decided], [t for _, _, t in decided], base)
+    logits, y = _ensemble_logits(members, test)
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    m = classification_metrics(y, probs, classes)
+    keys = [s.eye_key for s in test]
+    truth = {s.eye_key: s.eye_label for s in test if s.eye_label in classes}
+    m["per_eye"] = eye_level(y, probs, keys, classes, truth, thresholds) if len(set(keys)) > 1 else None
+    if ddp.is_main():
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        save_metrics(m, out_json)
+    return m
+
+
 def _fold_models(
     ws: Workspace, fold: int, control: bool, resume: bool, teacher: bool | str = True
 ) -> dict[str, dict[str, Any]]:
     runs: dict[str, FitResult] = {}
+    members: list[FitResult] = []
     if teacher == "control":  # the fold's control teaches the distilled student (self-distillation)
         runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
         runs["student (distilled)"] = train_student(ws, fold, teacher=runs["student (control)"].out_dir, resume=resume)
+        control = False
+    elif teacher == "ensemble":  # the fold's control and other controls teach it as an ensemble
+        runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
+        members = [runs["student (control)"]]
+        for name, opts in ensemble_members(ws.cfg):
+            r = train_student(ws, fold, teacher=None, resume=resume, name=name, overrides=opts)
+            runs[f"member {name.removeprefix('control-')}"] = r
+            members.append(r)
+        runs["student (distilled)"] = train_student(ws, fold, teacher=[r.out_dir for r in members], resume=resume)
         control = False
     elif teacher:
         runs["teacher"] = train_teacher(ws, fold, resume=resume)
@@ -476,6 +555,10 @@ def _fold_models(
     test = ws.test(fold)
     has_val = bool(ws.train_val(fold)[1])
     out = {}
+    if members and test:
+        out["teacher (ensemble)"] = _evaluate_ensemble(
+            ws, fold, members, test, ws.fold_dir(fold, "ensemble") / "test_metrics.json"
+        )
     for name, r in runs.items():
         if not test:
             out[name] = {}
@@ -494,8 +577,10 @@ def crossval(ws: Workspace, *, resume: bool = False, folds: list[int] | None = N
     cv = ws.cfg["crossval"]
     with_teacher: bool | str = cv.get("teacher", True)
     with_control = bool(cv.get("control", True))
-    if isinstance(with_teacher, str) and with_teacher != "control":
-        raise ValueError(f"crossval.teacher is true, false or 'control', not {with_teacher!r}")
+    if isinstance(with_teacher, str) and with_teacher not in ("control", "ensemble"):
+        raise ValueError(f"crossval.teacher is true, false, 'control' or 'ensemble', not {with_teacher!r}")
+    if with_teacher == "ensemble":
+        ensemble_members(ws.cfg)  # a bad member list fails before the first fold trains
     if not (with_teacher or with_control):
         raise ValueError("crossval: teacher and control are both false, so no model would be trained")
     per_model: dict[str, list[dict[str, Any]]] = {}
