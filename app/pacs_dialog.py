@@ -18,11 +18,9 @@ removes again what earlier series of the same retrieve brought in when a later o
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +69,7 @@ from core.errors import (
 from core.net.query import SeriesMatch, StudyMatch
 from core.outputs import sr_path, write_exam_outputs
 from core.report import ReportOptions
+from core.urls import is_https
 from core.volume import display_name, format_date
 
 __all__ = [
@@ -111,12 +110,8 @@ def connection(node: PacsNode) -> Any:
 
         if not node.url.strip():
             raise ValueError("the DICOMweb URL is empty")
-        if files and not _is_https(node.url):
-            raise ValueError("TLS certificate files are used with an https URL only: write the URL with https://")
         if node.password and not node.user:
             raise ValueError("a DICOMweb password needs its user")
-        if node.password and not _https_or_loopback(node.url):
-            raise ValueError("a password would cross the network unencrypted over http://: write the URL with https://")
         return parse_web_node(node.web_url, timeout=float(node.timeout), retries=0, **files)
     from core.net import DEFAULT_AET, NodeSettings, tls_context  # noqa: PLC0415 (GUI start-up: pynetdicom ~400 ms)
     from core.net.retrieve import MOVE_OVER_TLS  # noqa: PLC0415 (as above)
@@ -141,21 +136,6 @@ def connection(node: PacsNode) -> Any:
         network_timeout=max(t, 60.0),
         tls=tls,
     )
-
-
-def _is_https(url: str) -> bool:
-    return urllib.parse.urlsplit(url.strip()).scheme.lower() == "https"
-
-
-def _https_or_loopback(url: str) -> bool:
-    """Whether what is sent to ``url`` stays encrypted (https) or on this computer (http to loopback)."""
-    if _is_https(url):
-        return True
-    host = urllib.parse.urlsplit(url.strip()).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _tls_files(node: PacsNode) -> dict[str, str]:
@@ -750,7 +730,7 @@ class NodesDialog(QDialog):
 
     def _show_kind(self) -> None:
         web = self.kind.currentText() == DICOMWEB
-        secure = _is_https(self.url.text()) if web else self.tls.isChecked()
+        secure = is_https(self.url.text()) if web else self.tls.isChecked()
         for widget, on in (
             (self.aet, not web),
             (self.host, not web),

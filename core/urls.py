@@ -6,9 +6,10 @@ message that names a node."""
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 
-__all__ = ["shown_url", "split_credentials", "with_credentials"]
+__all__ = ["shown_url", "split_credentials", "with_credentials", "is_https", "https_or_loopback"]
 
 
 def shown_url(url: str) -> str:
@@ -45,3 +46,20 @@ def with_credentials(url: str, user: str, password: str) -> str:
     host = parts.netloc.rsplit("@", 1)[-1]
     login = urllib.parse.quote(user, safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
     return urllib.parse.urlunsplit((parts.scheme, f"{login}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def is_https(url: str) -> bool:
+    """Whether ``url`` is an https URL."""
+    return urllib.parse.urlsplit(str(url).strip()).scheme.lower() == "https"
+
+
+def https_or_loopback(url: str) -> bool:
+    """Whether what is sent to ``url`` stays encrypted (https) or on this computer (http to a loopback
+    address or ``localhost``): where a password may go."""
+    if is_https(url):
+        return True
+    host = urllib.parse.urlsplit(str(url).strip()).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

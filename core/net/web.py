@@ -47,7 +47,7 @@ from core.io.dicom import element_int, element_text
 from core.net.query import PatientMatch, SeriesMatch, StudyMatch, parse_date_range
 from core.net.retrieve import RetrieveResult, _commit, _start
 from core.net.store import InstanceStore, SentFile, _plan, is_uid
-from core.urls import shown_url, split_credentials
+from core.urls import https_or_loopback, is_https, shown_url, split_credentials
 
 __all__ = [
     "WebNode",
@@ -100,18 +100,28 @@ def parse_web_node(text: str, **settings: Any) -> WebNode:
     ``WebNode`` fields. ``ValueError`` says what is wrong."""
     url = str(text).strip().rstrip("/")
     parts = urllib.parse.urlsplit(url)
+    named = repr(shown_url(url) if parts.hostname else url.rsplit("@", 1)[-1])  # never repeat a password
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            f"{text!r} is not a DICOMweb URL: write http(s)://HOST[:PORT]/PATH, e.g. http://pacs:8042/dicom-web"
+            f"{named} is not a DICOMweb URL: write http(s)://HOST[:PORT]/PATH, e.g. http://pacs:8042/dicom-web"
         )
     if parts.query or parts.fragment:
-        raise ValueError(f"{text!r}: a DICOMweb base URL has no query or fragment")
+        raise ValueError(f"{named}: a DICOMweb base URL has no query or fragment")
     try:
         parts.port  # noqa: B018 (a bad port raises here)
     except ValueError:
-        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
+        raise ValueError(f"{named}: the port is not a number from 1 to 65535") from None
     if settings.get("key_file") and not settings.get("cert_file"):
         raise ValueError("a client key needs its certificate (--tls-cert)")
+    if any(settings.get(k) for k in ("ca_file", "cert_file", "key_file")) and not is_https(url):
+        raise ValueError("TLS certificate files are used with an https URL only: write the URL with https://")
+    _bare, user, password = split_credentials(url)
+    if password and not user:
+        raise ValueError("a DICOMweb password needs its user")
+    if password and not https_or_loopback(url):
+        raise ValueError(
+            f"{shown_url(url)}: a password would cross the network unencrypted over http://: write the URL with https://"
+        )
     return WebNode(url=url, **settings)
 
 
