@@ -181,7 +181,7 @@ def failure_text(node: PacsNode, exc: BaseException) -> str:
     elif isinstance(exc, AssociationRejectedError):
         lead = f"{node.name} refused us."
         hint = (
-            "Check the user and password in the URL."
+            "Check the node's user and password (Nodes\u2026)."
             if web
             else f"Check the node's AE title ({node.aet}), and that it knows our AE title ({node.our_aet}) "
             "with this computer's address."
@@ -564,7 +564,13 @@ class _FileField(QWidget):
 class NodesDialog(QDialog):
     """Add, edit and remove PACS nodes; Test echoes the node shown in the form, in the background."""
 
-    def __init__(self, nodes: Sequence[PacsNode], pool: QThreadPool | None = None, parent: QWidget | None = None):
+    def __init__(
+        self,
+        nodes: Sequence[PacsNode],
+        pool: QThreadPool | None = None,
+        parent: QWidget | None = None,
+        password_note: str = "",
+    ):
         super().__init__(parent)
         self.setWindowTitle("PACS nodes")
         self.setMinimumSize(760, 420)
@@ -603,7 +609,11 @@ class NodesDialog(QDialog):
         self.user.setToolTip("The DICOMweb service's user name (HTTP Basic authentication); empty: none")
         self.password = QLineEdit()
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
-        self.password.setToolTip("The user's password (never shown; kept in the settings)")
+        self.password.setToolTip(
+            "The user's password (never shown; never in the settings file"
+            + (f"; {password_note}" if password_note else "")
+            + ")"
+        )
         self.password.setAccessibleName("Password")
         self.our_aet = QLineEdit()
         self.our_aet.setToolTip("Our AE title (calling AE title): the node must know it")
@@ -891,10 +901,15 @@ class PacsDialogs:
     """The modal questions of this module; tests override the methods (every one returns plain data)."""
 
     def edit_nodes(
-        self, parent: QWidget | None, nodes: Sequence[PacsNode], pool: QThreadPool | None = None
+        self,
+        parent: QWidget | None,
+        nodes: Sequence[PacsNode],
+        pool: QThreadPool | None = None,
+        password_note: str = "",
     ) -> list[PacsNode] | None:
-        """Edit the node list; None when cancelled."""
-        dlg = NodesDialog(nodes, pool, parent)
+        """Edit the node list (``password_note``: where passwords are kept, ``Secrets.describe``); None
+        when cancelled."""
+        dlg = NodesDialog(nodes, pool, parent, password_note)
         return dlg.nodes if dlg.exec() == QDialog.DialogCode.Accepted else None
 
     def choose_node(
@@ -1138,7 +1153,7 @@ class PacsDialog(QDialog):
 
     def edit_nodes(self) -> None:
         """Nodes…: edit the list (saved at once), keep the selection where it can."""
-        edited = self.pacs_dialogs.edit_nodes(self, self._nodes, self.pool)
+        edited = self.pacs_dialogs.edit_nodes(self, self._nodes, self.pool, self.settings.secrets.describe())
         if edited is None:
             return
         current = self.node.name if self.node else ""
@@ -1502,7 +1517,7 @@ class PacsController(QObject):
             return False
         nodes = w.settings.pacs_nodes
         if not nodes:
-            edited = self.dialogs.edit_nodes(w, nodes, w.pool)
+            edited = self.dialogs.edit_nodes(w, nodes, w.pool, w.settings.secrets.describe())
             if not edited:
                 return False
             w.settings.pacs_nodes = edited

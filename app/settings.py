@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
+from app.secrets import KeyringSecrets, MemorySecrets, Secrets, secret_key
 from core.urls import shown_url, split_credentials, with_credentials
 
 __all__ = ["APPLICATION", "DICOMWEB", "DIMSE", "MAX_RECENT", "NODE_KINDS", "ORGANISATION", "AppSettings", "PacsNode"]
@@ -32,9 +33,9 @@ class PacsNode:
     over TLS (a DICOMweb node uses TLS when its URL is https); ``tls_ca`` is the CA certificate file
     to trust instead of the system's, ``tls_cert`` / ``tls_key`` our client certificate and its key
     when the node asks for one (both kinds). ``user`` / ``password``: HTTP Basic authentication of a
-    DICOMweb node (``web_url`` puts them into the URL; the settings store keeps them in plain text,
-    as it keeps everything). Checked when used (``app.pacs_dialog.connection``), not
-    here: a half-typed node can still be kept and edited."""
+    DICOMweb node (``web_url`` puts them into the URL; the settings keep the user, and the password
+    goes to the system keyring, ``AppSettings.secrets``, never into the settings file). Checked when
+    used (``app.pacs_dialog.connection``), not here: a half-typed node can still be kept and edited."""
 
     name: str
     kind: str = DIMSE
@@ -72,8 +73,8 @@ class PacsNode:
         return f"{self.name} ({self.address})"
 
 
-#: the settings keys of a node, one per PacsNode field
-_NODE_KEYS = tuple(f.name for f in fields(PacsNode))
+#: the settings keys of a node, one per PacsNode field but the password (``AppSettings.secrets`` keeps it)
+_NODE_KEYS = tuple(f.name for f in fields(PacsNode) if f.name != "password")
 
 
 def _bool(value: object) -> bool:
@@ -91,12 +92,16 @@ def _float(value: object, default: float) -> float:
 class AppSettings:
     """Typed access to the app's QSettings.
 
-    ``AppSettings()`` uses the platform's native store; tests pass
-    ``QSettings(path, QSettings.IniFormat)`` so nothing leaks into the user's settings.
+    ``AppSettings()`` uses the platform's native store, and the system keyring for DICOMweb passwords
+    (``secrets``); tests pass ``QSettings(path, QSettings.IniFormat)`` so nothing leaks into the
+    user's settings, and with it the passwords stay in memory unless ``secrets`` is given too.
     """
 
-    def __init__(self, qsettings: QSettings | None = None) -> None:
+    def __init__(self, qsettings: QSettings | None = None, secrets: Secrets | None = None) -> None:
         self.q = qsettings if qsettings is not None else QSettings(ORGANISATION, APPLICATION)
+        if secrets is None:
+            secrets = KeyringSecrets() if qsettings is None else MemorySecrets("a settings file of its own")
+        self.secrets: Secrets = secrets
 
     def _str(self, key: str, default: str = "") -> str:
         value = self.q.value(key, default)
@@ -227,8 +232,11 @@ class AppSettings:
     # -- PACS nodes --------------------------------------------------------------------------
     @property
     def pacs_nodes(self) -> list[PacsNode]:
-        """The PACS nodes, in the user's order (entries without a name are skipped)."""
+        """The PACS nodes, in the user's order (entries without a name are skipped); each DICOMweb
+        password from ``secrets``. A password an older version left in the settings file (its own
+        key, or in the URL) is moved to ``secrets`` and removed from the file."""
         nodes: list[PacsNode] = []
+        moved = False
         n = self.q.beginReadArray("pacs/nodes")
         try:
             for i in range(n):
@@ -239,6 +247,9 @@ class AppSettings:
                 kind = self._str("kind", DIMSE)
                 # a URL written with user:password@ (older settings) gives its credentials to the fields
                 url, url_user, url_password = split_credentials(self._str("url"))
+                user = self._str("user") or url_user
+                old_password = self._str("password") or url_password
+                moved = moved or bool(old_password)
                 nodes.append(
                     PacsNode(
                         name=name,
@@ -254,16 +265,24 @@ class AppSettings:
                         tls_ca=self._str("tls_ca"),
                         tls_cert=self._str("tls_cert"),
                         tls_key=self._str("tls_key"),
-                        user=self._str("user") or url_user,
-                        password=self._str("password") or url_password,
+                        user=user,
+                        password=old_password or (self.secrets.get(secret_key(user, url)) if user else ""),
                     )
                 )
         finally:
             self.q.endArray()
+        if moved:
+            self.pacs_nodes = nodes
         return nodes
 
     @pacs_nodes.setter
     def pacs_nodes(self, nodes: list[PacsNode]) -> None:
+        kept = {secret_key(n.user, n.url): n.password for n in nodes if n.user and n.password}
+        for key in self._stored_logins():
+            if key not in kept:  # a password cleared, or its node removed
+                self.secrets.delete(key)
+        for key, password in kept.items():
+            self.secrets.set(key, password)
         self.q.remove("pacs/nodes")
         self.q.beginWriteArray("pacs/nodes", len(nodes))
         try:
@@ -273,6 +292,21 @@ class AppSettings:
                     self.q.setValue(key, getattr(node, key))
         finally:
             self.q.endArray()
+
+    def _stored_logins(self) -> set[str]:
+        """The ``secret_key`` of every node in the settings file that has a user."""
+        keys = set()
+        n = self.q.beginReadArray("pacs/nodes")
+        try:
+            for i in range(n):
+                self.q.setArrayIndex(i)
+                url, url_user, _ = split_credentials(self._str("url"))
+                user = self._str("user") or url_user
+                if user:
+                    keys.add(secret_key(user, url))
+        finally:
+            self.q.endArray()
+        return keys
 
     def pacs_node(self, name: str) -> PacsNode | None:
         """The node called ``name``, if there is one."""

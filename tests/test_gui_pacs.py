@@ -270,7 +270,7 @@ class ScriptedPacsDialogs(PacsDialogs):
         self.send_to: PacsNode | None = None
         self.asked: list[tuple[str, str]] = []
 
-    def edit_nodes(self, parent, nodes, pool=None):
+    def edit_nodes(self, parent, nodes, pool=None, password_note=""):
         self.asked.append(("nodes", ""))
         return self.nodes_answer
 
