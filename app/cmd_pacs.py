@@ -148,7 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="retrieve a study into a folder (C-GET; --move for C-MOVE to our own storage SCP)",
         description="Retrieve a study (or one series) into DIR/<study>/<series>/<instance>.dcm. All or "
         "nothing: an interrupted retrieve keeps nothing. With --move the node sends the study to our AE "
-        "title (--aet) at this computer's port --port, which the node must know.",
+        "title (--aet) at this computer's port --port, which the node must know; with --tls too, our storage "
+        "SCP talks TLS with --tls-cert / --tls-key as its certificate (and, with --tls-ca, accepts only a "
+        "node whose certificate that CA signed).",
     )
     add_node_options(g)
     g.add_argument("--study", required=True, metavar="UID", help="StudyInstanceUID (see pacs find)")
@@ -262,6 +264,19 @@ def run_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def move_tls(args: argparse.Namespace, node) -> dict:
+    """``retrieve``'s ``move_tls`` for ``pacs get --move --tls``: our storage SCP's TLS server context,
+    from our certificate and key (``--tls-cert`` / ``--tls-key``) and, with ``--tls-ca``, the CA that
+    must have signed the node's certificate. Nothing without ``--move`` or TLS (``retrieve`` then
+    refuses a TLS node's C-MOVE with ``MOVE_OVER_TLS``)."""
+    if not (args.move and getattr(node, "tls", None) is not None and args.tls_cert):
+        return {}
+    from core.net import tls_context  # noqa: PLC0415 (heavy: pynetdicom, pydicom)
+
+    ctx = tls_context(server=True, ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
+    return {"move_tls": ctx}
+
+
 def run_get(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # noqa: PLC0415 (start-up: tqdm, +40 ms on octscreen --help)
 
@@ -288,6 +303,7 @@ def run_get(args: argparse.Namespace) -> int:
                 move_port=args.port,
                 move_host=args.listen_host,
                 progress=progress,
+                **move_tls(args, node),
             )
         except (ValueError, OSError) as e:
             _err(e)

@@ -118,7 +118,7 @@ def connection(node: PacsNode) -> Any:
 
     tls = None
     if node.tls:
-        if node.move_port:
+        if node.move_port and not (files.get("cert_file") and files.get("key_file")):
             raise ValueError(MOVE_OVER_TLS)
         try:
             tls = tls_context(**files)
@@ -377,6 +377,13 @@ def retrieve_plan(
     options: dict[str, Any] = (
         {"move": True, "move_port": node.move_port} if node.move_port and node.kind == DIMSE else {}
     )
+    if options and node.tls:  # the node connects back to our storage SCP: over TLS, as our certificate
+        from core.net import tls_context  # noqa: PLC0415 (GUI start-up: pynetdicom ~400 ms)
+
+        try:
+            options["move_tls"] = tls_context(server=True, **_tls_files(node))
+        except (OSError, ssl.SSLError) as e:  # as connection() says it for the client side
+            raise ValueError(f"the TLS certificate files cannot be used ({e})") from None
     outcome = RetrieveOutcome(node, list(plans))
     steps = []  # (plan, series or None, where in words)
     for pi, p in enumerate(plans):
@@ -633,7 +640,8 @@ class NodesDialog(QDialog):
         self.tls = QCheckBox("DICOM over TLS")
         self.tls.setToolTip(
             "Encrypt the connection (DICOM TLS, PS3.15 B.1): the node's certificate is checked against the CA "
-            "certificate below, or the system's. A DICOMweb node uses TLS when its URL is https."
+            "certificate below, or the system's. A DICOMweb node uses TLS when its URL is https. With C-MOVE "
+            "our storage SCP talks TLS too, with the client certificate and key below as its certificate."
         )
         self.tls_ca = _FileField(
             "CA certificate file (PEM) that signed the node's certificate; empty: the system's trusted CAs",

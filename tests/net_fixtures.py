@@ -136,11 +136,17 @@ class OrthancServer:
 
 
 def start_orthanc(
-    folder: Path, modalities: dict[str, tuple[str, int]] | None = None, *, dicomweb: bool = False
+    folder: Path,
+    modalities: dict[str, tuple[str, int]] | None = None,
+    *,
+    dicomweb: bool = False,
+    tls: tuple[Path, Path] | None = None,
 ) -> OrthancServer:
     """Write a configuration into ``folder`` and start Orthanc with it; ``modalities`` maps a name to
     (AE title, port) of a DICOM node on 127.0.0.1 that Orthanc may talk to (C-MOVE destinations, push);
-    ``dicomweb``: load the DICOMweb plugin (``server.dicomweb_url``)."""
+    ``dicomweb``: load the DICOMweb plugin (``server.dicomweb_url``); ``tls``: (certificate, key) of a
+    self-signed certificate: Orthanc's DICOM port then talks TLS only, requires that certificate from
+    its peers, and connects to every modality over TLS (Orthanc >= 1.9)."""
     binary = orthanc_binary()
     plugins = [dicomweb_plugin()] if dicomweb else []
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,6 +170,19 @@ def start_orthanc(
         "SaveJobs": False,
         "StorageCompression": False,
     }
+    if tls is not None:
+        cert, key = tls
+        config |= {
+            "DicomTlsEnabled": True,
+            "DicomTlsCertificate": str(cert),
+            "DicomTlsPrivateKey": str(key),
+            "DicomTlsTrustedCertificates": str(cert),
+            "DicomTlsRemoteCertificateRequired": True,
+            "DicomModalities": {
+                name: {"AET": aet, "Host": "127.0.0.1", "Port": port, "UseDicomTls": True}
+                for name, (aet, port) in modalities.items()
+            },
+        }
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     proc = subprocess.Popen(

@@ -410,7 +410,8 @@ def test_node_editor_adds_edits_tests_and_removes(qtbot, pacs):
 
 def test_node_editor_talks_dicom_over_tls(qtbot, tmp_path, certificate):
     """A TLS node set up in the editor echoes a TLS storage SCP; without TLS, or trusting the wrong CA,
-    it does not get through; C-MOVE with TLS and a missing certificate file are refused on OK."""
+    it does not get through; C-MOVE with TLS without our certificate and a missing certificate file are
+    refused on OK."""
     from core.net import StorageServer, tls_context
 
     cert, key = certificate
@@ -450,7 +451,12 @@ def test_node_editor_talks_dicom_over_tls(qtbot, tmp_path, certificate):
         dlg.tls_ca.edit.setText(str(cert))
         dlg.move_port.setValue(free_port())
         dlg.accept()
-        assert "C-MOVE with TLS is not supported" in dlg.problem.text()
+        assert "C-MOVE from a TLS node needs our certificate and its key" in dlg.problem.text()
+        dlg.tls_cert.edit.setText(str(cert))
+        dlg.tls_key.edit.setText(str(key))
+        assert connection(dlg.nodes[0]).tls is not None  # with them, C-MOVE over TLS is allowed
+        dlg.tls_cert.edit.setText("")
+        dlg.tls_key.edit.setText("")
         dlg.move_port.setValue(0)
         dlg.accept()
         assert dlg.result() == NodesDialog.DialogCode.Accepted

@@ -262,13 +262,14 @@ def test_dicom_over_tls(tmp_path, certificate, make_volume):
         assert str(e.value).startswith(str(node)) and "TLS" in str(e.value)
 
 
-def test_c_move_from_a_tls_node_is_refused_before_anything_is_sent(tmp_path, certificate):
-    """Our C-MOVE storage SCP listens without TLS: a TLS node would send the study there in the clear."""
+def test_c_move_from_a_tls_node_without_our_certificate_is_refused_before_anything_is_sent(tmp_path, certificate):
+    """Without a TLS context for our C-MOVE storage SCP it would listen in the clear, and a TLS node
+    would send the study there unencrypted (the TLS round trip: tests/test_net_orthanc.py)."""
     from core.net import retrieve
 
     cert, _key = certificate
     node = parse_node(f"PACS@127.0.0.1:{free_port()}", tls=tls_context(ca_file=cert), acse_timeout=1)
-    with pytest.raises(ValueError, match="C-MOVE with TLS is not supported"):
+    with pytest.raises(ValueError, match="C-MOVE from a TLS node needs our certificate and its key"):
         retrieve(node, "1.2.3", tmp_path / "out", move=True)
     assert not (tmp_path / "out").exists()  # refused before the folder was made
 

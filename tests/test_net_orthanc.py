@@ -31,6 +31,7 @@ from core.errors import (
     AssociationAbortedError,
     AssociationRejectedError,
     Cancelled,
+    NetworkError,
     NodeUnreachableError,
     NoPixelDataError,
     RemoteFailureError,
@@ -163,6 +164,54 @@ def test_cmove_to_our_own_scp_and_a_second_retrieve_adds_nothing(orthanc, exam, 
     before = {p: p.stat().st_mtime_ns for p in _files(out)}
     again = retrieve(node, exam.study_uid, out, move=True, move_port=ports["move"], move_host="127.0.0.1")
     assert again.already_there == 2 and {p: p.stat().st_mtime_ns for p in _files(out)} == before
+
+
+def test_cmove_from_a_tls_pacs_comes_back_over_tls(tmp_path, certificate, capsys):
+    """A PACS that talks DICOM TLS only (and sends C-MOVE over TLS): our storage SCP takes the study
+    over TLS with our certificate; without it the C-MOVE is refused before anything is asked."""
+    from core.net import tls_context
+
+    cert, key = certificate
+    move_port = free_port()
+    server = start_orthanc(tmp_path / "orthanc", {"octscreen": (OUR_AET, move_port)}, tls=(cert, key))
+    try:
+        node = server.node(tls=tls_context(ca_file=cert, cert_file=cert, key_file=key))
+        with pytest.raises(NetworkError):  # plain DICOM does not get in
+            echo(server.node(connect_timeout=3.0, acse_timeout=3.0))
+        vols = simulate_patient(7, seed=3, n_bscans=6, height=96, width=128)
+        files = [write_opt(v, tmp_path / f"{v.laterality.value}.dcm") for v in vols]
+        assert [r.ok for r in send_files(node, files)] == [True, True]
+        study = vols[0].study.study_uid
+        where = {"move": True, "move_port": move_port, "move_host": "127.0.0.1"}
+        with pytest.raises(ValueError, match="needs our certificate and its key"):
+            retrieve(node, study, tmp_path / "refused", **where)
+        assert not (tmp_path / "refused").exists()
+        ours = tls_context(server=True, ca_file=cert, cert_file=cert, key_file=key)
+        result = retrieve(node, study, tmp_path / "out", move_tls=ours, **where)
+        assert result.method == "C-MOVE" and result.problems == [] and len(result.files) == 2
+        for v in vols:
+            assert np.array_equal(_bscans_by_eye(tmp_path / "out")[v.laterality.value], v.bscans)
+        # the command line: --move with --tls serves our storage SCP with --tls-cert / --tls-key
+        tls_args = ["--tls", "--tls-ca", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
+        get = ["pacs", "get", server.node_text, "--study", study, "--aet", OUR_AET, *tls_args]
+        move = ["--move", "--port", str(move_port), "--listen-host", "127.0.0.1"]
+        assert main([*get, "--out", str(tmp_path / "cli"), *move]) == 0
+        assert len(_files(tmp_path / "cli")) == 2
+        capsys.readouterr()
+        assert main([*get[:-4], "--out", str(tmp_path / "cli2"), *move]) == 2  # no certificate of ours
+        assert "needs our certificate and its key" in capsys.readouterr().err
+        # the desktop app: a node with TLS, our certificate and a C-MOVE port
+        from app.pacs_dialog import RetrievePlan, retrieve_plan
+        from app.settings import PacsNode
+
+        gui_node = PacsNode(
+            "TLS PACS", aet=server.aet, host="127.0.0.1", port=server.dicom_port, our_aet=OUR_AET,
+            move_port=move_port, tls=True, tls_ca=str(cert), tls_cert=str(cert), tls_key=str(key),
+        )  # fmt: skip
+        outcome = retrieve_plan(gui_node, [RetrievePlan(study, label="P7")], tmp_path / "gui")
+        assert outcome.n_new == 2 and len(_files(tmp_path / "gui")) == 2
+    finally:
+        server.stop()
 
 
 def test_cli_get_with_cget_and_with_move(orthanc, exam, ports, tmp_path, capsys):

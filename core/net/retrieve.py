@@ -1,7 +1,8 @@
 """Retrieve a study (or one series) from a node into a folder: C-GET (the node sends the instances
 back on our association) or C-MOVE (it sends them to our own storage SCP, which this call runs for
 the time of the retrieve; the node must know our AE title with our host and ``move_port``). C-MOVE
-from a TLS node is refused (``MOVE_OVER_TLS``): our storage SCP listens without TLS.
+from a TLS node needs ``move_tls``, the server context of that storage SCP (our certificate and key),
+so that the study comes back encrypted too; without it the retrieve is refused (``MOVE_OVER_TLS``).
 
 All or nothing: instances arrive into a hidden staging folder inside ``out`` (each one written
 atomically and checked, see ``core.net.store``) and are moved into
@@ -19,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -76,11 +78,12 @@ class RetrieveResult:
         return lines
 
 
-#: Why ``retrieve(move=True)`` refuses a TLS node: the node would connect back to our storage SCP,
-#: which listens without TLS, so the study would cross the network unencrypted.
+#: Why ``retrieve(move=True)`` refuses a TLS node without ``move_tls``: the node connects back to our
+#: storage SCP, which would listen without TLS, so the study would cross the network unencrypted.
 MOVE_OVER_TLS = (
-    "C-MOVE with TLS is not supported: the node would send the study to our storage SCP without TLS; "
-    "retrieve by C-GET, which brings the study back over the TLS connection"
+    "C-MOVE from a TLS node needs our certificate and its key (the node connects back to our storage SCP, "
+    "which must talk TLS too, or the study would come back unencrypted); give them, or retrieve by C-GET, "
+    "which brings the study back over the TLS connection"
 )
 
 
@@ -224,15 +227,18 @@ def retrieve(
     move_port: int = 11113,
     move_host: str = "",
     move_aet: str | None = None,
+    move_tls: ssl.SSLContext | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RetrieveResult:
     """Retrieve study ``study_uid`` (or only ``series_uid`` of it) from ``node`` into ``out``; see the
     module doc. ``move``: C-MOVE to ``move_aet`` (default our AE title) served by a storage SCP on
-    ``move_host:move_port`` for the time of the call; else C-GET. ``progress(done, total, message)``
-    after each instance kept (called from a network thread; ``total`` as far as the node has said, 0 while unknown);
-    ``cancel()`` checked at each answer of the node (aborts, keeps nothing, raises ``Cancelled``)."""
-    if move and node.tls is not None:
+    ``move_host:move_port`` for the time of the call (over TLS with ``move_tls``, a server context from
+    ``core.net.tls_context(server=True, ...)``; required when the node is TLS); else C-GET.
+    ``progress(done, total, message)`` after each instance kept (called from a network thread; ``total``
+    as far as the node has said, 0 while unknown); ``cancel()`` checked at each answer of the node
+    (aborts, keeps nothing, raises ``Cancelled``)."""
+    if move and node.tls is not None and move_tls is None:
         raise ValueError(MOVE_OVER_TLS)
     out, staging = _start(out, study_uid, series_uid)
     method = "C-MOVE" if move else "C-GET"
@@ -241,7 +247,17 @@ def retrieve(
     try:
         if move:
             store, final = _move(
-                node, study_uid, series_uid, staging, move_port, move_host, move_aet, purpose, progress, cancel
+                node,
+                study_uid,
+                series_uid,
+                staging,
+                move_port,
+                move_host,
+                move_aet,
+                move_tls,
+                purpose,
+                progress,
+                cancel,
             )
         else:
             store, final = _get(node, study_uid, series_uid, staging, purpose, progress, cancel)
@@ -321,7 +337,7 @@ def _get(node, study_uid, series_uid, staging, purpose, progress, cancel) -> tup
 
 
 def _move(
-    node, study_uid, series_uid, staging, port, host, aet, purpose, progress, cancel
+    node, study_uid, series_uid, staging, port, host, aet, tls, purpose, progress, cancel
 ) -> tuple[InstanceStore, Dataset]:
     model = StudyRootQueryRetrieveInformationModelMove
     destination = aet or node.our_aet
@@ -331,7 +347,7 @@ def _move(
         aet=destination,
         port=port,
         host=host,
-        tls=None,
+        tls=tls,
         study_uid=study_uid,
         on_stored=run.stored,
         acse_timeout=node.acse_timeout,
