@@ -164,29 +164,29 @@ def test_crossval_can_distil_each_fold_from_its_own_control(tmp_path, capsys):
 
 def test_crossval_can_distil_each_fold_from_an_ensemble_of_controls(tmp_path, capsys):
     """crossval.teacher=ensemble: each fold trains the control and every crossval.ensemble member
-    (another architecture or size), distils the student from the mean of their logits, and reports
+    (another architecture or size; here a smaller input), distils the student from the mean of their logits, and reports
     the members, the ensemble teacher (thresholds from the validation eyes) and both students."""
     torch.set_num_threads(2)
     base = ["train", "crossval", "--config", "synthetic-cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
-    member = '[{"name": "r18-96", "arch": "resnet18", "input_size": 96}]'
+    member = '[{"name": "small-40", "input_size": 40}]'
     run = tmp_path / "run"
     sets = ["--set", "crossval.teacher=ensemble", "--set", f"crossval.ensemble={member}"]
     assert main([*base, "--out", str(run), *sets]) == 0
     res = json.loads((run / "crossval.json").read_text())
-    want = {"student (control)", "member r18-96", "teacher (ensemble)", "student (distilled)"}
+    want = {"student (control)", "member small-40", "teacher (ensemble)", "student (distilled)"}
     assert set(res["per_fold"]) == want and all(len(v) == 2 for v in res["per_fold"].values())
     for fold in (0, 1):
         folder = run / f"fold{fold}"
-        m = load_card(folder / "control-r18-96" / "control-r18-96.json")
-        assert (m.arch, tuple(m.input_size), m.extra["fold"]) == ("resnet18", (96, 96), fold)
+        m = load_card(folder / "control-small-40" / "control-small-40.json")
+        assert (m.arch, tuple(m.input_size), m.extra["fold"]) == ("test_efficientnet", (40, 40), fold)
         assert f"fold {fold}" in m.metrics["threshold_calibration"]["data"]
         card = load_card(folder / "student" / "student.json")
-        assert card.extra["teacher"] == f"{folder / 'control'} + {folder / 'control-r18-96'}"
+        assert card.extra["teacher"] == f"{folder / 'control'} + {folder / 'control-small-40'}"
         assert card.extra["teacher_ensemble"] and "teacher_val" in card.extra
         # the teacher's test metrics are its own, not a member's
         t = json.loads((folder / "ensemble" / "test_metrics.json").read_text())
         assert t["per_eye"]["n"] > 0 and t == res["per_fold"]["teacher (ensemble)"][fold]
-        assert all(t != res["per_fold"][k][fold] for k in ("student (control)", "member r18-96"))
+        assert all(t != res["per_fold"][k][fold] for k in ("student (control)", "member small-40"))
     assert "teacher (ensemble)" in (run / "crossval.txt").read_text()
     # the fold report (for runs still going) finds the ensemble and its member too
     report = subprocess.run(
@@ -196,7 +196,7 @@ def test_crossval_can_distil_each_fold_from_an_ensemble_of_controls(tmp_path, ca
         check=True,
     ).stdout
     rows = [line.split(" mean ")[0].strip() for line in report.splitlines() if " mean " in line]
-    assert rows[:4] == ["teacher (ensemble)", "member r18-96", "student (distilled)", "student (control)"]
+    assert rows[:4] == ["teacher (ensemble)", "member small-40", "student (distilled)", "student (control)"]
     capsys.readouterr()
     bad = ["--set", "crossval.teacher=ensemble", "--set", 'crossval.ensemble=[{"arch": "resnet18"}]']
     assert main([*base, "--out", str(tmp_path / "bad"), *bad]) != 0
@@ -534,3 +534,25 @@ def test_synthetic_mix_adds_synthetic_bscans_to_training_only(tmp_path):
     assert not any(s.group.startswith("synthetic/") for s in ws0.train_val(0)[0])
     with pytest.raises(ValueError, match="synthetic_mix.fraction"):
         load_config("oct2017-real", ["synthetic_mix.fraction=-1"])
+
+
+def test_demo_can_ship_a_student_distilled_from_the_ensemble_of_controls(tmp_path, capsys):
+    """export.teacher=ensemble: `train demo` trains fold 0's control and the crossval.ensemble members,
+    distils the student from them and exports it, its card naming the ensemble it learnt from."""
+    torch.set_num_threads(2)
+    member = '[{"name": "small-40", "input_size": 40}]'
+    args = ["train", "demo", "--config", "synthetic-cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
+    args += ["--set", "export.teacher=ensemble", "--set", f"crossval.ensemble={member}"]
+    args += ["--set", f"export.folder={tmp_path / 'models'}", "--set", "export.name=kd", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    fold = tmp_path / "run" / "fold0"
+    assert (fold / "control" / "control.json").is_file() and (
+        fold / "control-small-40" / "control-small-40.json"
+    ).is_file()
+    assert not (fold / "teacher").exists()  # the recipe's teacher is not trained
+    card = load_card(tmp_path / "models" / "kd.json")
+    assert card.extra["distilled"] and card.extra["teacher"] == f"{fold / 'control'} + {fold / 'control-small-40'}"
+    assert [t["input_size"] for t in card.extra["teachers"]] == [[48, 48], [40, 40]]
+    capsys.readouterr()
+    assert main([*args[:-2], "--out", str(tmp_path / "bad"), "--set", "export.teacher=mean"]) != 0
+    assert "export.teacher must be 'recipe' or 'ensemble'" in capsys.readouterr().err

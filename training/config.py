@@ -166,6 +166,9 @@ class ExportConfig:
     int8: bool = False
     version: str = "0.1.0"
     model: str = "student"  # what `train demo` ships: the distilled "student" or the "control"
+    # the student's teacher in `train demo`: the "recipe"'s teacher section, or the "ensemble" of the
+    # control and the crossval.ensemble members (as crossval.teacher = "ensemble" trains them)
+    teacher: str = "recipe"
 
 
 SECTIONS: dict[str, type] = {

@@ -487,6 +487,15 @@ def ensemble_members(cfg: dict) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def train_ensemble(ws: Workspace, fold: int = 0, *, resume: bool = False) -> list[FitResult]:
+    """The ensemble teacher's members on ``fold``: the fold's control, then every ``crossval.ensemble``
+    member (another control, in ``fold<i>/control-<name>/``)."""
+    members = [train_student(ws, fold, teacher=None, resume=resume)]
+    for name, opts in ensemble_members(ws.cfg):
+        members.append(train_student(ws, fold, teacher=None, resume=resume, name=name, overrides=opts))
+    return members
+
+
 def _ensemble_logits(members: list[FitResult], samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
     """The mean of the members' logits on ``samples``, each through its own evaluation transform
     (size, normalisation): the ensemble teacher's output, as :class:`TeacherEnsemble` averages it."""
@@ -537,12 +546,10 @@ def _fold_models(
         runs["student (distilled)"] = train_student(ws, fold, teacher=runs["student (control)"].out_dir, resume=resume)
         control = False
     elif teacher == "ensemble":  # the fold's control and other controls teach it as an ensemble
-        runs["student (control)"] = train_student(ws, fold, teacher=None, resume=resume)
-        members = [runs["student (control)"]]
-        for name, opts in ensemble_members(ws.cfg):
-            r = train_student(ws, fold, teacher=None, resume=resume, name=name, overrides=opts)
+        members = train_ensemble(ws, fold, resume=resume)
+        runs["student (control)"] = members[0]
+        for (name, _), r in zip(ensemble_members(ws.cfg), members[1:], strict=True):
             runs[f"member {name.removeprefix('control-')}"] = r
-            members.append(r)
         runs["student (distilled)"] = train_student(ws, fold, teacher=[r.out_dir for r in members], resume=resume)
         control = False
     elif teacher:
@@ -732,15 +739,23 @@ def export_student(
 
 
 def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """The bundled student: teacher -> distilled student on fold 0 (or, with ``export.model =
-    "control"``, the student trained without a teacher) -> thresholds calibrated on the validation
+    """The bundled student: teacher -> distilled student on fold 0 (the teacher: the recipe's, or with
+    ``export.teacher = "ensemble"`` the fold's control and the ``crossval.ensemble`` members, as
+    ``crossval.teacher = "ensemble"`` trains them; or, with ``export.model = "control"``, the student
+    trained without a teacher) -> thresholds calibrated on the validation
     eyes -> test metrics -> export
     (with ``export.int8``: calibrated on fold 0's training B-scans, measured on its test set, or on
     its validation set when there is none)."""
     which = ws.cfg["export"].get("model", "student")
     if which not in ("student", "control"):
         raise ValueError(f"export.model must be 'student' (distilled) or 'control', not {which!r}")
-    if which == "student":
+    teacher = ws.cfg["export"].get("teacher", "recipe")
+    if teacher not in ("recipe", "ensemble"):
+        raise ValueError(f"export.teacher must be 'recipe' or 'ensemble', not {teacher!r}")
+    if which == "student" and teacher == "ensemble":  # the control and crossval.ensemble's members teach
+        members = [r.out_dir for r in train_ensemble(ws, 0, resume=resume)]
+        s = train_student(ws, 0, teacher=members, resume=resume)
+    elif which == "student":
         t = train_teacher(ws, 0, resume=resume)
         del t
         s = train_student(ws, 0, teacher=ws.fold_dir(0, "teacher") / "teacher.json", resume=resume)
