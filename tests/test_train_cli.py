@@ -542,7 +542,7 @@ def test_demo_can_ship_a_student_distilled_from_the_ensemble_of_controls(tmp_pat
     torch.set_num_threads(2)
     member = '[{"name": "small-40", "input_size": 40}]'
     args = ["train", "demo", "--config", "synthetic-cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
-    args += ["--set", "export.teacher=ensemble", "--set", f"crossval.ensemble={member}"]
+    args += ["--set", "export.teacher=ensemble", "--set", f"crossval.ensemble={member}", "--set", "export.seed=3"]
     args += ["--set", f"export.folder={tmp_path / 'models'}", "--set", "export.name=kd", "--out", str(tmp_path / "run")]
     assert main(args) == 0
     fold = tmp_path / "run" / "fold0"
@@ -553,6 +553,10 @@ def test_demo_can_ship_a_student_distilled_from_the_ensemble_of_controls(tmp_pat
     card = load_card(tmp_path / "models" / "kd.json")
     assert card.extra["distilled"] and card.extra["teacher"] == f"{fold / 'control'} + {fold / 'control-small-40'}"
     assert [t["input_size"] for t in card.extra["teachers"]] == [[48, 48], [40, 40]]
+    # export.seed is the student's own; its teachers keep the runtime seed
+    assert card.extra["reproduce"].endswith("--set student.seed=3")
+    assert load_card(fold / "student" / "student.json").extra["config"]["seed"] == 3
+    assert load_card(fold / "control" / "control.json").extra["config"]["seed"] == 0
     capsys.readouterr()
     assert main([*args[:-2], "--out", str(tmp_path / "bad"), "--set", "export.teacher=mean"]) != 0
     assert "export.teacher must be 'recipe' or 'ensemble'" in capsys.readouterr().err

@@ -169,6 +169,8 @@ class ExportConfig:
     # the student's teacher in `train demo`: the "recipe"'s teacher section, or the "ensemble" of the
     # control and the crossval.ensemble members (as crossval.teacher = "ensemble" trains them)
     teacher: str = "recipe"
+    # with export.teacher "ensemble": the distilled student's seed (None: runtime.seed, as its teachers')
+    seed: int | None = None
 
 
 SECTIONS: dict[str, type] = {

@@ -381,8 +381,10 @@ def train_student(
         extra["reproduce"] = ws.reproduce(f"distill --fold {fold}{opts}")
     else:
         extra["reproduce"] = ws.reproduce(f"student --fold {fold}")
-    if overrides:  # an ensemble member of a cross-validation (crossval.teacher = "ensemble")
+    if overrides and not paths:  # an ensemble member (crossval.teacher or export.teacher "ensemble")
         extra["reproduce"] = ws.reproduce("crossval") + f"  # fold {fold}, ensemble member {name}"
+    elif overrides:
+        extra["reproduce"] += "".join(f" --set student.{k}={json.dumps(v)}" for k, v in overrides.items())
     return fit(
         tc,
         train,
@@ -752,9 +754,10 @@ def demo(ws: Workspace, *, resume: bool = False, overwrite: bool = False) -> Pat
     teacher = ws.cfg["export"].get("teacher", "recipe")
     if teacher not in ("recipe", "ensemble"):
         raise ValueError(f"export.teacher must be 'recipe' or 'ensemble', not {teacher!r}")
+    seed = ws.cfg["export"].get("seed")  # the shipped student's own seed (None: the runtime's)
     if which == "student" and teacher == "ensemble":  # the control and crossval.ensemble's members teach
         members = [r.out_dir for r in train_ensemble(ws, 0, resume=resume)]
-        s = train_student(ws, 0, teacher=members, resume=resume)
+        s = train_student(ws, 0, teacher=members, resume=resume, overrides={"seed": seed} if seed is not None else None)
     elif which == "student":
         t = train_teacher(ws, 0, resume=resume)
         del t
